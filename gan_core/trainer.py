@@ -1,0 +1,470 @@
+"""The one GAN trainer used by every entry point. Imports torch (and tqdm) only.
+
+Each step reads like the paper: (1) update D on real and fake images, (2) update G
+through D, (3) update the EMA copy of G. Everything random in a step — which images,
+which z, which augmentation — is drawn from a generator seeded by (seed, step, rank),
+so a run is a pure function of its config and data: resuming from a checkpoint replays
+exactly the steps an uninterrupted run would have taken, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import checkpoint as ck
+from .config import GANConfig
+from .diffaug import diff_augment
+from .ema import ema_beta, make_ema, update_ema
+from .losses import d_loss, g_loss, r1_penalty, rotation_loss
+from .models import build_models
+
+# Settings that may change between a run and its resumption without changing the maths.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "num_threads", "on_divergence", "max_rollbacks"}
+GENERATOR_FILE = "generator.safetensors"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss and could not (or was told not to) recover."""
+
+
+@dataclass
+class TrainEvent:
+    kind: Literal["start", "step", "checkpoint", "rollback", "end"]
+    step: int
+    total_steps: int
+    logs: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    generator_path: Path
+    steps: int
+    images_seen: int
+    resumed_from: int | None
+    rollbacks: int
+    wall_s: float
+    images_per_s: float
+    final_logs: dict[str, float]
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device is {name!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    if name == "cuda" and dist.is_available() and dist.is_initialized():
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return torch.device(name)
+
+
+def as_training_tensor(images: Any) -> torch.Tensor:
+    """Images as a tensor (N, C, H, W). numpy arrays are taken as channels-last
+    (N, H, W[, C]), tensors as (N, C, H, W) or (N, H, W). uint8 stays uint8 (it is
+    converted to [-1, 1] per batch, a quarter of the memory); anything else becomes float."""
+    if isinstance(images, torch.Tensor):
+        x = images.unsqueeze(1) if images.ndim == 3 else images
+    else:
+        x = torch.as_tensor(images)
+        x = x.unsqueeze(-1) if x.ndim == 3 else x
+        if x.ndim == 4:
+            x = x.permute(0, 3, 1, 2)
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W) tensors or (N, H, W, C) arrays; got shape {tuple(x.shape)}")
+    return (x if x.dtype == torch.uint8 else x.float()).contiguous()
+
+
+def _to_float(batch: torch.Tensor) -> torch.Tensor:
+    return batch.float() / 127.5 - 1.0 if batch.dtype == torch.uint8 else batch
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 0x9E3779B97F4A7C15 + step * 0x100000001B3 + rank * 0x2545F491) % (2**63 - 1)
+
+
+class Trainer:
+    """Train one GAN. ``data``: images (N, C, H, W) in [-1, 1] or uint8; ``out_dir``
+    receives ``checkpoints/``, ``metrics.jsonl``, ``summary.json`` and, only when
+    training finished with finite losses, ``generator.safetensors``."""
+
+    def __init__(
+        self,
+        cfg: GANConfig,
+        data: Any,
+        out_dir: str | os.PathLike[str],
+        *,
+        callbacks: Iterable[Callback] = (),
+        progress: bool | None = None,
+        resume: bool = True,
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.callbacks = list(callbacks)
+        self.resume = resume
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.is_main = self.rank == 0
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.is_main
+        self.device = resolve_device(cfg.train.device)
+        amp = cfg.train.amp
+        self.amp = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
+        self.channels_last = self.device.type == "cuda"
+
+        data = as_training_tensor(data)
+        m = cfg.model
+        if data.shape[1] != m.channels or data.shape[2] != m.resolution or data.shape[3] != m.resolution:
+            raise ValueError(
+                f"training images are {tuple(data.shape[1:])} (C, H, W) but the config asks for "
+                f"({m.channels}, {m.resolution}, {m.resolution}); set model.channels/model.resolution "
+                "to match, or resize the data"
+            )
+        if data.shape[0] < 2:
+            raise ValueError(f"need at least 2 training images, got {data.shape[0]}")
+        if data.dtype != torch.uint8 and not torch.isfinite(data).all():
+            raise ValueError("training images contain NaN or inf values")
+        self.data = data.to(self.device)
+        self.n = data.shape[0]
+
+        self.G, self.D = build_models(cfg)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        if self.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.G_ema = make_ema(self.G) if cfg.uses_ema else None
+        t = cfg.train
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        self.step = 0
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self._perm_cache: dict[int, torch.Tensor] = {}
+        if self.world > 1:
+            self._broadcast(list(self.G.parameters()) + list(self.D.parameters()))
+
+    # ------------------------------------------------------------------ data, z
+    def _epoch_perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perm_cache:
+            g = torch.Generator().manual_seed(_step_seed(self.cfg.train.seed, epoch, 7919))
+            self._perm_cache = {epoch: torch.randperm(self.n, generator=g), **{k: v for k, v in self._perm_cache.items() if k >= epoch - 1}}
+        return self._perm_cache[epoch]
+
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        """Global sample positions (step, rank, j) walk through per-epoch permutations,
+        so every image is seen once per epoch and ranks read disjoint shards."""
+        b = self.cfg.train.batch_size
+        start = ((step - 1) * self.world + self.rank) * b
+        pos = torch.arange(start, start + b)
+        epochs, offsets = pos // self.n, pos % self.n
+        out = torch.empty(b, dtype=torch.long)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            out[sel] = self._epoch_perm(e)[offsets[sel]]
+        return out
+
+    # ------------------------------------------------------------------ distributed
+    def _all_reduce_grads(self, module: nn.Module) -> None:
+        if self.world == 1:
+            return
+        params = [p for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.flatten() for p in params])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
+    def _broadcast(self, tensors: list[torch.Tensor]) -> None:
+        if self.world == 1 or not tensors:
+            return
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+    # ------------------------------------------------------------------ one step
+    @staticmethod
+    def _rotated(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random rotation per image (a quarter of the cost of all four): (B, C, H, W)."""
+        k = torch.randint(0, 4, (x.shape[0],), generator=g, device=g.device).to(x.device)
+        out = torch.empty_like(x)
+        for r in range(4):
+            sel = k == r
+            out[sel] = torch.rot90(x[sel], r, dims=(2, 3))
+        return out, k
+
+    def train_step(self, step: int) -> dict[str, float]:
+        t = self.cfg.train
+        g = torch.Generator(device=self.device).manual_seed(_step_seed(t.seed, step, self.rank))
+        real = _to_float(self.data[self._batch_indices(step).to(self.device)])
+        z = torch.randn(real.shape[0], self.cfg.model.z_dim, generator=g, device=self.device)
+        aug = (lambda x: diff_augment(x, t.diffaug, g)) if t.diffaug else (lambda x: x)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        logs: dict[str, torch.Tensor] = {}
+
+        # (1) update D: real -> 1, fake -> 0 (+ R1 on real, + rotation prediction on real)
+        self.D.requires_grad_(True)
+        if t.r1_gamma > 0:
+            real.requires_grad_(True)
+        with autocast:
+            fake = self.G(z)
+            d_real = self.D(aug(real))
+            d_fake = self.D(aug(fake.detach()))
+            loss_d = d_loss(t.loss, d_real.float(), d_fake.float())
+            if t.ssl_rotation_d > 0:
+                xr, yr = self._rotated(aug(real.detach()), g)
+                rot_d = rotation_loss(self.D.rot(self.D.features(xr)), yr)
+                loss_d = loss_d + t.ssl_rotation_d * rot_d
+                logs["rot_d"] = rot_d.detach()
+        if t.r1_gamma > 0:
+            r1 = r1_penalty(d_real.float(), real)
+            loss_d = loss_d + 0.5 * t.r1_gamma * r1
+            logs["r1"] = r1.detach()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._all_reduce_grads(self.D)
+        self.opt_d.step()
+
+        # (2) update G through the just-updated D (D frozen: no wasted weight grads)
+        self.D.requires_grad_(False)
+        with autocast:
+            d_fake_g = self.D(aug(fake))
+            loss_g = g_loss(t.loss, d_fake_g.float())
+            if t.ssl_rotation_g > 0:
+                xr, yr = self._rotated(aug(fake), g)
+                rot_g = rotation_loss(self.D.rot(self.D.features(xr)), yr)
+                loss_g = loss_g + t.ssl_rotation_g * rot_g
+                logs["rot_g"] = rot_g.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self._all_reduce_grads(self.G)
+        self.opt_g.step()
+        if self.world > 1:
+            self._broadcast(list(self.G.buffers()) + list(self.D.buffers()))
+
+        # (3) EMA of G, half-life in images with ramp-up
+        images_seen = step * t.batch_size * self.world
+        if self.G_ema is not None:
+            beta = ema_beta(t.batch_size * self.world, images_seen, t.ema_half_life_images, t.ema_rampup)
+            update_ema(self.G_ema, self.G, beta)
+            logs["ema_beta"] = torch.tensor(beta)
+
+        logs.update(loss_d=loss_d.detach(), loss_g=loss_g.detach(), d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean())
+        names = list(logs)
+        values = torch.stack([logs[k].float().cpu() for k in names]).tolist()  # one sync
+        return dict(zip(names, values))
+
+    # ------------------------------------------------------------------ state
+    def _state_meta(self) -> dict[str, Any]:
+        return {
+            "kind": "training-state",
+            "step": self.step,
+            "images_seen": self.step * self.cfg.train.batch_size * self.world,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "world_size": self.world,
+            "config": self.cfg.model_dump(),
+            "torch": torch.__version__,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.is_main:
+            return None
+        tensors = {**ck.module_tensors("G", self.G), **ck.module_tensors("D", self.D)}
+        if self.G_ema is not None:
+            tensors.update(ck.module_tensors("G_ema", self.G_ema))
+        meta = self._state_meta()
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            ot, om = ck.optimizer_tensors(name, opt)
+            tensors.update(ot)
+            meta[name] = om
+        path = ck.save_tensors(ck.checkpoint_path(self.ckpt_dir, self.step), tensors, meta)
+        for _, old in ck.list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        tensors, meta = ck.load_tensors(path)
+        if meta.get("kind") != "training-state":
+            raise ck.CheckpointError(f"{path} is not a training checkpoint (kind {meta.get('kind')!r})")
+        self._check_compatible(meta["config"], path)
+        if meta.get("world_size", 1) != self.world:
+            raise ck.CheckpointError(
+                f"{path} was written by a run with {meta.get('world_size')} processes; this run has {self.world}. "
+                "Resume with the same number of processes (the data order depends on it)."
+            )
+        ck.load_module("G", self.G, tensors, path)
+        ck.load_module("D", self.D, tensors, path)
+        if self.G_ema is not None:
+            ck.load_module("G_ema", self.G_ema, tensors, path)
+        ck.load_optimizer("opt_g", self.opt_g, tensors, meta["opt_g"])
+        ck.load_optimizer("opt_d", self.opt_d, tensors, meta["opt_d"])
+        self.step, self.lr_scale, self.rollbacks = meta["step"], meta["lr_scale"], meta["rollbacks"]
+
+    def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
+        now = self.cfg.model_dump()
+        diffs = [f"model.{k}" for k in now["model"] if now["model"][k] != saved["model"].get(k)]
+        diffs += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and now["train"][k] != saved["train"].get(k)]
+        if diffs:
+            raise ck.CheckpointError(
+                f"cannot resume from {path}: the config changed in {diffs} (only {sorted(RESUMABLE_CHANGES)} may change "
+                "between a run and its resumption). Use a new output directory, or pass resume=False to start over."
+            )
+
+    # ------------------------------------------------------------------ logs
+    def _rewrite_metrics_upto(self, step: int) -> None:
+        path = self.out_dir / METRICS_FILE
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        ck.atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def _emit(self, event: TrainEvent) -> None:
+        for cb in self.callbacks:
+            cb(event)
+
+    # ------------------------------------------------------------------ fit
+    def _start(self) -> int | None:
+        """Resume from the newest checkpoint, or start fresh with a step-0 checkpoint."""
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ck.remove_stale_temp_files(self.ckpt_dir)
+            (self.out_dir / GENERATOR_FILE).unlink(missing_ok=True)  # only a finished run has one
+            if not self.resume:
+                for _, p in ck.list_checkpoints(self.ckpt_dir):
+                    p.unlink()
+                (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
+        if self.world > 1:
+            dist.barrier()
+        found = ck.list_checkpoints(self.ckpt_dir)
+        if found:
+            self.load_checkpoint(found[-1][1])
+            if self.is_main:
+                self._rewrite_metrics_upto(self.step)
+            return self.step
+        self.save_checkpoint()
+        return None
+
+    def _rollback(self, step: int, logs: dict[str, float]) -> None:
+        t = self.cfg.train
+        found = ck.list_checkpoints(self.ckpt_dir)
+        where = found[-1][1] if found else None
+        if t.on_divergence == "stop" or self.rollbacks >= t.max_rollbacks or where is None:
+            why = "train.on_divergence is 'stop'" if t.on_divergence == "stop" else f"{self.rollbacks} rollback(s) already used (train.max_rollbacks)"
+            raise DivergenceError(
+                f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in logs.items())}); {why}. "
+                f"No generator was written. Last good checkpoint: {where}. Try a lower train.lr_d/lr_g, "
+                "model.spectral_norm: true or train.r1_gamma > 0."
+            )
+        rollbacks = self.rollbacks + 1
+        lr_scale = self.lr_scale * t.divergence_lr_factor
+        if self.world > 1:
+            dist.barrier()
+        self.load_checkpoint(where)
+        self.rollbacks, self.lr_scale = rollbacks, lr_scale
+        for opt, lr in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_scale
+        event = {"event": "rollback", "step": step, "to_step": self.step, "lr_scale": lr_scale}
+        if self.is_main:
+            with open(self.out_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(event) + "\n")
+        self._emit(TrainEvent("rollback", self.step, t.steps, {"from_step": float(step), "lr_scale": lr_scale}, where))
+
+    def fit(self) -> TrainResult:
+        t = self.cfg.train
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        resumed_from = self._start()
+        self._emit(TrainEvent("start", self.step, t.steps))
+        self.G.train()
+        self.D.train()
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        logs: dict[str, float] = {}
+        first_step, t0 = self.step, time.perf_counter()
+        metrics = open(self.out_dir / METRICS_FILE, "a") if self.is_main else None
+        try:
+            while self.step < t.steps:
+                step = self.step + 1
+                logs = self.train_step(step)
+                if not all(math.isfinite(v) for v in logs.values()):
+                    if metrics:
+                        metrics.flush()
+                    self._rollback(step, logs)
+                    if bar:
+                        bar.n = self.step
+                    continue
+                self.step = step
+                if metrics and (step % t.log_every == 0 or step == t.steps):
+                    metrics.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in logs.items()}}) + "\n")
+                self._emit(TrainEvent("step", step, t.steps, logs))
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(loss_d=f"{logs['loss_d']:.3f}", loss_g=f"{logs['loss_g']:.3f}", refresh=False)
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    if metrics:
+                        metrics.flush()
+                        os.fsync(metrics.fileno())
+                    path = self.save_checkpoint()
+                    self._emit(TrainEvent("checkpoint", step, t.steps, logs, path))
+        finally:
+            if metrics:
+                metrics.close()
+            if bar:
+                bar.close()
+        wall = time.perf_counter() - t0
+        images = (self.step - first_step) * t.batch_size * self.world
+        gen_path = self.out_dir / GENERATOR_FILE
+        result = TrainResult(
+            generator_path=gen_path,
+            steps=self.step,
+            images_seen=self.step * t.batch_size * self.world,
+            resumed_from=resumed_from,
+            rollbacks=self.rollbacks,
+            wall_s=wall,
+            images_per_s=images / wall if wall > 0 else 0.0,
+            final_logs=logs,
+        )
+        if self.is_main:
+            final_g = self.G_ema if self.G_ema is not None else self.G
+            ck.save_generator(gen_path, final_g, self.cfg, step=self.step, images_seen=result.images_seen, ema=self.G_ema is not None)
+            summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+            ck.atomic_write_bytes(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
+        if self.world > 1:
+            dist.barrier()
+        self._emit(TrainEvent("end", self.step, t.steps, logs, gen_path))
+        return result
+
+
+def train(cfg: GANConfig, data: Any, out_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+    """Convenience wrapper: ``Trainer(cfg, data, out_dir, **kwargs).fit()``."""
+    return Trainer(cfg, data, out_dir, **kwargs).fit()
