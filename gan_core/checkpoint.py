@@ -57,7 +57,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    data = _st_save(tensors, metadata={"format": FORMAT, "state": json.dumps(meta, sort_keys=True)})
+    # One metadata key: safetensors does not keep the order of several, and the file's
+    # bytes must be a function of its content for byte-identical reruns.
+    data = _st_save(tensors, metadata={"scenario_gan": json.dumps({"format": FORMAT, **meta}, sort_keys=True)})
     return atomic_write_bytes(path, data)
 
 
@@ -82,10 +84,13 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
         header = json.loads(raw[8 : 8 + header_len])
     except (SafetensorError, ValueError) as e:
         raise CheckpointError(f"{hint} ({e})") from None
-    meta = header.get("__metadata__", {})
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a scenario-gan checkpoint (format {meta.get('format')!r})")
-    return tensors, json.loads(meta["state"])
+    try:
+        meta = json.loads(header.get("__metadata__", {})["scenario_gan"])
+    except (KeyError, ValueError):
+        meta = {}
+    if meta.pop("format", None) != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a scenario-gan checkpoint; re-save it with gan_core.save_generator")
+    return tensors, meta
 
 
 def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,25 @@
+"""Shared fixtures: small real data (scikit-learn's digits) and tiny configs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@pytest.fixture(scope="session")
+def digits16() -> np.ndarray:
+    """200 real 8x8 digits upsampled to 16x16, uint8 (N, H, W)."""
+    from gan_core.train import dry_run_data
+
+    return dry_run_data()[:200]
+
+
+def tiny_config(**train) -> dict:
+    """A dcgan small enough that a step takes milliseconds on one CPU thread."""
+    base = {"steps": 12, "batch_size": 16, "checkpoint_every": 4, "num_threads": 1, "seed": 3}
+    base.update(train)
+    return {"model": {"arch": "dcgan", "resolution": 16, "channels": 1, "width": 8, "z_dim": 16}, "train": base}

@@ -1,0 +1,225 @@
+"""The trainer on tiny real data: it trains, logs, checkpoints, resumes bit-exactly,
+guards against divergence and refuses unsafe or mismatched checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gan_core.checkpoint import CheckpointError, list_checkpoints, load_generator, load_tensors
+from gan_core.config import load_config
+from gan_core.trainer import DivergenceError, Trainer, train
+
+from .conftest import tiny_config
+
+RECIPE = {"loss": "hinge", "r1_gamma": 0.1, "diffaug": "color,translation,cutout", "ema_half_life_images": 200, "ssl_rotation_d": 1.0, "ssl_rotation_g": 0.2}
+
+
+def test_few_steps_train_log_and_save(digits16, tmp_path):
+    events = []
+    cfg = load_config(tiny_config(**RECIPE))
+    result = train(cfg, digits16, tmp_path, callbacks=[events.append])
+    assert result.steps == 12 and result.images_seen == 12 * 16 and result.rollbacks == 0
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 13))
+    for key in ("loss_d", "loss_g", "r1", "rot_d", "rot_g", "ema_beta"):
+        assert all(math.isfinite(r[key]) for r in lines), key
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("step") == 12 and kinds.count("checkpoint") == 3
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [8, 12]  # keep_checkpoints=2
+    g, loaded_cfg, meta = load_generator(result.generator_path)
+    assert loaded_cfg == cfg and meta["step"] == 12 and meta["ema"] is True
+    assert g(torch.randn(2, 16)).shape == (2, 1, 16, 16)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["images_per_s"] > 0
+
+
+def test_training_moves_the_generator_towards_the_data(digits16, tmp_path):
+    """After a short run the samples' mean image is much nearer the data's than at init."""
+    from gan_core.models import build_models
+    from gan_core.sampling import generate, latents
+
+    cfg = load_config(tiny_config(steps=150, checkpoint_every=150, lr_g=1e-3, lr_d=1e-3))
+    g0, _ = build_models(cfg)
+    result = train(cfg, digits16, tmp_path)
+    g1, _, _ = load_generator(result.generator_path)
+    target = torch.tensor(digits16, dtype=torch.float32).div(127.5).sub(1).mean(0)  # (H, W)
+    z = latents(256, 16, seed=0)
+    err0 = (generate(g0, z)[:, 0].mean(0) - target).square().mean()
+    err1 = (generate(g1, z)[:, 0].mean(0) - target).square().mean()
+    assert err1 < err0 * 0.5, (err0, err1)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(digits16, tmp_path):
+    cfg = load_config(tiny_config(**RECIPE))
+    a = train(cfg, digits16, tmp_path / "a").generator_path.read_bytes()
+    b = train(cfg, digits16, tmp_path / "b").generator_path.read_bytes()
+    c = train(load_config(tiny_config(**RECIPE, seed=4)), digits16, tmp_path / "c").generator_path.read_bytes()
+    assert a == b
+    assert a != c
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gan_core.train", "--no-progress", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_sigkill_then_resume_is_byte_identical(digits16, tmp_path):
+    np.savez(tmp_path / "data.npz", images=digits16)
+    cfg = tiny_config(**RECIPE, steps=120, checkpoint_every=10)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    common = ["--data", str(tmp_path / "data.npz"), "--config", str(tmp_path / "cfg.json")]
+
+    ref = _run_cli(common + ["--out", str(tmp_path / "ref")])
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+
+    out = tmp_path / "killed"
+    proc = _run_cli(common + ["--out", str(out)])
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(s >= 30 for s, _ in list_checkpoints(out / "checkpoints")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; raise steps"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = list_checkpoints(out / "checkpoints")[-1][0]
+    assert 30 <= killed_at < 120
+    assert not (out / "generator.safetensors").exists()
+
+    resumed = _run_cli(common + ["--out", str(out)])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert (out / "generator.safetensors").read_bytes() == (tmp_path / "ref" / "generator.safetensors").read_bytes()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 121)), "metrics.jsonl must hold each step once after resume"
+
+
+def test_resume_extends_a_finished_run_exactly(digits16, tmp_path):
+    full = train(load_config(tiny_config(steps=12)), digits16, tmp_path / "full").generator_path.read_bytes()
+    train(load_config(tiny_config(steps=8)), digits16, tmp_path / "ext")
+    assert train(load_config(tiny_config(steps=12)), digits16, tmp_path / "ext").resumed_from == 8
+    assert (tmp_path / "ext" / "generator.safetensors").read_bytes() == full
+
+
+def test_resume_refuses_a_changed_config(digits16, tmp_path):
+    train(load_config(tiny_config(steps=4)), digits16, tmp_path)
+    with pytest.raises(CheckpointError, match=r"train\.lr_d"):
+        train(load_config(tiny_config(steps=8, lr_d=1e-3)), digits16, tmp_path)
+    # starting over is explicit
+    assert train(load_config(tiny_config(steps=4, lr_d=1e-3)), digits16, tmp_path, resume=False).resumed_from is None
+
+
+def _poison_once(trainer: Trainer, at_step: int):
+    fired = []
+
+    def callback(event):
+        if event.kind == "step" and event.step == at_step and not fired:
+            fired.append(event.step)
+            with torch.no_grad():
+                next(trainer.G.parameters()).fill_(float("nan"))
+
+    return callback
+
+
+def test_nan_rolls_back_to_last_checkpoint_with_lower_lr(digits16, tmp_path):
+    cfg = load_config(tiny_config(on_divergence="rollback"))
+    trainer = Trainer(cfg, digits16, tmp_path)
+    events = []
+    trainer.callbacks += [_poison_once(trainer, 6), events.append]
+    result = trainer.fit()
+    assert result.rollbacks == 1 and result.steps == 12
+    rb = [e for e in events if e.kind == "rollback"]
+    assert len(rb) == 1 and rb[0].step == 4 and rb[0].logs["lr_scale"] == 0.5
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.train.lr_d * 0.5)
+    g, _, _ = load_generator(result.generator_path)
+    assert all(torch.isfinite(p).all() for p in g.parameters())
+    log = (tmp_path / "metrics.jsonl").read_text()
+    assert '"event": "rollback"' in log
+
+
+def test_nan_stops_with_a_clear_error_and_no_model(digits16, tmp_path):
+    cfg = load_config(tiny_config(on_divergence="stop"))
+    trainer = Trainer(cfg, digits16, tmp_path)
+    trainer.callbacks.append(_poison_once(trainer, 6))
+    with pytest.raises(DivergenceError, match=r"non-finite loss at step 7.*ckpt-00000004"):
+        trainer.fit()
+    assert not (tmp_path / "generator.safetensors").exists()
+
+
+def test_rollbacks_are_bounded(digits16, tmp_path):
+    cfg = load_config(tiny_config(max_rollbacks=2))
+    trainer = Trainer(cfg, digits16, tmp_path)
+
+    def always(event):
+        if event.kind == "step" and event.step == 6:
+            with torch.no_grad():
+                next(trainer.G.parameters()).fill_(float("inf"))
+
+    trainer.callbacks.append(always)
+    with pytest.raises(DivergenceError, match="2 rollback"):
+        trainer.fit()
+    assert not (tmp_path / "generator.safetensors").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("payload executed",))
+
+
+@pytest.mark.parametrize("loader", ["checkpoint", "generator"])
+def test_pickle_checkpoints_are_refused(tmp_path, capsys, loader):
+    bad = tmp_path / ("ckpt-00000004.safetensors" if loader == "checkpoint" else "generator.safetensors")
+    bad.write_bytes(pickle.dumps({"G.weight": _Payload()}))
+    fn = load_tensors if loader == "checkpoint" else load_generator
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        fn(bad)
+    assert "payload executed" not in capsys.readouterr().out
+
+
+def test_torch_save_file_is_refused_on_resume(digits16, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"step": 4}, tmp_path / "checkpoints" / "ckpt-00000004.safetensors")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        train(load_config(tiny_config()), digits16, tmp_path)
+
+
+def test_half_written_checkpoint_is_ignored(digits16, tmp_path):
+    train(load_config(tiny_config(steps=4)), digits16, tmp_path)
+    stale = tmp_path / "checkpoints" / ".ckpt-00000008.safetensors.abc.tmp"
+    stale.write_bytes(b"\x00" * 10)  # what a writer killed mid-write leaves behind
+    result = train(load_config(tiny_config(steps=8)), digits16, tmp_path)
+    assert result.resumed_from == 4 and not stale.exists()
+
+
+def test_bad_data_is_rejected_with_a_reason(digits16, tmp_path):
+    cfg = load_config(tiny_config())
+    with pytest.raises(ValueError, match=r"model.channels/model.resolution"):
+        Trainer(cfg, np.zeros((10, 32, 32, 3), np.uint8), tmp_path)
+    nan = torch.zeros(10, 1, 16, 16)
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Trainer(cfg, nan, tmp_path)
+
+
+def test_cli_dry_run(tmp_path):
+    proc = _run_cli(["--dry-run", "--out", str(tmp_path)])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out.decode().splitlines()[-1])["steps"] == 5
+    assert (tmp_path / "generator.safetensors").exists()
+
+
+def test_cli_rejects_bad_config_with_exit_2(tmp_path):
+    (tmp_path / "cfg.yaml").write_text("model:\n  arch: stylegan\n")
+    proc = _run_cli(["--dry-run", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "o")])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and b"model.arch" in err and b"cfg.yaml" in err
