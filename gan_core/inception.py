@@ -284,6 +284,10 @@ class InceptionV3Features(nn.Module):
     A freshly constructed module has random weights; use :func:`load_inception`.
     """
 
+    #: Feature dimension (read by torchmetrics / gan_core.metrics.FeatureAdapter
+    #: instead of probing the network with a dummy image).
+    num_features: int = FEATURE_DIM
+
     def __init__(self, resize_mode: str = "tf1"):
         super().__init__()
         if resize_mode not in _RESIZE_MODES:
