@@ -36,8 +36,9 @@ class ModelConfig(_Strict):
     """Output side in pixels: 16, 28, 32, 64 or 128."""
     channels: Literal[1, 3] = 3
     z_dim: int = Field(100, ge=1, le=1024)
-    width: int = Field(64, ge=8, le=512)
-    """``dcgan`` base filters (ngf = ndf). ``seed-dcgan`` uses its fixed 128."""
+    width: int | None = Field(None, ge=8, le=512)
+    """``dcgan`` base filters (ngf = ndf), default 64. ``seed-dcgan`` has a fixed 128
+    and rejects this key."""
     spectral_norm: bool = False
     """Spectral normalisation on every D layer (``dcgan`` then drops BatchNorm in D)."""
 
@@ -108,7 +109,7 @@ class GANConfig(_Strict):
     @model_validator(mode="after")
     def _combinations(self) -> "GANConfig":
         m, t = self.model, self.train
-        if m.arch == "seed-dcgan" and "width" in m.model_fields_set:
+        if m.arch == "seed-dcgan" and m.width is not None:
             raise ValueError("model.width does not apply to arch 'seed-dcgan' (fixed 128 filters); remove it or use arch 'dcgan'")
         if t.ssl_rotation_g > 0 and t.ssl_rotation_d == 0:
             raise ValueError("train.ssl_rotation_g > 0 needs train.ssl_rotation_d > 0: D's rotation head is only trained by the D loss")

@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from .config import GANConfig, ModelConfig
 
 SEED_WIDTH = 128
+DCGAN_WIDTH = 64
 
 
 def _up_sizes(resolution: int, levels: int) -> list[int]:
@@ -73,7 +74,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.channels, self.resolution = cfg.z_dim, cfg.channels, cfg.resolution
         base, n_up = _dcgan_levels(cfg.resolution)
-        w = cfg.width
+        w = cfg.width or DCGAN_WIDTH
         chans = [w * _mult(n_up - 1 - i) for i in range(n_up)]  # e.g. 64px: 8w, 4w, 2w, w
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.z_dim, chans[0], base, 1, 0, bias=False),
@@ -122,7 +123,7 @@ def _seed_discriminator(cfg: ModelConfig, rotation: bool) -> Discriminator:
 def _dcgan_discriminator(cfg: ModelConfig, rotation: bool) -> Discriminator:
     wrap = _sn if cfg.spectral_norm else (lambda m: m)
     base, n_down = _dcgan_levels(cfg.resolution)
-    w = cfg.width
+    w = cfg.width or DCGAN_WIDTH
     chans = [w * _mult(i) for i in range(n_down)]  # e.g. 64px: w, 2w, 4w, 8w
     layers: list[nn.Module] = [wrap(nn.Conv2d(cfg.channels, chans[0], 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
     for a, b in zip(chans[:-1], chans[1:]):

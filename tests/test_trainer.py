@@ -223,3 +223,15 @@ def test_cli_rejects_bad_config_with_exit_2(tmp_path):
     proc = _run_cli(["--dry-run", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "o")])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and b"model.arch" in err and b"cfg.yaml" in err
+
+
+@pytest.mark.parametrize("arch", ["seed-dcgan", "dcgan"])
+def test_generator_file_round_trips_its_config(tmp_path, arch):
+    from gan_core.checkpoint import save_generator
+    from gan_core.models import build_models
+
+    cfg = load_config({"model": {"arch": arch, "resolution": 16, "channels": 1}})
+    g, _ = build_models(cfg)
+    g2, cfg2, _ = load_generator(save_generator(tmp_path / "g.safetensors", g, cfg))
+    assert cfg2 == cfg
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), g2.state_dict().values()))
