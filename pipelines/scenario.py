@@ -1,0 +1,241 @@
+"""Scenario files: one YAML per application scenario, validated by a typed schema.
+
+A scenario says where its images come from, what they must look like (size,
+channels, expectations), how they are augmented, which GAN trains on them with which
+budget, and what a model must reach to be promoted. Everything not given takes the
+documented default below; unknown keys, wrong types, bad values and paths that leave
+the data root are errors naming the file, the key and the fix.
+
+    from pipelines.scenario import load_scenario, load_all
+    sc = load_scenario("scenarios/faces.yaml")
+    sc.gan_config()          # gan_core.GANConfig with resolution/channels from `image`
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gan_core.config import ConfigError, GANConfig, load_config
+
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+BUILTIN_SOURCES = ("faces", "nonfaces", "digits", "textures", "histology")
+# Transforms that change hue/saturation/colour balance: not allowed on medical stains,
+# whose colours carry diagnostic meaning.
+COLOUR_TRANSFORMS = frozenset(
+    {"ColorJitter", "HueSaturationValue", "RGBShift", "ChannelShuffle", "ToGray", "ToSepia", "FancyPCA", "ChannelDropout", "PlanckianJitter", "RandomToneCurve"}
+)
+
+
+class ScenarioError(ValueError):
+    """A scenario file is missing, unreadable, or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_path(v: str | None) -> str | None:
+    if v is None:
+        return v
+    p = PurePosixPath(v)
+    if p.is_absolute() or ".." in p.parts or "\\" in v:
+        raise ValueError(f"{v!r} must be a relative path inside the data root, without '..'")
+    return v
+
+
+class DataSpec(_Strict):
+    source: Literal["builtin", "folder", "npz"]
+    """``builtin`` (images shipped with installed packages), ``folder`` (PNG/JPEG/...
+    files) or ``npz`` (MedMNIST layout)."""
+    builtin: Literal["faces", "nonfaces", "digits", "textures", "histology"] | None = None
+    path: str | None = None
+    """For folder/npz: relative to the data root. Default for folder: ``<name>/raw``."""
+    npz_key: str = "train_images"
+    limit: int | None = Field(None, ge=1)
+    """Use at most this many images (the first ones, in a stable order)."""
+
+    _path = field_validator("path")(classmethod(lambda cls, v: _relative_path(v)))
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "DataSpec":
+        if self.source == "builtin" and self.builtin is None:
+            raise ValueError(f"data.builtin is required when data.source is 'builtin'; allowed: {list(BUILTIN_SOURCES)}")
+        if self.source != "builtin" and self.builtin is not None:
+            raise ValueError("data.builtin only applies to data.source 'builtin'; remove it or change the source")
+        if self.source == "npz" and self.path is None:
+            raise ValueError("data.path (the .npz file, relative to the data root) is required when data.source is 'npz'")
+        return self
+
+
+class ImageSpec(_Strict):
+    size: Literal[16, 28, 32, 64, 128] = 32
+    channels: Literal[1, 3] = 3
+    fit: Literal["center_crop", "pad", "stretch"] = "center_crop"
+    """How non-square images become square: crop the centre, pad, or stretch."""
+
+
+class Expectation(_Strict):
+    expectation: str
+    """A great-expectations 1.x expectation in snake case, e.g.
+    ``expect_column_values_to_be_between``."""
+    kwargs: dict[str, Any] = {}
+    blocking: bool = True
+    """A failed blocking expectation stops training for the scenario."""
+
+    @field_validator("expectation")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"expect_[a-z0-9_]+", v):
+            raise ValueError(f"{v!r} is not an expectation name like 'expect_column_values_to_be_between'")
+        return v
+
+
+class ValidationSpec(_Strict):
+    min_images: int = Field(16, ge=2)
+    max_quarantined_share: float = Field(0.2, ge=0, le=1)
+    """Blocking: more than this share of quarantined files means the source is broken."""
+    expectations: list[Expectation] = []
+
+
+class Transform(_Strict):
+    name: str
+    """An albumentations transform class, e.g. ``HorizontalFlip``."""
+    params: dict[str, Any] = {}
+
+
+class AugmentationSpec(_Strict):
+    transforms: list[Transform] = []
+    offline_copies: int = Field(0, ge=0, le=20)
+    """Augmented copies of every image written beside the originals (0 = none)."""
+    preview: int = Field(8, ge=1, le=64)
+    seed: int = 0
+
+
+class PromoteSpec(_Strict):
+    max_fid_over_floor: float = Field(20.0, gt=0)
+    max_near_copy_share: float = Field(0.05, ge=0, le=1)
+
+
+class EvaluationSpec(_Strict):
+    heldout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    n_audit: int = Field(500, ge=10)
+    feature_steps: int = Field(300, ge=10)
+    seed: int = 0
+    promote: PromoteSpec = PromoteSpec()
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    domain: Literal["medical", "game", "art", "faces", "handwriting", "other"] = "other"
+    data: DataSpec
+    image: ImageSpec = ImageSpec()
+    validation: ValidationSpec = ValidationSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
+    gan: dict[str, Any] = {}
+    """gan_core config (``model:`` and ``train:``): the CPU demo budget. ``model.resolution``
+    and ``model.channels`` come from ``image`` and may not be repeated here."""
+    gpu: dict[str, Any] = {}
+    """Overrides applied on a GPU (``train.device: cuda`` or auto with CUDA present),
+    e.g. ``{train: {steps: 20000, batch_size: 128}}``: the documented GPU budget."""
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r}: use lowercase letters, digits, '-' or '_', starting with a letter (max 40)")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> "Scenario":
+        model = self.gan.get("model", {}) if isinstance(self.gan, dict) else {}
+        for key in ("resolution", "channels"):
+            if key in model:
+                raise ValueError(f"gan.model.{key} comes from image.{'size' if key == 'resolution' else 'channels'}; remove it from gan.model")
+        if self.domain == "medical":
+            bad = [t.name for t in self.augmentation.transforms if t.name in COLOUR_TRANSFORMS]
+            if bad:
+                raise ValueError(f"augmentation.transforms {bad} change colours, which carry diagnostic meaning in medical images; remove them for domain 'medical'")
+        self.gan_config()
+        self.gan_config(gpu=True)
+        return self
+
+    def _gan_dict(self, gpu: bool) -> dict[str, Any]:
+        raw = {k: dict(v) for k, v in self.gan.items()} if self.gan else {}
+        raw.setdefault("model", {}).update(resolution=self.image.size, channels=self.image.channels)
+        if gpu:
+            for section, values in self.gpu.items():
+                raw.setdefault(section, {}).update(values)
+        return raw
+
+    def gan_config(self, *, gpu: bool = False) -> GANConfig:
+        """The gan_core config of this scenario (CPU demo budget, or GPU budget)."""
+        return load_config(self._gan_dict(gpu), source=f"scenario {self.name!r}, key gan{' + gpu' if gpu else ''}")
+
+    def data_path(self, data_root: Path) -> Path:
+        """Where a folder/npz source lives, checked to stay inside ``data_root``."""
+        rel = self.data.path or f"{self.name}/raw"
+        root = data_root.resolve()
+        p = (root / rel).resolve()
+        if root not in p.parents and p != root:
+            raise ScenarioError(f"scenario {self.name}: data.path {rel!r} resolves to {p}, outside the data root {root}")
+        return p
+
+
+def _format(err: ValidationError, source: Path) -> str:
+    lines = [f"{source}: invalid scenario"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against docs/SCENARIOS.md"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_scenario(raw: Any, source: Path | str = "<dict>") -> Scenario:
+    source = Path(source)
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{source}: a scenario file must be a YAML mapping (key: value), got {type(raw).__name__}")
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as e:
+        raise ScenarioError(_format(e, source)) from None
+    except ConfigError as e:
+        raise ScenarioError(f"{source}: {e}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate one scenario file. YAML is read with ``safe_load``: tags that
+    would construct Python objects are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: scenario file not found; scenarios live in {SCENARIO_DIR}/<name>.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"{path}: not valid YAML (only plain YAML is accepted; tags such as !!python/object are refused): {e}") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text ({e})") from None
+    sc = parse_scenario(raw, path)
+    if sc.name != path.stem:
+        raise ScenarioError(f"{path}: name {sc.name!r} must match the file name {path.stem!r}; rename one of them")
+    return sc
+
+
+def scenario_files(directory: str | Path = SCENARIO_DIR) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def load_all(directory: str | Path = SCENARIO_DIR) -> dict[str, Scenario]:
+    """Every scenario in ``directory``, by name."""
+    return {sc.name: sc for sc in (load_scenario(p) for p in scenario_files(directory))}

@@ -1,0 +1,91 @@
+"""Scenario files: the defaults load, and every kind of bad input is an error that
+names the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.paths import Roots
+from pipelines.scenario import ScenarioError, load_all, load_scenario, parse_scenario
+
+GOOD = """
+name: x
+domain: other
+data: {source: builtin, builtin: faces}
+image: {size: 32, channels: 1}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "x") -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_default_scenarios_load_with_cpu_and_gpu_budgets():
+    scenarios = load_all()
+    assert {"faces", "digits", "textures", "histology"} <= set(scenarios)
+    for sc in scenarios.values():
+        cpu, gpu = sc.gan_config(), sc.gan_config(gpu=True)
+        assert (cpu.model.resolution, cpu.model.channels) == (sc.image.size, sc.image.channels)
+        assert gpu.train.steps > cpu.train.steps
+    assert scenarios["histology"].domain == "medical" and scenarios["histology"].image.channels == 3
+
+
+@pytest.mark.parametrize(
+    "patch, needles",
+    [
+        ("name: x\ndata: {source: builtin, builtin: faces}\nimgae: {size: 32}\n", ["imgae", "unknown key"]),
+        ("name: x\ndata: {source: builtin, builtin: faces}\nimage: {size: 48}\n", ["image.size", "16", "128"]),
+        ("name: x\ndata: {source: builtin, builtin: faces}\nimage: {channels: two}\n", ["image.channels"]),
+        ("name: x\ndata: {source: web}\n", ["data.source", "builtin", "folder", "npz"]),
+        ("name: x\ndata: {source: builtin}\n", ["data.builtin", "faces", "digits"]),
+        ("name: x\ndata: {source: npz}\n", ["data.path", "npz"]),
+        ("name: x\ndata: {source: folder, path: ../../etc}\n", ["data.path", "inside the data root"]),
+        ("name: x\ndata: {source: folder, path: /etc}\n", ["data.path", "relative"]),
+        ("name: x\ndata: {source: builtin, builtin: faces}\ngan: {model: {arch: stylegan}}\n", ["model.arch", "seed-dcgan"]),
+        ("name: x\ndata: {source: builtin, builtin: faces}\ngan: {model: {resolution: 64}}\n", ["gan.model.resolution", "image.size"]),
+        ("name: x\ndomain: medical\ndata: {source: builtin, builtin: histology}\naugmentation: {transforms: [{name: ColorJitter}]}\n", ["ColorJitter", "medical"]),
+        ("name: x\ndata: {source: builtin, builtin: faces}\nvalidation: {expectations: [{expectation: be_nice}]}\n", ["validation.expectations.0.expectation", "be_nice"]),
+        ("data: {source: builtin, builtin: faces}\n", ["name", "required"]),
+    ],
+)
+def test_bad_scenarios_name_file_and_key(tmp_path, patch, needles):
+    p = write(tmp_path, patch)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(p)
+    msg = str(e.value)
+    assert str(p) in msg or "scenario 'x'" in msg, msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_yaml_tags_that_construct_objects_are_refused(tmp_path):
+    p = write(tmp_path, GOOD + "description: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ScenarioError, match="tags such as"):
+        load_scenario(p)
+
+
+def test_name_must_match_file(tmp_path):
+    with pytest.raises(ScenarioError, match="must match the file name"):
+        load_scenario(write(tmp_path, GOOD, name="y"))
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ScenarioError, match="not found"):
+        load_scenario(tmp_path / "nope.yaml")
+    with pytest.raises(ScenarioError, match="mapping"):
+        load_scenario(write(tmp_path, "- a\n- b\n"))
+
+
+def test_data_path_stays_inside_the_data_root(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "outside")
+    sc = parse_scenario({"name": "x", "data": {"source": "folder", "path": "link"}})
+    with pytest.raises(ScenarioError, match="outside the data root"):
+        sc.data_path(Roots.under(tmp_path).data)
+    ok = parse_scenario({"name": "x", "data": {"source": "folder"}})
+    assert ok.data_path(Roots.under(tmp_path).data) == (tmp_path / "data" / "x" / "raw").resolve()
