@@ -28,7 +28,7 @@ BUILTIN_SOURCES = ("faces", "nonfaces", "digits", "textures", "histology")
 # Transforms that change hue/saturation/colour balance: not allowed on medical stains,
 # whose colours carry diagnostic meaning.
 COLOUR_TRANSFORMS = frozenset(
-    {"ColorJitter", "HueSaturationValue", "RGBShift", "ChannelShuffle", "ToGray", "ToSepia", "FancyPCA", "ChannelDropout", "PlanckianJitter", "RandomToneCurve"}
+    {"ColorJitter", "HueSaturationValue", "RGBShift", "ChannelShuffle", "ToGray", "ToSepia", "FancyPCA", "ChannelDropout", "PlanckianJitter", "RandomToneCurve", "HEStain", "ChromaticAberration"}
 )
 
 

@@ -1,0 +1,530 @@
+"""Augmentation step: the validated images of one scenario -> an augmented dataset.
+
+The scenario's ``augmentation.transforms`` list is turned into an albumentations
+``Compose`` (each ``{name, params}`` is ``albumentations.<name>(**params)``), checked
+(known transform, valid params, output keeps the image size, channel axis and uint8
+dtype), seeded, and written with albumentations' own serialization, so training (or
+anyone) can rebuild exactly the same pipeline from ``pipeline.json``.
+
+Outputs in ``paths.augmented`` (all written atomically, ``manifest.json`` last):
+
+    pipeline.json   A.to_dict(compose) + a "scenario_gan" block (seed, size, channels)
+    images.npz      images: uint8 (N * (1 + copies), H, W, C) -- the originals first,
+                    then copy 1 of every image, copy 2, ...; source_index: int64 row ->
+                    original row; copy_index: 0 for originals, k for copy k
+    preview.png     rows = images, first column the original, then augmentations
+    manifest.json   counts, content hash, file hashes, notes
+
+Seeding: albumentations 2.0.8 ``Compose(seed=s)`` gives *every* transform its own
+generator seeded with the same ``s``, so transforms with equal probabilities make the
+same decisions (HorizontalFlip(p=.5) + VerticalFlip(p=.5) flip both or neither, never
+one). :func:`seed_pipeline` instead gives the whole pipeline one shared stream; use it
+(not ``compose.set_random_seed``) to reseed. ``A.load("pipeline.json")`` rebuilds the
+same transforms, but only :func:`load_pipeline` restores the seeding.
+
+No dagster imports; albumentations is imported lazily (it takes ~4 s and checks for
+updates online unless ``NO_ALBUMENTATIONS_UPDATE=1``, which this module sets).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import io
+import json
+import os
+import random
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gan_core.checkpoint import atomic_write_bytes
+
+from ..paths import ScenarioPaths
+from ..scenario import SCENARIO_DIR, AugmentationSpec, Scenario
+
+if TYPE_CHECKING:  # pragma: no cover
+    import albumentations as A
+
+PIPELINE_FILE = "pipeline.json"
+IMAGES_FILE = "images.npz"
+PREVIEW_FILE = "preview.png"
+MANIFEST_FILE = "manifest.json"
+PREVIEW_COLUMNS = 8
+"""Columns of preview.png: the original, then PREVIEW_COLUMNS - 1 augmentations."""
+PREVIEW_PADDING = 2
+
+# Names that exist in albumentations but cannot be a step of this pipeline: abstract
+# bases, code (not serializable), tensor conversion, 3-D volumes.
+_NOT_USABLE = frozenset({"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D", "Lambda", "ToTensorV2", "ToTensor3D"})
+# albumentations 1.x names that 2.x removed, with what to use instead.
+_RENAMED = {
+    "Cutout": "CoarseDropout",
+    "JpegCompression": "ImageCompression",
+    "Flip": "HorizontalFlip / VerticalFlip (or SquareSymmetry for all 8 flips and turns)",
+    "RandomContrast": "RandomBrightnessContrast",
+    "RandomBrightness": "RandomBrightnessContrast",
+    "IAAAffine": "Affine",
+    "IAAPerspective": "Perspective",
+    "IAASharpen": "Sharpen",
+    "IAAEmboss": "Emboss",
+    "IAAPiecewiseAffine": "PiecewiseAffine",
+    "IAAAdditiveGaussianNoise": "GaussNoise",
+    "ToTensor": "nothing (training converts to tensors itself)",
+}
+# albumentations 1.x parameters that 2.x renamed.
+_PARAM_HINTS = {
+    "always_apply": "removed in albumentations 2; use p: 1.0",
+    "height": "2.x crops that resize take size: [height, width]",
+    "width": "2.x crops that resize take size: [height, width]",
+    "var_limit": "GaussNoise now takes std_range (fractions of the maximum value)",
+    "quality_lower": "ImageCompression now takes quality_range: [low, high]",
+    "quality_upper": "ImageCompression now takes quality_range: [low, high]",
+    "max_holes": "CoarseDropout now takes num_holes_range / hole_height_range / hole_width_range",
+    "value": "border/fill values are now fill (image) and fill_mask",
+    "cval": "border/fill values are now fill (image) and fill_mask",
+    "mode": "border modes are now border_mode",
+    "alpha_affine": "removed from ElasticTransform in albumentations 2",
+}
+
+
+class AugmentationError(ValueError):
+    """The augmentation policy is invalid, or the step cannot run."""
+
+
+class MissingInputError(AugmentationError, FileNotFoundError):
+    """The validated images this step reads are missing."""
+
+
+@dataclass
+class AugmentResult:
+    scenario: str
+    n_original: int
+    n_images: int
+    offline_copies: int
+    """Copies actually written (0 when the pipeline is the identity)."""
+    content_hash: str
+    images_path: Path
+    pipeline_path: Path
+    preview_path: Path
+    manifest_path: Path
+    transforms: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster metadata / DVC logs."""
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _albu():
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
+
+
+def available_transforms() -> list[str]:
+    """Names of albumentations transforms a scenario may list (installed version)."""
+    A = _albu()
+    from albumentations.core.transforms_interface import BasicTransform
+
+    return sorted(
+        n
+        for n in dir(A)
+        if not n.startswith("_") and n not in _NOT_USABLE and not n.endswith("3D")
+        and inspect.isclass(obj := getattr(A, n)) and issubclass(obj, BasicTransform)
+    )
+
+
+def _param_names(cls: type) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [n for n, p in sig.parameters.items() if n not in ("self", "strict") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _short(err: BaseException) -> str:
+    """One line: pydantic errors as 'field: message', others as their text
+    without pydantic's 'For further information visit ...' lines."""
+    cause = err if hasattr(err, "errors") else err.__cause__
+    if cause is not None and callable(getattr(cause, "errors", None)):
+        try:
+            items = cause.errors()
+        except Exception:  # noqa: BLE001
+            items = None
+        if items:
+            parts = []
+            for it in items:
+                loc = ".".join(str(x) for x in it.get("loc", ()))
+                msg = str(it.get("msg", "")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {msg}" if loc else msg)
+            return "; ".join(parts)
+    lines = [ln.rstrip() for ln in str(err).splitlines() if "errors.pydantic.dev" not in ln]
+    return " ".join(ln.strip() for ln in lines if ln.strip())
+
+
+def _resolve_class(name: str, key: str, source: str):
+    A = _albu()
+    valid = available_transforms()
+    if name in valid:
+        return getattr(A, name)
+    if name in _RENAMED:
+        hint = f"albumentations {A.__version__} removed it; use {_RENAMED[name]}"
+    elif hasattr(A, name):
+        hint = "it is not an image transform this pipeline can use (compositions such as OneOf, code (Lambda), tensor conversion and 3-D transforms are not supported)"
+    else:
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6) or difflib.get_close_matches(name.lower(), [v.lower() for v in valid], n=3, cutoff=0.6)
+        close = [v for v in valid if v in close or v.lower() in close]
+        hint = f"did you mean {', '.join(close)}?" if close else "no albumentations transform has this name"
+    examples = ", ".join(n for n in ("HorizontalFlip", "VerticalFlip", "RandomRotate90", "Affine", "RandomResizedCrop", "RandomBrightnessContrast", "GaussNoise", "CoarseDropout") if n in valid)
+    raise AugmentationError(
+        f"{source}: {key} = {name!r} is not a usable albumentations {A.__version__} transform: {hint}. "
+        f"Examples of valid names: {examples} ({len(valid)} in all; see pipelines.steps.augment.available_transforms())"
+    )
+
+
+def _make_transform(i: int, name: str, params: dict[str, Any], source: str, *, force_p: bool = False):
+    """albumentations.<name>(**params) with every problem reported against the YAML key."""
+    cls = _resolve_class(name, f"augmentation.transforms[{i}].name", source)
+    key = f"augmentation.transforms[{i}].params"
+    allowed = _param_names(cls)
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        hints = "; ".join(f"{k}: {_PARAM_HINTS[k]}" for k in unknown if k in _PARAM_HINTS)
+        raise AugmentationError(
+            f"{source}: {key} = {params!r}: {name} has no parameter(s) {', '.join(map(repr, unknown))}"
+            f"{' (' + hints + ')' if hints else ''}. Valid parameters of {name}: {', '.join(allowed)}"
+        )
+    kwargs = dict(params, p=1.0) if force_p else dict(params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                # strict: albumentations raises instead of warning and using defaults.
+                t = cls(**kwargs, strict=True)
+            except TypeError as e:
+                if "'strict'" not in str(e):
+                    raise
+                t = cls(**kwargs)  # a class whose __init__ takes no strict (e.g. RandomRotate90)
+        except (ValueError, TypeError) as e:
+            raise AugmentationError(f"{source}: {key} = {params!r} is not valid for {name}: {_short(e).rstrip('.')}. Valid parameters of {name}: {', '.join(allowed)}") from None
+    return t, [f"{name}: {w.message}" for w in caught]
+
+
+def seed_pipeline(pipeline: "A.Compose", seed: int | None) -> "A.Compose":
+    """Seed the whole pipeline with ONE random stream shared by all its transforms.
+
+    (``Compose.set_random_seed`` seeds every transform with the same seed, which makes
+    transforms with equal probabilities fire together.) Returns ``pipeline``."""
+    pipeline.seed = seed
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return pipeline
+
+
+def _probe_image(size: int, channels: int) -> np.ndarray:
+    # Smooth structure plus noise, so content-dependent transforms have something to work on.
+    rng = np.random.default_rng(12345)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = (yy * 7 + xx * 3) % 256
+    img = (base[..., None] + rng.integers(0, 40, (size, size, channels))) % 256
+    return img.astype(np.uint8)
+
+
+def _check_keeps_shape(spec: AugmentationSpec, size: int, channels: int, source: str) -> list[str]:
+    """Run every transform with p=1, chained as in the pipeline, on a dummy image; the
+    output must keep (size, size, channels) and uint8 after each one."""
+    notes: list[str] = []
+    img = _probe_image(size, channels)
+    for i, t in enumerate(spec.transforms):
+        probe, _ = _make_transform(i, t.name, t.params, source, force_p=True)
+        probe.set_random_seed(0)
+        shape_in = img.shape
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                out = probe(image=img)["image"]
+            except Exception as e:  # noqa: BLE001 - any failure of the library is reported against the key
+                why = _short(e)
+                hint = ". Transforms that need masks, boxes or reference images cannot be used here" if ("requires" in why or "missing keys" in why or isinstance(e, KeyError)) else ""
+                raise AugmentationError(
+                    f"{source}: augmentation.transforms[{i}] ({t.name} {t.params!r}) fails on a {size}x{size}x{channels} uint8 image "
+                    f"(image.channels = {channels}): {type(e).__name__}: {why}{hint}"
+                ) from None
+        notes += [f"{t.name} on {channels}-channel images: {w.message}" for w in caught]
+        out = np.asarray(out)
+        if out.ndim == 2 and channels == 1:
+            out = out[..., None]
+        if out.shape != shape_in or out.dtype != np.uint8:
+            raise AugmentationError(
+                f"{source}: augmentation.transforms[{i}] ({t.name} {t.params!r}) turns a {shape_in} uint8 image into "
+                f"{out.shape} {out.dtype}; the pipeline must keep image.size {size} x {size}, {channels} channel(s) and uint8"
+                + (f" (e.g. give crops size: [{size}, {size}])" if out.shape[:2] != shape_in[:2] else "")
+            )
+        img = out
+    return notes
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_pipeline(
+    spec: AugmentationSpec,
+    *,
+    size: int,
+    source: str = "<scenario>",
+    channels: int = 3,
+    notes: list[str] | None = None,
+) -> "A.Compose":
+    """The scenario's augmentation policy as a seeded ``albumentations.Compose``.
+
+    Raises :class:`AugmentationError` naming ``source`` and the key
+    (``augmentation.transforms[i].name`` / ``.params``) for an unknown transform, bad
+    params, or a pipeline that does not keep ``size`` x ``size`` x ``channels`` uint8
+    (checked by running every transform with p=1 on a dummy image; pass the scenario's
+    ``image.channels``: some transforms only work on 3-channel images). Warnings that
+    albumentations emits (deprecations, ...) are appended to ``notes`` if given."""
+    A = _albu()
+    found: list[str] = []
+    transforms = []
+    for i, t in enumerate(spec.transforms):
+        tr, w = _make_transform(i, t.name, t.params, source)
+        transforms.append(tr)
+        found += w
+    found += _check_keeps_shape(spec, size, channels, source)
+    pipeline = seed_pipeline(A.Compose(transforms, seed=spec.seed), spec.seed)
+    if notes is not None:
+        notes.extend(dict.fromkeys(found))  # de-duplicated, in order
+    return pipeline
+
+
+def augment_batch(pipeline: "A.Compose", images: np.ndarray) -> np.ndarray:
+    """Apply ``pipeline`` to each image of uint8 (N, H, W, C) (or (N, H, W)), in order;
+    returns a new array of the same shape and dtype. Advances the pipeline's random
+    stream, so the same freshly seeded pipeline gives the same outputs."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise AugmentationError(f"augment_batch wants uint8 (N, H, W, C) images; got {images.dtype} {images.shape}")
+    squeeze = images.ndim == 3
+    batch = images[..., None] if squeeze else images
+    out = np.empty_like(batch)
+    for i in range(len(batch)):
+        r = pipeline(image=batch[i])["image"]
+        if r.ndim == 2:
+            r = r[..., None]
+        if r.shape != batch.shape[1:] or r.dtype != np.uint8:
+            raise AugmentationError(f"the augmentation pipeline turned image {i} of shape {batch.shape[1:]} into {r.shape} {r.dtype}; it must keep the shape and uint8")
+        out[i] = r
+    return out[..., 0] if squeeze else out
+
+
+def pipeline_to_json(pipeline: "A.Compose", *, seed: int | None, size: int | None = None, channels: int | None = None) -> bytes:
+    """albumentations' own JSON form (``A.to_dict``) plus a ``scenario_gan`` block
+    (seed and how it is applied). ``A.from_dict`` / ``A.load`` read it unchanged."""
+    _albu()
+    from albumentations.core.serialization import serialize_enum, to_dict
+
+    d = serialize_enum(to_dict(pipeline))
+    d["scenario_gan"] = {
+        "seed": seed,
+        "seeding": "one random stream shared by all transforms: pipelines.steps.augment.seed_pipeline",
+        "size": size,
+        "channels": channels,
+    }
+    return (json.dumps(d, indent=2, sort_keys=True) + "\n").encode()
+
+
+def pipeline_from_dict(d: dict[str, Any], source: str = "<pipeline>") -> "A.Compose":
+    A = _albu()
+    try:
+        pipeline = A.from_dict(d)
+    except Exception as e:  # noqa: BLE001
+        raise AugmentationError(f"{source}: not an albumentations {A.__version__} pipeline ({type(e).__name__}: {_short(e)})") from None
+    if not isinstance(pipeline, A.Compose):
+        raise AugmentationError(f"{source}: holds a {type(pipeline).__name__}, not a Compose")
+    return seed_pipeline(pipeline, (d.get("scenario_gan") or {}).get("seed"))
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> "A.Compose":
+    """Rebuild the seeded Compose that :func:`augment` wrote to ``pipeline.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist: materialize the augmented dataset first")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AugmentationError(f"{path}: not valid JSON ({e})") from None
+    return pipeline_from_dict(d, str(path))
+
+
+def _check_round_trip(pipeline_json: bytes, pipeline: "A.Compose", probe: np.ndarray, source: str) -> None:
+    """``A.from_dict`` must rebuild a pipeline that serializes identically and gives the
+    same images for the same seed."""
+    d = json.loads(pipeline_json)
+    rebuilt = pipeline_from_dict(d, source)
+    seed = d["scenario_gan"]["seed"]
+    again = json.loads(pipeline_to_json(rebuilt, seed=seed, size=d["scenario_gan"]["size"], channels=d["scenario_gan"]["channels"]))
+    if again != d:
+        raise AugmentationError(f"{source}: albumentations does not serialize this pipeline faithfully (A.from_dict(A.to_dict(p)) differs); check the transforms' params")
+    a = augment_batch(seed_pipeline(pipeline, seed), probe)
+    b = augment_batch(rebuilt, probe)
+    seed_pipeline(pipeline, seed)
+    if not np.array_equal(a, b):
+        raise AugmentationError(f"{source}: the pipeline rebuilt from {PIPELINE_FILE} gives different images for the same seed")
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An uncompressed .npz (what ``np.savez`` writes) whose bytes depend only on the
+    arrays: fixed zip timestamps, so reruns are byte-identical (DVC hashes files)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(images: np.ndarray, pipeline_json: bytes) -> str:
+    """sha256 over the images' shape and dtype, their bytes, then pipeline.json."""
+    h = hashlib.sha256()
+    h.update(f"{images.shape}|{images.dtype}|".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(pipeline_json)
+    return h.hexdigest()
+
+
+def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
+    f = paths.validated / IMAGES_FILE
+    report = paths.validated / "report.json"
+    if report.is_file():
+        try:
+            rep = json.loads(report.read_text(encoding="utf-8"))
+        except ValueError:
+            rep = {}
+        if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):
+            raise AugmentationError(f"scenario {scenario.name!r}: validation did not pass ({report}); fix the data or the expectations and rerun validation")
+    if not f.is_file():
+        raise MissingInputError(
+            f"scenario {scenario.name!r}: {f} is missing: run validation first (validated images are written only "
+            "when validation passes; see validated/report.json for failed expectations)"
+        )
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            if "images" not in z.files:
+                raise AugmentationError(f"{f}: no 'images' array (found {z.files}); rerun validation")
+            images = z["images"]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise AugmentationError(f"{f}: unreadable ({e}); rerun validation") from None
+    s, c = scenario.image.size, scenario.image.channels
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, c):
+        raise AugmentationError(
+            f"{f}: images are {images.dtype} {images.shape}, but scenario {scenario.name!r} wants uint8 (N, {s}, {s}, {c}) "
+            "(image.size, image.channels); rerun ingestion and validation"
+        )
+    if len(images) == 0:
+        raise AugmentationError(f"{f}: no images; rerun ingestion and validation")
+    return images
+
+
+def _preview(pipeline: "A.Compose", originals: np.ndarray, columns: int) -> tuple[bytes, int]:
+    """PNG: one row per image, the original then ``columns - 1`` augmentations."""
+    import torch
+
+    from gan_core.sampling import encode_png, make_grid
+
+    rows = [originals[None]]
+    for _ in range(columns - 1):
+        rows.append(augment_batch(pipeline, originals)[None])
+    cells = np.concatenate(rows).transpose(1, 0, 2, 3, 4).reshape(-1, *originals.shape[1:])  # (rows*cols, H, W, C)
+    grid = make_grid(torch.from_numpy(np.ascontiguousarray(cells.transpose(0, 3, 1, 2))), nrow=columns, padding=PREVIEW_PADDING)
+    scale = preview_scale(originals.shape[1])
+    return encode_png(grid, scale=scale), scale
+
+
+def preview_scale(size: int) -> int:
+    """Nearest-neighbour upscaling of preview.png, so small images are visible."""
+    return max(1, 64 // size)
+
+
+def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = None) -> AugmentResult:
+    """Build the scenario's pipeline, write ``pipeline.json``, ``images.npz``,
+    ``preview.png`` and (last) ``manifest.json`` to ``paths.augmented``."""
+    source = source or str(SCENARIO_DIR / f"{scenario.name}.yaml")
+    spec = scenario.augmentation
+    size, channels = scenario.image.size, scenario.image.channels
+    originals = _read_validated(scenario, paths)
+    notes: list[str] = []
+    pipeline = build_pipeline(spec, size=size, source=source, channels=channels, notes=notes)
+    pipeline_json = pipeline_to_json(pipeline, seed=spec.seed, size=size, channels=channels)
+    _check_round_trip(pipeline_json, pipeline, originals[: min(4, len(originals))], source)
+
+    identity = not spec.transforms
+    copies = 0 if identity else spec.offline_copies
+    if identity:
+        notes.append("no transforms: the pipeline is the identity" + (f"; offline_copies={spec.offline_copies} skipped (they would be exact duplicates)" if spec.offline_copies else ""))
+    # Copies come from one freshly seeded pipeline, in a fixed order: the same seed and
+    # inputs always give the same rows.
+    seed_pipeline(pipeline, spec.seed)
+    blocks = [originals] + [augment_batch(pipeline, originals) for _ in range(copies)]
+    images = np.concatenate(blocks) if copies else originals
+    n = len(originals)
+    source_index = np.tile(np.arange(n, dtype=np.int64), copies + 1)
+    copy_index = np.repeat(np.arange(copies + 1, dtype=np.int64), n)
+
+    out = paths.augmented
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a half-updated folder never looks complete
+    n_preview = min(spec.preview, n)
+    columns = 1 if identity else PREVIEW_COLUMNS
+    preview_png, scale = _preview(pipeline_from_dict(json.loads(pipeline_json), source), originals[:n_preview], columns)
+    images_npz = npz_bytes(images=images, source_index=source_index, copy_index=copy_index)
+
+    pipeline_path = atomic_write_bytes(out / PIPELINE_FILE, pipeline_json)
+    images_path = atomic_write_bytes(out / IMAGES_FILE, images_npz)
+    preview_path = atomic_write_bytes(out / PREVIEW_FILE, preview_png)
+    chash = content_hash(images, pipeline_json)
+    A = _albu()
+    manifest = {
+        "scenario": scenario.name,
+        "n_images": int(len(images)),
+        "n_original": int(n),
+        "offline_copies": copies,
+        "offline_copies_requested": spec.offline_copies,
+        "content_hash": chash,
+        "content_hash_of": "sha256(f'{shape}|{dtype}|' + images bytes + pipeline.json bytes)",
+        "size": size,
+        "channels": channels,
+        "seed": spec.seed,
+        "transforms": [t.name for t in spec.transforms],
+        "albumentations_version": A.__version__,
+        "preview": {"rows": n_preview, "columns": columns, "scale": scale, "padding": PREVIEW_PADDING},
+        "layout": "images: originals first, then copy 1 of every image, copy 2, ...; source_index: row -> original row; copy_index: 0 = original",
+        "input": {"path": (paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(), "sha256": _sha256((paths.validated / IMAGES_FILE).read_bytes())},
+        "files": {PIPELINE_FILE: _sha256(pipeline_json), IMAGES_FILE: _sha256(images_npz), PREVIEW_FILE: _sha256(preview_png)},
+        "notes": notes,
+    }
+    manifest_path = atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return AugmentResult(
+        scenario=scenario.name,
+        n_original=int(n),
+        n_images=int(len(images)),
+        offline_copies=copies,
+        content_hash=chash,
+        images_path=images_path,
+        pipeline_path=pipeline_path,
+        preview_path=preview_path,
+        manifest_path=manifest_path,
+        transforms=[t.name for t in spec.transforms],
+        notes=notes,
+    )

@@ -1,0 +1,281 @@
+"""Augmentation step (pipelines.steps.augment) with the real albumentations."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pipelines.paths import Roots, ScenarioPaths  # noqa: E402
+from pipelines.scenario import COLOUR_TRANSFORMS, SCENARIO_DIR, ScenarioError, load_all, load_scenario, parse_scenario  # noqa: E402
+from pipelines.steps.augment import (  # noqa: E402
+    PREVIEW_COLUMNS,
+    PREVIEW_PADDING,
+    AugmentationError,
+    MissingInputError,
+    augment,
+    augment_batch,
+    build_pipeline,
+    content_hash,
+    load_pipeline,
+    preview_scale,
+)
+
+
+def images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
+    """Distinct, asymmetric uint8 (N, H, W, C) images: every flip or turn changes them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+def scenario(transforms: list[dict], *, size: int = 16, channels: int = 1, domain: str = "other", **aug):
+    return parse_scenario(
+        {
+            "name": "t",
+            "domain": domain,
+            "data": {"source": "folder"},
+            "image": {"size": size, "channels": channels},
+            "augmentation": {"transforms": transforms, **aug},
+        },
+        "scenarios/t.yaml",
+    )
+
+
+def setup(tmp_path, sc, n: int = 6, seed: int = 0, name: str = "t") -> ScenarioPaths:
+    paths = ScenarioPaths(name, Roots.under(tmp_path))
+    paths.validated.mkdir(parents=True)
+    np.savez(paths.validated / "images.npz", images=images(n, sc.image.size, sc.image.channels, seed))
+    return paths
+
+
+FLIPS = [
+    {"name": "HorizontalFlip", "params": {"p": 0.5}},
+    {"name": "VerticalFlip", "params": {"p": 0.5}},
+    {"name": "RandomRotate90", "params": {"p": 0.5}},
+]
+
+
+def dihedral(img: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/turns of an (H, W, C) image."""
+    out = []
+    for k in range(4):
+        r = np.rot90(img, k, axes=(0, 1))
+        out += [r, r[:, ::-1]]
+    return out
+
+
+# --------------------------------------------------------------------------- building
+
+
+@pytest.mark.parametrize("name", sorted(load_all()))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_default_scenarios_build_and_keep_size_and_channel_axis(name, channels):
+    sc = load_scenario(SCENARIO_DIR / f"{name}.yaml")
+    size = sc.image.size
+    p = build_pipeline(sc.augmentation, size=size, channels=channels, source=f"scenarios/{name}.yaml")
+    x = images(20, size, channels)
+    y = augment_batch(p, x)
+    assert y.shape == x.shape and y.dtype == np.uint8  # grey images keep (H, W, 1)
+    assert (y != x).any(axis=(1, 2, 3)).sum() >= 5  # the policy does something
+    # (N, H, W) grey input comes back as (N, H, W)
+    assert augment_batch(p, x[..., 0]).shape == x.shape[:3]
+
+
+def test_histology_has_no_colour_transform_and_medical_colour_jitter_is_rejected():
+    histology = load_scenario(SCENARIO_DIR / "histology.yaml")
+    assert histology.domain == "medical"
+    assert not {t.name for t in histology.augmentation.transforms} & COLOUR_TRANSFORMS
+    with pytest.raises(ScenarioError, match="ColorJitter"):
+        scenario([{"name": "ColorJitter", "params": {"p": 0.5}}], channels=3, domain="medical")
+    scenario([{"name": "ColorJitter", "params": {"p": 0.5}}], channels=3, domain="art")  # fine elsewhere
+
+
+def test_unknown_transform_name_names_the_key_value_and_valid_names():
+    sc = scenario([FLIPS[0], {"name": "HorizontalFlipp"}])
+    with pytest.raises(AugmentationError) as e:
+        build_pipeline(sc.augmentation, size=16, channels=1, source="scenarios/t.yaml")
+    msg = str(e.value)
+    assert "scenarios/t.yaml" in msg and "augmentation.transforms[1].name" in msg and "'HorizontalFlipp'" in msg
+    assert "did you mean HorizontalFlip" in msg and "RandomRotate90" in msg
+    # removed in albumentations 2: say what replaced it
+    with pytest.raises(AugmentationError, match=r"transforms\[0\]\.name.*'Cutout'.*CoarseDropout"):
+        build_pipeline(scenario([{"name": "Cutout"}]).augmentation, size=16, channels=1)
+    # exists, but is not an image transform
+    with pytest.raises(AugmentationError, match="'Compose' is not a usable"):
+        build_pipeline(scenario([{"name": "Compose"}]).augmentation, size=16, channels=1)
+
+
+@pytest.mark.parametrize(
+    "transform, expected",
+    [
+        # albumentations 1.x spelling: height/width became size
+        ({"name": "RandomResizedCrop", "params": {"height": 16, "width": 16}}, r"no parameter\(s\) 'height', 'width'.*size: \[height, width\].*Valid parameters of RandomResizedCrop: size"),
+        ({"name": "HorizontalFlip", "params": {"always_apply": True}}, r"'always_apply'.*removed in albumentations 2"),
+        ({"name": "HorizontalFlip", "params": {"p": 2}}, r"p: Input should be less than or equal to 1"),
+        ({"name": "Affine", "params": {"rotate": "a lot"}}, r"\{'rotate': 'a lot'\} is not valid for Affine: rotate"),
+    ],
+)
+def test_bad_params_name_the_key_and_the_value(transform, expected):
+    sc = scenario([FLIPS[0], transform])
+    with pytest.raises(AugmentationError, match=r"scenarios/t\.yaml: augmentation\.transforms\[1\]\.params = .*" + expected):
+        build_pipeline(sc.augmentation, size=16, channels=1, source="scenarios/t.yaml")
+
+
+@pytest.mark.parametrize(
+    "transform, channels, expected",
+    [
+        ({"name": "RandomCrop", "params": {"height": 8, "width": 8}}, 1, r"into \(8, 8, 1\).*keep image\.size 16 x 16.*size: \[16, 16\]"),
+        ({"name": "ToFloat"}, 1, r"float32; the pipeline must keep .*uint8"),
+        ({"name": "ToRGB"}, 1, r"into \(16, 16, 3\)"),
+        ({"name": "ISONoise"}, 1, r"fails on a 16x16x1 uint8 image \(image.channels = 1\).*3-channel"),
+        ({"name": "MaskDropout"}, 3, r"requires \['mask'\].*need masks"),
+    ],
+)
+def test_pipelines_that_change_size_channels_or_dtype_are_refused(transform, channels, expected):
+    sc = scenario([transform], channels=channels)
+    with pytest.raises(AugmentationError, match=r"augmentation\.transforms\[0\] .*" + expected):
+        build_pipeline(sc.augmentation, size=16, channels=channels, source="scenarios/t.yaml")
+
+
+def test_random_crop_with_p_below_one_is_still_caught():
+    # With p=0.5 one dummy run could miss it; every transform is probed with p=1.
+    sc = scenario([{"name": "RandomResizedCrop", "params": {"size": [8, 8], "p": 0.01}}])
+    with pytest.raises(AugmentationError, match=r"transforms\[0\].*into \(8, 8, 1\)"):
+        build_pipeline(sc.augmentation, size=16, channels=1)
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def test_same_seed_same_images_other_seed_different():
+    x = images(30, 16, 3)
+    spec = scenario(FLIPS, channels=3, seed=7).augmentation
+    a = augment_batch(build_pipeline(spec, size=16, channels=3), x)
+    b = augment_batch(build_pipeline(spec, size=16, channels=3), x)
+    c = augment_batch(build_pipeline(scenario(FLIPS, channels=3, seed=8).augmentation, size=16, channels=3), x)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_transforms_draw_independently_under_a_seed():
+    # albumentations 2.0.8 Compose(seed=s) seeds every transform with s, so two flips
+    # with p=0.5 would always fire together; the step shares one stream instead.
+    x = images(1, 16, 1)
+    p = build_pipeline(scenario(FLIPS[:2], seed=0).augmentation, size=16, channels=1)
+    seen = set()
+    for y in augment_batch(p, np.repeat(x, 64, axis=0)):
+        seen.add(next(k for k, r in enumerate([x[0], x[0][:, ::-1], x[0][::-1], x[0][::-1, ::-1]]) if np.array_equal(y, r)))
+    assert seen == {0, 1, 2, 3}
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def test_augment_writes_all_outputs_with_offline_copies(tmp_path):
+    sc = scenario(FLIPS, size=16, channels=3, offline_copies=2, preview=4)
+    paths = setup(tmp_path, sc, n=6)
+    res = augment(sc, paths)
+    out = paths.augmented
+    assert {p.name for p in out.iterdir()} == {"images.npz", "pipeline.json", "preview.png", "manifest.json"}
+    with np.load(out / "images.npz") as z:
+        imgs, src, copy = z["images"], z["source_index"], z["copy_index"]
+    orig = images(6, 16, 3)
+    assert imgs.shape == (18, 16, 16, 3) and imgs.dtype == np.uint8
+    assert src.tolist() == list(range(6)) * 3 and copy.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert np.array_equal(imgs[:6], orig)
+    for row, s in zip(imgs[6:], src[6:]):  # every copy is a flip/turn of its own original
+        assert any(np.array_equal(row, d) for d in dihedral(orig[s]))
+    assert not np.array_equal(imgs[6:12], imgs[12:18])  # the two copies differ
+    assert (res.n_original, res.n_images, res.offline_copies) == (6, 18, 2)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["scenario"] == "t" and man["n_images"] == 18 and man["n_original"] == 6 and man["offline_copies"] == 2
+    assert man["content_hash"] == res.content_hash == content_hash(imgs, (out / "pipeline.json").read_bytes())
+    assert man["transforms"] == ["HorizontalFlip", "VerticalFlip", "RandomRotate90"]
+
+
+def test_preview_grid_shape(tmp_path):
+    from PIL import Image
+
+    sc = scenario(FLIPS, size=16, channels=1, preview=3)
+    paths = setup(tmp_path, sc, n=5)
+    res = augment(sc, paths)
+    img = Image.open(io.BytesIO(res.preview_path.read_bytes()))
+    s, pad = preview_scale(16), PREVIEW_PADDING
+    assert img.mode == "L"
+    assert img.size == ((PREVIEW_COLUMNS * (16 + pad) + pad) * s, (3 * (16 + pad) + pad) * s)
+    grid = np.asarray(img)[::s, ::s]
+    orig = images(5, 16, 1)
+    for r in range(3):  # first column: the originals, in order
+        y = pad + r * (16 + pad)
+        assert np.array_equal(grid[y : y + 16, pad : pad + 16], orig[r, ..., 0])
+
+
+def test_same_seed_same_bytes_other_seed_different(tmp_path):
+    def run(base, seed):
+        sc = scenario(FLIPS, channels=3, offline_copies=1, seed=seed)
+        return augment(sc, setup(tmp_path / base, sc, n=8))
+
+    a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    for f in ("images.npz", "pipeline.json", "preview.png", "manifest.json"):  # no paths or times inside
+        assert (a.manifest_path.parent / f).read_bytes() == (b.manifest_path.parent / f).read_bytes(), f
+    assert a.content_hash == b.content_hash != c.content_hash
+
+
+def test_pipeline_json_round_trip_gives_identical_outputs(tmp_path):
+    import albumentations as A
+
+    sc = load_scenario(SCENARIO_DIR / "faces.yaml")
+    paths = setup(tmp_path, sc, n=4, name="faces")
+    res = augment(sc, paths)
+    d = json.loads(res.pipeline_path.read_text())
+    assert d["transform"]["__class_fullname__"] == "Compose" and d["scenario_gan"]["seed"] == sc.augmentation.seed
+    assert isinstance(A.load(str(res.pipeline_path)), A.Compose)  # albumentations' own loader reads it
+    x = images(40, 32, 1, seed=3)
+    fresh = augment_batch(build_pipeline(sc.augmentation, size=32, channels=1), x)
+    loaded = augment_batch(load_pipeline(res.pipeline_path), x)
+    assert np.array_equal(fresh, loaded)
+    assert not np.array_equal(fresh, x)
+
+
+def test_no_transforms_is_the_identity_and_skips_offline_copies(tmp_path):
+    sc = scenario([], offline_copies=3, preview=2)
+    paths = setup(tmp_path, sc, n=5)
+    res = augment(sc, paths)
+    with np.load(res.images_path) as z:
+        assert np.array_equal(z["images"], images(5, 16, 1)) and z["source_index"].tolist() == list(range(5))
+    assert res.offline_copies == 0 and res.n_images == 5
+    assert any("offline_copies=3 skipped" in n for n in res.notes)
+    man = json.loads(res.manifest_path.read_text())
+    assert man["offline_copies"] == 0 and man["offline_copies_requested"] == 3
+    x = images(3, 16, 1)
+    assert np.array_equal(augment_batch(load_pipeline(res.pipeline_path), x), x)
+
+
+def test_missing_validated_images_says_run_validation_first(tmp_path):
+    sc = scenario(FLIPS)
+    paths = ScenarioPaths("t", Roots.under(tmp_path))
+    with pytest.raises(MissingInputError, match="run validation first"):
+        augment(sc, paths)
+    with pytest.raises(FileNotFoundError):
+        augment(sc, paths)
+    assert not paths.augmented.exists()
+
+
+def test_failed_validation_report_stops_the_step(tmp_path):
+    sc = scenario(FLIPS)
+    paths = setup(tmp_path, sc)
+    (paths.validated / "report.json").write_text(json.dumps({"passed": False}))
+    with pytest.raises(AugmentationError, match="validation did not pass"):
+        augment(sc, paths)
+
+
+def test_validated_images_of_the_wrong_shape_are_refused(tmp_path):
+    sc = scenario(FLIPS, size=16, channels=3)
+    paths = setup(tmp_path, scenario(FLIPS, size=32, channels=3))
+    with pytest.raises(AugmentationError, match=r"wants uint8 \(N, 16, 16, 3\)"):
+        augment(sc, paths)
