@@ -31,7 +31,8 @@ def _crops(image: np.ndarray, n: int, crop: int, seed: int) -> np.ndarray:
     """n random crop x crop patches of one (H, W[, C]) image."""
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
-    ys, xs = rng.integers(0, h - crop + 1, n), rng.integers(0, w - crop + 1, n)
+    positions = rng.choice((h - crop + 1) * (w - crop + 1), size=n, replace=False)  # no repeated crop
+    ys, xs = np.divmod(positions, w - crop + 1)
     return np.stack([image[y : y + crop, x : x + crop] for y, x in zip(ys, xs)])
 
 

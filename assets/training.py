@@ -1,0 +1,45 @@
+"""Stage 4: train the scenario's GAN with gan_core; losses stream to the run log."""
+
+import dagster as dg
+
+from .common import GROUP, ScenarioGanResource, png_markdown, rel, scenario_lock, scenario_partitions
+
+
+@dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["augmented_images"], kinds={"pytorch"}, code_version="1")
+def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
+    """Train (or resume) the scenario's generator: CPU demo budget, or the scenario's
+    GPU budget when CUDA is present. Checkpoints are resumable; a diverged run never
+    produces a model."""
+    from gan_core.plots import loss_curve_png
+    from pipelines.steps.train import train_step
+
+    name = context.partition_key
+    paths = project.paths(name)
+    scenario = project.scenario(name)
+    every = max(1, scenario.gan_config().train.steps // 20)
+
+    def on_event(e) -> None:
+        if e.kind == "step" and (e.step % every == 0 or e.step == e.total_steps):
+            context.log.info(f"[{name}] step {e.step}/{e.total_steps} " + " ".join(f"{k}={v:.4f}" for k, v in e.logs.items()))
+        elif e.kind in ("rollback", "start", "end"):
+            context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
+
+    with scenario_lock(paths):
+        r = train_step(scenario, paths, on_event=on_event, progress=False)
+    curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
+    return dg.MaterializeResult(
+        metadata={
+            "generator": dg.MetadataValue.path(rel(r.generator_path)),
+            "model_sha256": r.model_hash,
+            "steps": dg.MetadataValue.int(r.steps),
+            "images_seen": dg.MetadataValue.int(r.images_seen),
+            "images_per_s": dg.MetadataValue.float(float(r.images_per_s)),
+            "wall_s": dg.MetadataValue.float(float(r.wall_s)),
+            "rollbacks": dg.MetadataValue.int(r.rollbacks),
+            "n_train_images": dg.MetadataValue.int(r.n_train_images),
+            "gpu_budget": r.gpu_budget,
+            **{f"final_{k}": dg.MetadataValue.float(float(v)) for k, v in r.final_logs.items()},
+            "loss_curve": png_markdown(curve, f"{name} losses"),
+        },
+        data_version=dg.DataVersion(r.model_hash),
+    )

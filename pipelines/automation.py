@@ -1,0 +1,81 @@
+"""Schedule (periodic retraining of every scenario) and sensor (new data in a
+scenario's raw folder starts that scenario's chain)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from assets.common import GROUP, ScenarioGanResource, scenario_partitions
+from pipelines.scenario import SCENARIO_DIR, load_all
+
+PROJECT_FILE = SCENARIO_DIR / "_project.yaml"
+DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00: weekly retraining
+
+
+def retrain_cron(path: Path = PROJECT_FILE) -> str:
+    """``retrain_cron`` from scenarios/_project.yaml (default weekly)."""
+    if path.is_file():
+        raw = yaml.safe_load(path.read_text()) or {}
+        cron = raw.get("retrain_cron", DEFAULT_CRON)
+        if not isinstance(cron, str) or len(cron.split()) != 5:
+            raise ValueError(f"{path}: retrain_cron must be a 5-field cron string such as {DEFAULT_CRON!r}, got {cron!r}")
+        return cron
+    return DEFAULT_CRON
+
+
+scenario_job = dg.define_asset_job(
+    "scenario_chain",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=scenario_partitions,
+    executor_def=dg.in_process_executor,
+    description="ingest -> validate -> augment -> train -> evaluate for one scenario (partition)",
+)
+
+
+@dg.schedule(job=scenario_job, cron_schedule=retrain_cron(), name="weekly_retrain", default_status=dg.DefaultScheduleStatus.STOPPED)
+def weekly_retrain(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    """One run per scenario: periodic retraining on the current data."""
+    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    return [dg.RunRequest(partition_key=k, run_key=f"retrain-{k}-{stamp}", tags={"trigger": "schedule"}) for k in scenario_partitions.get_partition_keys()]
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Content-free fingerprint of a folder: relative paths, sizes and mtimes of its files.
+    Changes when a file is added, removed, renamed or rewritten."""
+    h = hashlib.sha256()
+    if folder.is_dir():
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                p = Path(root) / name
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                h.update(os.fsencode(os.path.relpath(p, folder)) + b"\0" + f"{st.st_size}:{st.st_mtime_ns}".encode() + b"\n")
+    return h.hexdigest()
+
+
+@dg.sensor(job=scenario_job, name="raw_data_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
+def raw_data_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanResource) -> dg.SensorResult:
+    """Starts a scenario's chain once for each change of its raw folder (files added,
+    changed or removed); an unchanged folder never starts a run."""
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    empty = folder_fingerprint(Path("/nonexistent"))
+    requests = []
+    now = dict(seen)
+    for name, sc in load_all(Path(project.scenarios_dir)).items():
+        if sc.data.source == "builtin":
+            continue
+        src = sc.data_path(project.roots().data)
+        fp = folder_fingerprint(src) if src.is_dir() else hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else empty
+        if fp != seen.get(name, empty):
+            requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}-{fp[:16]}", tags={"trigger": "new-data"}))
+        now[name] = fp
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(now, sort_keys=True))

@@ -1,0 +1,87 @@
+"""Evaluation step: a trained generator -> metrics with their floor, memorization
+audit, sample grids, and the promotion decision the blocking check enforces."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_core.checkpoint import atomic_write_bytes
+
+from ..paths import ScenarioPaths
+from ..scenario import Scenario
+from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_augmented
+
+
+@dataclass
+class EvaluationStepResult:
+    metrics: dict[str, Any]
+    promote: bool
+    reasons: list[str]
+    samples_png: Path
+    interpolation_png: Path
+    metrics_path: Path
+
+
+def promotion(scenario: Scenario, quality: dict[str, Any], audit: dict[str, Any]) -> tuple[bool, list[str]]:
+    """Does the model meet the scenario's promotion bar? Returns (ok, reasons)."""
+    bar = scenario.evaluation.promote
+    reasons = []
+    if not quality["fid_over_floor"] <= bar.max_fid_over_floor:
+        reasons.append(f"FID/floor {quality['fid_over_floor']:.2f} > evaluation.promote.max_fid_over_floor {bar.max_fid_over_floor}")
+    if not audit["near_copy_share"] <= bar.max_near_copy_share:
+        reasons.append(f"near-copy share {audit['near_copy_share']:.3f} > evaluation.promote.max_near_copy_share {bar.max_near_copy_share}")
+    return not reasons, reasons
+
+
+def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepResult:
+    import torch
+
+    from gan_core.checkpoint import load_generator
+    from gan_core.evaluate import evaluate_generator
+
+    gen_path = paths.model / "generator.safetensors"
+    split_path = paths.model / SPLIT_FILE
+    if not gen_path.is_file() or not split_path.is_file():
+        raise TrainingInputError(f"{gen_path} is missing: train scenario {scenario.name!r} first")
+    images, source = load_augmented(paths)
+    held = np.asarray(json.loads(split_path.read_text())["heldout_originals"], dtype=np.int64)
+    # rows that are originals: the first occurrence of each source index
+    _, first = np.unique(source, return_index=True)
+    originals = np.sort(first)
+    is_held = np.isin(source[originals], held)
+    to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    real_train, real_held = to_t(images[originals[~is_held]]), to_t(images[originals[is_held]])
+    g, _, meta = load_generator(gen_path)
+    ev = scenario.evaluation
+    result = evaluate_generator(g, real_train, real_held, out_dir=paths.evaluation, n_audit=ev.n_audit, seed=ev.seed, feature_steps=ev.feature_steps)
+    ok, reasons = promotion(scenario, result["quality"], result["memorization"])
+    q, m = result["quality"], result["memorization"]
+    headline = {
+        "scenario": scenario.name,
+        "fid": q["fid"],
+        "fid_floor": q["fid_floor"],
+        "fid_over_floor": q["fid_over_floor"],
+        "kid": q["kid_mean"],
+        "precision": q["precision"],
+        "recall": q["recall"],
+        "near_copy_share": m["near_copy_share"],
+        "steps": meta.get("step"),
+        "model_sha256": file_sha256(gen_path),
+        "promote": ok,
+        "promote_reasons": reasons,
+    }
+    paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
+    return EvaluationStepResult(
+        metrics={**headline, "quality": q, "memorization": m},
+        promote=ok,
+        reasons=reasons,
+        samples_png=paths.evaluation / "samples.png",
+        interpolation_png=paths.evaluation / "interpolation.png",
+        metrics_path=paths.metrics,
+    )

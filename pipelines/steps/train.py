@@ -1,0 +1,111 @@
+"""Training step: the augmented dataset of one scenario -> a generator (gan_core).
+
+The held-out split is made here, on original images (an image and its augmented
+copies are always on the same side), and saved as ``split.json`` beside the model so
+that evaluation scores against exactly the images training never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gan_core.checkpoint import atomic_write_bytes
+
+from ..paths import ScenarioPaths
+from ..scenario import Scenario
+
+SPLIT_FILE = "split.json"
+
+
+class TrainingInputError(RuntimeError):
+    """The augmented dataset is missing or unusable."""
+
+
+@dataclass
+class TrainStepResult:
+    generator_path: Path
+    steps: int
+    images_seen: int
+    images_per_s: float
+    wall_s: float
+    resumed_from: int | None
+    rollbacks: int
+    final_logs: dict[str, float]
+    n_train_images: int
+    n_heldout: int
+    gpu_budget: bool
+    model_hash: str
+
+
+def load_augmented(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 NHWC, source_index) of the augmented dataset."""
+    f = paths.augmented / "images.npz"
+    if not f.is_file() or not (paths.augmented / "manifest.json").is_file():
+        raise TrainingInputError(f"{f} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
+    with np.load(f, allow_pickle=False) as z:
+        images = z["images"]
+        source = z["source_index"] if "source_index" in z.files else np.arange(len(images))
+    return images, source
+
+
+def heldout_originals(source_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted original indices held out from training (deterministic)."""
+    originals = np.unique(source_index)
+    n_held = max(4, int(round(len(originals) * fraction)))
+    if len(originals) - n_held < 4:
+        raise TrainingInputError(f"{len(originals)} images are too few to hold out {fraction:.0%} for evaluation; add images")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(originals)[:n_held])
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train_step(
+    scenario: Scenario,
+    paths: ScenarioPaths,
+    *,
+    on_event: Callable | None = None,
+    progress: bool | None = None,
+    gpu: bool | None = None,
+) -> TrainStepResult:
+    import torch
+
+    from gan_core.trainer import Trainer
+
+    images, source = load_augmented(paths)
+    ev = scenario.evaluation
+    held = heldout_originals(source, ev.heldout_fraction, ev.seed)
+    train_mask = ~np.isin(source, held)
+    use_gpu = torch.cuda.is_available() if gpu is None else gpu
+    cfg = scenario.gan_config(gpu=use_gpu)
+    paths.model.mkdir(parents=True, exist_ok=True)
+    split = {"heldout_originals": held.tolist(), "n_train_rows": int(train_mask.sum()), "seed": ev.seed, "fraction": ev.heldout_fraction}
+    atomic_write_bytes(paths.model / SPLIT_FILE, json.dumps(split).encode())
+    trainer = Trainer(cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress)
+    r = trainer.fit()
+    return TrainStepResult(
+        generator_path=r.generator_path,
+        steps=r.steps,
+        images_seen=r.images_seen,
+        images_per_s=r.images_per_s,
+        wall_s=r.wall_s,
+        resumed_from=r.resumed_from,
+        rollbacks=r.rollbacks,
+        final_logs=r.final_logs,
+        n_train_images=int(train_mask.sum()),
+        n_heldout=len(held),
+        gpu_budget=use_gpu,
+        model_hash=file_sha256(r.generator_path),
+    )
