@@ -1,0 +1,1 @@
+"""Benchmarks for scenario-gan (run as ``python -m benchmarks.<name>``)."""
