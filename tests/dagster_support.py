@@ -1,0 +1,22 @@
+"""A tiny copy of a default scenario for fast end-to-end runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipelines.scenario import SCENARIO_DIR
+
+
+def tiny_scenario(directory: Path, name: str = "digits", **overrides) -> Path:
+    """Write ``<directory>/<name>.yaml``: the shipped scenario with a seconds-long
+    budget and a lenient promotion bar; ``overrides`` replace top-level keys."""
+    raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
+    raw["gan"] = {"model": {"arch": "dcgan", "width": 8, "z_dim": 16}, "train": {"steps": 6, "batch_size": 16, "checkpoint_every": 3, "num_threads": 1, "ema_half_life_images": 100}}
+    raw["evaluation"] = {"n_audit": 50, "feature_steps": 20, "promote": {"max_fid_over_floor": 1e9, "max_near_copy_share": 1.0}}
+    raw.update(overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -1,0 +1,139 @@
+"""The Dagster definitions with the real Dagster, great-expectations, albumentations
+and gan_core: definitions load, assets run directly and as a chain, a failing
+expectation blocks training, the sensor and the schedule ask for the right runs, and
+the CLI materializes the chain."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from assets.common import ScenarioGanResource
+from assets.ingestion import raw_images
+from pipelines.automation import raw_data_sensor, scenario_job, weekly_retrain
+from pipelines.definitions import defs
+
+from .dagster_support import tiny_scenario
+
+ASSETS = ["raw_images", "validated_images", "augmented_images", "generator", "evaluation"]
+
+
+def project(tmp_path: Path) -> ScenarioGanResource:
+    return ScenarioGanResource(base_dir=str(tmp_path / "base"), scenarios_dir=str(tmp_path / "scenarios"))
+
+
+def test_definitions_load_with_one_partition_per_scenario():
+    graph = defs.resolve_asset_graph()
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSETS)
+    assert set(defs.resolve_job_def("scenario_chain").partitions_def.get_partition_keys()) >= {"faces", "digits", "textures", "histology"}
+    assert defs.resolve_schedule_def("weekly_retrain").cron_schedule == "0 3 * * 1"
+    assert defs.resolve_sensor_def("raw_data_sensor") is not None
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"check_blocking_expectations", "check_promotable", "expect_column_values_to_be_unique__sha256"} <= checks
+
+
+def test_raw_images_called_directly(tmp_path):
+    tiny_scenario(tmp_path / "scenarios")
+    ctx = dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)})
+    result = raw_images(ctx)
+    assert result.metadata["n_images"].value == 1797
+    assert result.data_version.value == yaml.safe_load((tmp_path / "base/data/digits/ingested/manifest.json").read_text())["content_hash"]
+
+
+@pytest.mark.slow
+def test_whole_chain_materializes_and_reports(tmp_path):
+    tiny_scenario(tmp_path / "scenarios")
+    res = dg.materialize(list(defs.assets), partition_key="digits", resources={"project": project(tmp_path)}, raise_on_error=False)
+    assert res.success
+    mats = {e.materialization.asset_key.to_user_string(): e.materialization for e in res.get_asset_materialization_events()}
+    assert sorted(mats) == sorted(ASSETS)
+    ev = mats["evaluation"].metadata
+    assert isinstance(ev["fid"].value, float) and ev["fid"].value >= 0
+    assert "data:image/png;base64," in ev["samples"].value
+    assert "data:image/png;base64," in mats["augmented_images"].metadata["preview"].value
+    assert "data:image/png;base64," in mats["generator"].metadata["loss_curve"].value
+    assert mats["generator"].tags.get("dagster/data_version") == mats["generator"].metadata["model_sha256"].value
+    checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
+    assert checks["check_blocking_expectations"] and checks["check_promotable"]
+    base = tmp_path / "base"
+    for p in ("data/digits/ingested/table.csv", "data/digits/validated/report.json", "data/digits/augmented/pipeline.json", "models/digits/generator.safetensors", "models/digits/eval/samples.png", "metrics/digits.json"):
+        assert (base / p).is_file(), p
+
+
+@pytest.mark.slow
+def test_failing_blocking_expectation_stops_training_and_names_the_reason(tmp_path):
+    raw = yaml.safe_load((Path("scenarios/digits.yaml")).read_text())
+    expectations = [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "mean", "min_value": 0.0, "max_value": 0.05}}]
+    tiny_scenario(tmp_path / "scenarios", validation={**raw["validation"], "expectations": expectations})
+    res = dg.materialize(list(defs.assets), partition_key="digits", resources={"project": project(tmp_path)}, raise_on_error=False)
+    assert not res.success
+    done = {e.materialization.asset_key.to_user_string() for e in res.get_asset_materialization_events()}
+    assert "generator" not in done and "augmented_images" not in done
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert not checks["expect_column_values_to_be_between__mean"].passed
+    failed = checks["check_blocking_expectations"]
+    assert not failed.passed
+    assert "expect_column_values_to_be_between__mean" in failed.metadata["failed"].value
+    assert "builtin:digits#" in failed.metadata["failed"].value  # names the offending rows
+    assert not (tmp_path / "base/data/digits/validated/images.npz").exists()
+    assert not (tmp_path / "base/models/digits/generator.safetensors").exists()
+
+
+def test_sensor_fires_once_per_change_of_the_raw_folder(tmp_path):
+    tiny_scenario(tmp_path / "scenarios", data={"source": "folder"})
+    raw = tmp_path / "base/data/digits/raw"
+    res = project(tmp_path)
+
+    def tick(cursor):
+        with dg.build_sensor_context(cursor=cursor, resources={"project": res}) as ctx:
+            out = raw_data_sensor(ctx)
+        return [r.partition_key for r in out.run_requests], out.cursor
+
+    reqs, cursor = tick(None)
+    assert reqs == []  # no folder yet: nothing to do
+    raw.mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "__init__.py", raw / "a.png")
+    reqs, cursor = tick(cursor)
+    assert reqs == ["digits"]
+    assert tick(cursor)[0] == []  # unchanged folder: no run
+    (raw / "b.png").write_bytes(b"new")
+    reqs, cursor = tick(cursor)
+    assert reqs == ["digits"]
+    (raw / "b.png").unlink()
+    reqs, cursor = tick(cursor)
+    assert reqs == ["digits"]
+    assert tick(cursor)[0] == []
+
+
+def test_schedule_asks_for_one_run_per_scenario():
+    with dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0)) as ctx:
+        requests = weekly_retrain(ctx)
+    keys = sorted(r.partition_key for r in requests)
+    assert keys == sorted(scenario_job.partitions_def.get_partition_keys())
+    assert len(set(r.run_key for r in requests)) == len(keys)
+
+
+@pytest.mark.slow
+def test_cli_materializes_the_chain_for_the_smallest_scenario(tmp_path):
+    tiny_scenario(tmp_path / "scenarios")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"resources": {"project": {"config": {"base_dir": str(tmp_path / "base"), "scenarios_dir": str(tmp_path / "scenarios")}}}}))
+    dagster = Path(sys.executable).with_name("dagster")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    (tmp_path / "home").mkdir()
+    cmd = [str(dagster), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*", "--partition", "digits", "-c", str(config)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
+    assert (tmp_path / "base/metrics/digits.json").is_file()
+    print(f"dagster asset materialize: {time.time() - t0:.0f} s")
