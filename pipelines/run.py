@@ -26,10 +26,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def materialize_scenario(name: str, *, base_dir: Path, instance=None, raise_on_error: bool = False):
     import dagster as dg
 
+    from assets.common import ScenarioGanResource
     from pipelines.definitions import defs
 
-    assets = [a for a in defs.assets]  # type: ignore[union-attr]
-    resources = {"project": defs.resources["project"].model_copy(update={"base_dir": str(base_dir)})}  # type: ignore[index]
+    assets = list(defs.assets)  # type: ignore[arg-type]
+    resources = {"project": ScenarioGanResource(base_dir=str(base_dir), scenarios_dir=defs.resources["project"].scenarios_dir)}  # type: ignore[index]
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress and results, not every engine event
     return dg.materialize(assets, partition_key=name, resources=resources, instance=instance, raise_on_error=raise_on_error, tags={"trigger": "cli"}, run_config=quiet)
 

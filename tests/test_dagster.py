@@ -43,10 +43,65 @@ def test_definitions_load_with_one_partition_per_scenario():
 
 def test_raw_images_called_directly(tmp_path):
     tiny_scenario(tmp_path / "scenarios")
-    ctx = dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)})
-    result = raw_images(ctx)
-    assert result.metadata["n_images"].value == 1797
+    with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
+        result = raw_images(ctx)
+    assert getattr(result.metadata["n_images"], "value", result.metadata["n_images"]) == 1797
     assert result.data_version.value == yaml.safe_load((tmp_path / "base/data/digits/ingested/manifest.json").read_text())["content_hash"]
+
+
+@pytest.mark.slow
+def test_each_asset_called_directly_in_order(tmp_path):
+    from assets.augmentation import augmented_images
+    from assets.evaluation import evaluation
+    from assets.training import generator
+    from assets.validation import validated_images
+
+    tiny_scenario(tmp_path / "scenarios")
+    results = {}
+    for asset in (raw_images, validated_images, augmented_images, generator, evaluation):
+        with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
+            results[asset.key.to_user_string()] = asset(ctx)
+
+    def meta(asset: str, key: str):
+        v = results[asset].metadata[key]
+        return getattr(v, "value", v)
+
+    assert meta("validated_images", "passed") is True
+    assert all(c.passed for c in results["validated_images"].check_results)
+    assert meta("augmented_images", "n_images") == 1797
+    assert meta("generator", "steps") == 6
+    assert results["evaluation"].check_results[0].check_name == "check_promotable"
+    assert 0 <= meta("evaluation", "precision") <= 1
+
+
+def test_scenario_lock_serializes_writers(tmp_path):
+    """A second writer of the same scenario waits for the first; another scenario does not."""
+    import multiprocessing as mp
+
+    from assets.common import scenario_lock
+    from pipelines.paths import Roots, ScenarioPaths
+
+    paths = ScenarioPaths("digits", Roots.under(tmp_path))
+    ctx = mp.get_context("spawn")
+    with scenario_lock(paths):
+        same = ctx.Process(target=_hold_lock, args=(str(tmp_path), "digits"))
+        other = ctx.Process(target=_hold_lock, args=(str(tmp_path), "faces"))
+        same.start()
+        other.start()
+        other.join(60)
+        assert other.exitcode == 0  # a different scenario is not blocked
+        same.join(2)
+        assert same.is_alive()  # the same scenario waits
+    same.join(60)
+    assert same.exitcode == 0
+
+
+def _hold_lock(base: str, name: str) -> None:
+    from assets.common import scenario_lock
+    from pipelines.paths import Roots, ScenarioPaths
+
+    with scenario_lock(ScenarioPaths(name, Roots.under(base))):
+        pass
 
 
 @pytest.mark.slow

@@ -235,3 +235,14 @@ def test_generator_file_round_trips_its_config(tmp_path, arch):
     g2, cfg2, _ = load_generator(save_generator(tmp_path / "g.safetensors", g, cfg))
     assert cfg2 == cfg
     assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), g2.state_dict().values()))
+
+
+def test_bf16_autocast_path_trains_on_cpu(digits16, tmp_path):
+    """The mixed-precision path used on CUDA (bf16 autocast), exercised on the CPU."""
+    cfg = load_config(tiny_config(steps=4, amp="bf16", **RECIPE))
+    trainer = Trainer(cfg, digits16, tmp_path)
+    assert trainer.amp and trainer.channels_last
+    result = trainer.fit()
+    g, _, _ = load_generator(result.generator_path)
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in g.parameters())
+    assert all(math.isfinite(v) for v in result.final_logs.values())
