@@ -52,12 +52,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .checkpoint import atomic_write_bytes
 
 __all__ = [
     "SSLFeatureNet",
@@ -301,20 +302,7 @@ def save_feature_net(net: SSLFeatureNet, path: str | os.PathLike) -> Path:
         meta["train_info"] = json.dumps(info, sort_keys=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     payload = st_save(tensors, metadata=meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, payload)
     return path
 
 

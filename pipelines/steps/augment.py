@@ -31,7 +31,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import inspect
-import io
 import json
 import os
 import random
@@ -47,6 +46,7 @@ from gan_core.checkpoint import atomic_write_bytes
 
 from ..paths import ScenarioPaths
 from ..scenario import SCENARIO_DIR, AugmentationSpec, Scenario
+from .ingest import npz_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import albumentations as A
@@ -379,18 +379,6 @@ def _check_round_trip(pipeline_json: bytes, pipeline: "A.Compose", probe: np.nda
         raise AugmentationError(f"{source}: the pipeline rebuilt from {PIPELINE_FILE} gives different images for the same seed")
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """An uncompressed .npz (what ``np.savez`` writes) whose bytes depend only on the
-    arrays: fixed zip timestamps, so reruns are byte-identical (DVC hashes files)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -488,7 +476,7 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
     n_preview = min(spec.preview, n)
     columns = 1 if identity else PREVIEW_COLUMNS
     preview_png, scale = _preview(pipeline_from_dict(json.loads(pipeline_json), source), originals[:n_preview], columns)
-    images_npz = npz_bytes(images=images, source_index=source_index, copy_index=copy_index)
+    images_npz = npz_bytes({"images": images, "source_index": source_index, "copy_index": copy_index})
 
     pipeline_path = atomic_write_bytes(out / PIPELINE_FILE, pipeline_json)
     images_path = atomic_write_bytes(out / IMAGES_FILE, images_npz)
