@@ -32,7 +32,6 @@ def retrain_cron(path: Path = PROJECT_FILE) -> str:
 scenario_job = dg.define_asset_job(
     "scenario_chain",
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=scenario_partitions,
     executor_def=dg.in_process_executor,
     description="ingest -> validate -> augment -> train -> evaluate for one scenario (partition)",
 )

@@ -19,7 +19,8 @@ import yaml
 
 from assets.common import ScenarioGanResource
 from assets.ingestion import raw_images
-from pipelines.automation import raw_data_sensor, scenario_job, weekly_retrain
+from assets.common import scenario_partitions
+from pipelines.automation import raw_data_sensor, weekly_retrain
 from pipelines.definitions import defs
 
 from .dagster_support import tiny_scenario
@@ -173,7 +174,7 @@ def test_schedule_asks_for_one_run_per_scenario():
     with dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0)) as ctx:
         requests = weekly_retrain(ctx)
     keys = sorted(r.partition_key for r in requests)
-    assert keys == sorted(scenario_job.partitions_def.get_partition_keys())
+    assert keys == sorted(scenario_partitions.get_partition_keys())
     assert len(set(r.run_key for r in requests)) == len(keys)
 
 
