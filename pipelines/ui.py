@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     home = prepare_home(args.home.resolve())
     env = {**os.environ, "DAGSTER_HOME": str(home), "NO_ALBUMENTATIONS_UPDATE": "1", "DAGSTER_DISABLE_TELEMETRY": "1"}
+    # `dagster dev` announces that the separate `dg` CLI supersedes it; that CLI is not
+    # needed here, so the notice is noise. Other warnings stay visible.
+    quiet = "ignore:Function `dev_command` is superseded:FutureWarning"
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-m", "pipelines.definitions", "--host", args.host, "--port", str(args.port)]
     os.chdir(PROJECT_ROOT)
