@@ -20,17 +20,19 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.scenario import SCENARIO_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def materialize_scenario(name: str, *, base_dir: Path, instance=None, raise_on_error: bool = False):
+def materialize_scenario(name: str, *, base_dir: Path, scenarios_dir: Path, instance=None, raise_on_error: bool = False):
     import dagster as dg
 
     from assets.common import ScenarioGanResource
     from pipelines.definitions import defs
 
     assets = list(defs.assets)  # type: ignore[arg-type]
-    resources = {"project": ScenarioGanResource(base_dir=str(base_dir), scenarios_dir=defs.resources["project"].scenarios_dir)}  # type: ignore[index]
+    resources = {"project": ScenarioGanResource(base_dir=str(base_dir), scenarios_dir=str(scenarios_dir))}
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress and results, not every engine event
     return dg.materialize(assets, partition_key=name, resources=resources, instance=instance, raise_on_error=raise_on_error, tags={"trigger": "cli"}, run_config=quiet)
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="holds data/, models/, metrics/ (default: the project)")
+    p.add_argument("--scenarios-dir", type=Path, default=SCENARIO_DIR, help="where <name>.yaml files are read (default: scenarios/)")
     p.add_argument("--home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / ".dagster")))
     args = p.parse_args(argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -48,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.scenario import load_all
     from pipelines.ui import prepare_home
 
-    names = args.scenarios or sorted(load_all())
-    unknown = sorted(set(names) - set(load_all()))
+    known = sorted(load_all(args.scenarios_dir))
+    names = args.scenarios or known
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        print(f"unknown scenario(s) {unknown}; known: {sorted(load_all())}", file=sys.stderr)
+        print(f"unknown scenario(s) {unknown}; known in {args.scenarios_dir}: {known}", file=sys.stderr)
         return 2
     os.environ["DAGSTER_HOME"] = str(prepare_home(args.home.resolve()))
     instance = dg.DagsterInstance.get()
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}: ingest -> validate -> augment -> train -> evaluate", flush=True)
-        result = materialize_scenario(name, base_dir=args.base_dir.resolve(), instance=instance)
+        result = materialize_scenario(name, base_dir=args.base_dir.resolve(), scenarios_dir=args.scenarios_dir.resolve(), instance=instance)
         wall = time.perf_counter() - t0
         metrics_file = args.base_dir / "metrics" / f"{name}.json"
         evaluated = any(e.materialization.asset_key.to_user_string() == "evaluation" for e in result.get_asset_materialization_events())

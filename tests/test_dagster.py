@@ -193,3 +193,21 @@ def test_cli_materializes_the_chain_for_the_smallest_scenario(tmp_path):
     assert "RUN_SUCCESS" in proc.stdout + proc.stderr
     assert (tmp_path / "base/metrics/digits.json").is_file()
     print(f"dagster asset materialize: {time.time() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_main_job_command_runs_a_scenario_and_records_it(tmp_path):
+    """`python -m pipelines.run` (the README's main job) on a tiny scenario."""
+    tiny_scenario(tmp_path / "scenarios")
+    cmd = [sys.executable, "-m", "pipelines.run", "digits", "--scenarios-dir", str(tmp_path / "scenarios"), "--base-dir", str(tmp_path / "base"), "--home", str(tmp_path / "home")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "== digits: done in" in proc.stdout and "promote: True" in proc.stdout
+    assert (tmp_path / "base/models/digits/eval/samples.png").is_file()
+    runs = dg.DagsterInstance.from_config(str(tmp_path / "home"))
+    try:
+        assert [r.status for r in runs.get_runs()] == [dg.DagsterRunStatus.SUCCESS]  # the UI will show it
+    finally:
+        runs.dispose()
+    unknown = subprocess.run(cmd[:3] + ["nope", "--scenarios-dir", str(tmp_path / "scenarios")], capture_output=True, text=True, timeout=300)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
