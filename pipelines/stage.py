@@ -1,0 +1,87 @@
+"""Run one pipeline step for one scenario outside Dagster — the entry point for
+pipeline stages such as DVC's (``cmd: python -m pipelines.stage train faces``).
+
+    python -m pipelines.stage ingest faces
+    python -m pipelines.stage validate faces     # exit 1 when a blocking expectation fails
+    python -m pipelines.stage augment faces
+    python -m pipelines.stage train faces
+    python -m pipelines.stage evaluate faces
+
+Each step is the same function the Dagster asset calls, writes to the same paths
+(``pipelines/paths.py``) and takes the same per-scenario lock, so a step run here and a
+materialization from the UI never write the same scenario at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipelines.scenario import SCENARIO_DIR, ScenarioError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("ingest", "validate", "augment", "train", "evaluate")
+
+
+def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> dict:
+    """Run ``step`` for scenario ``name``; returns a small JSON-able summary. Raises on failure."""
+    from assets.common import scenario_lock
+    from pipelines.paths import Roots, ScenarioPaths
+    from pipelines.scenario import load_scenario
+
+    scenario = load_scenario(scenarios_dir / f"{name}.yaml")
+    paths = ScenarioPaths(name, Roots.under(base_dir))
+    with scenario_lock(paths):
+        if step == "ingest":
+            from pipelines.steps.ingest import ingest
+
+            r = ingest(scenario, paths)
+            return {"n_images": r.n_images, "n_quarantined": r.n_quarantined, "n_duplicates": r.n_duplicates, "content_hash": r.content_hash}
+        if step == "validate":
+            from pipelines.steps.validate import require_passed, validate
+
+            r = require_passed(validate(scenario, paths))
+            return {"passed": r.passed, "n_expectations": len(r.results), "content_hash": r.content_hash}
+        if step == "augment":
+            from pipelines.steps.augment import augment
+
+            r = augment(scenario, paths)
+            return {"n_images": r.n_images, "content_hash": r.content_hash}
+        if step == "train":
+            from pipelines.steps.train import train_step
+
+            r = train_step(scenario, paths)
+            return {"steps": r.steps, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
+        if step == "evaluate":
+            from pipelines.steps.evaluate import evaluate_step
+
+            r = evaluate_step(scenario, paths)
+            return {k: r.metrics[k] for k in ("fid", "fid_floor", "precision", "recall", "near_copy_share", "promote")}
+    raise ValueError(f"unknown step {step!r}; allowed: {list(STEPS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=STEPS)
+    p.add_argument("scenario")
+    p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="holds data/, models/, metrics/ (default: the project)")
+    p.add_argument("--scenarios-dir", type=Path, default=SCENARIO_DIR)
+    args = p.parse_args(argv)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        summary = run_step(args.step, args.scenario, base_dir=args.base_dir.resolve(), scenarios_dir=args.scenarios_dir.resolve())
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except Exception as e:  # a failed step: say which and why, exit non-zero
+        print(f"{args.step}@{args.scenario} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"step": args.step, "scenario": args.scenario, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

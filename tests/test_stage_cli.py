@@ -1,0 +1,57 @@
+"""The same steps outside Dagster: `python -m pipelines.stage <step> <scenario>` writes
+what the assets write, and a failed blocking expectation is a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .dagster_support import tiny_scenario
+
+ROOT = Path(__file__).parents[1]
+
+
+def stage(step: str, tmp_path: Path, name: str = "digits") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipelines.stage", step, name, "--base-dir", str(tmp_path / "base"), "--scenarios-dir", str(tmp_path / "scenarios")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
+    tiny_scenario(tmp_path / "scenarios")
+    out = {}
+    for step in ("ingest", "validate", "augment", "train", "evaluate"):
+        proc = stage(step, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[step] = json.loads(proc.stdout.splitlines()[-1])
+    assert out["ingest"]["n_images"] == 1797 and out["validate"]["passed"] is True
+    assert out["train"]["steps"] == 6
+    base = tmp_path / "base"
+    metrics = json.loads((base / "metrics/digits.json").read_text())
+    assert metrics["model_sha256"] == out["train"]["model_sha256"]
+    assert (base / "models/digits/eval/samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_failed_validation_exits_non_zero_and_names_the_expectation(tmp_path):
+    raw = yaml.safe_load((ROOT / "scenarios/digits.yaml").read_text())
+    bad = [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "mean", "min_value": 0.0, "max_value": 0.05}}]
+    tiny_scenario(tmp_path / "scenarios", validation={**raw["validation"], "expectations": bad})
+    assert stage("ingest", tmp_path).returncode == 0
+    proc = stage("validate", tmp_path)
+    assert proc.returncode == 1
+    assert "expect_column_values_to_be_between" in proc.stderr and "mean" in proc.stderr
+    assert stage("augment", tmp_path).returncode == 1  # nothing validated to augment
+
+
+def test_bad_scenario_is_exit_2_with_the_file_named(tmp_path):
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios/digits.yaml").write_text("name: digits\ndata: {source: web}\n")
+    proc = stage("ingest", tmp_path)
+    assert proc.returncode == 2 and "digits.yaml" in proc.stderr and "data.source" in proc.stderr
