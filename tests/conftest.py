@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -23,3 +24,13 @@ def tiny_config(**train) -> dict:
     base = {"steps": 12, "batch_size": 16, "checkpoint_every": 4, "num_threads": 1, "seed": 3}
     base.update(train)
     return {"model": {"arch": "dcgan", "resolution": 16, "channels": 1, "width": 8, "z_dim": 16}, "train": base}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine
+    oversubscribed threads cost several times over. Restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -38,14 +38,7 @@ def _randomise_bn_stats(model: torch.nn.Module, seed: int = 0) -> None:
             mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # The 299x299 forwards dominate this file's runtime; on a small, shared CPU box
-    # one intra-op thread is faster than oversubscribed ones. Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
