@@ -3,27 +3,37 @@
 Models (``seed-dcgan`` baseline, ``dcgan``), a small-data recipe (spectral norm,
 hinge loss, R1, EMA of G, DiffAugment, self-supervised rotation loss), one resumable,
 deterministic trainer, safe checkpoints, sampling, and offline metrics
-(:mod:`gan_core.metrics`, imported on demand). Never imports orchestration libraries.
+(:mod:`gan_core.metrics`). Never imports orchestration libraries.
+
+Names are loaded on first use, so ``gan_core.config`` (pydantic only) can be imported
+without paying for torch.
 """
 
-from .checkpoint import CheckpointError, load_generator, save_generator
-from .config import ConfigError, GANConfig, ModelConfig, TrainConfig, load_config
-from .models import build_models
-from .trainer import DivergenceError, TrainEvent, Trainer, TrainResult, train
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DivergenceError",
-    "GANConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "TrainEvent",
-    "TrainResult",
-    "Trainer",
-    "build_models",
-    "load_config",
-    "load_generator",
-    "save_generator",
-    "train",
-]
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "load_generator": "checkpoint",
+    "save_generator": "checkpoint",
+    "ConfigError": "config",
+    "GANConfig": "config",
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "load_config": "config",
+    "build_models": "models",
+    "DivergenceError": "trainer",
+    "TrainEvent": "trainer",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+    "train": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gan_core' has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)
