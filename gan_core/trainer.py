@@ -101,7 +101,11 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 class Trainer:
     """Train one GAN. ``data``: images (N, C, H, W) in [-1, 1] or uint8; ``out_dir``
     receives ``checkpoints/``, ``metrics.jsonl``, ``summary.json`` and, only when
-    training finished with finite losses, ``generator.safetensors``."""
+    training finished with finite losses, ``generator.safetensors``.
+
+    The newest checkpoint in ``out_dir`` is resumed when its config is compatible;
+    ``run_key`` (e.g. a hash of the training data) is stored in every checkpoint, and
+    checkpoints carrying another key are discarded rather than resumed."""
 
     def __init__(
         self,
@@ -112,8 +116,10 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         progress: bool | None = None,
         resume: bool = True,
+        run_key: str | None = None,
     ):
         self.cfg = cfg
+        self.run_key = run_key
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.callbacks = list(callbacks)
@@ -283,6 +289,7 @@ class Trainer:
             "world_size": self.world,
             "config": self.cfg.model_dump(),
             "torch": torch.__version__,
+            "run_key": self.run_key,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -355,7 +362,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             ck.remove_stale_temp_files(self.ckpt_dir)
             (self.out_dir / GENERATOR_FILE).unlink(missing_ok=True)  # only a finished run has one
-            if not self.resume:
+            if not self.resume or not self._checkpoints_match_run_key():
                 for _, p in ck.list_checkpoints(self.ckpt_dir):
                     p.unlink()
                 (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
@@ -369,6 +376,15 @@ class Trainer:
             return self.step
         self.save_checkpoint()
         return None
+
+    def _checkpoints_match_run_key(self) -> bool:
+        """Checkpoints written for another ``run_key`` (e.g. other training data) are not
+        resumed: the run starts over instead of continuing someone else's model."""
+        found = ck.list_checkpoints(self.ckpt_dir)
+        if self.run_key is None or not found:
+            return True
+        _, meta = ck.load_tensors(found[-1][1])
+        return meta.get("run_key") == self.run_key
 
     def _rollback(self, step: int, logs: dict[str, float]) -> None:
         t = self.cfg.train

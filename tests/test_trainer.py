@@ -109,6 +109,18 @@ def test_resume_extends_a_finished_run_exactly(digits16, tmp_path):
     assert (tmp_path / "ext" / "generator.safetensors").read_bytes() == full
 
 
+def test_checkpoints_of_another_run_key_are_not_resumed(digits16, tmp_path):
+    cfg = load_config(tiny_config(steps=8))
+    train(cfg, digits16, tmp_path, run_key="data-a")
+    assert train(load_config(tiny_config(steps=12)), digits16, tmp_path, run_key="data-a").resumed_from == 8
+    other = train(load_config(tiny_config(steps=12)), digits16, tmp_path, run_key="data-b")
+    assert other.resumed_from is None  # started over: the checkpoints were made on other data
+    fresh = train(load_config(tiny_config(steps=12)), digits16, tmp_path / "fresh", run_key="data-b")
+    assert other.generator_path.read_bytes() == fresh.generator_path.read_bytes()
+    _, meta = load_tensors(list_checkpoints(tmp_path / "checkpoints")[-1][1])
+    assert meta["run_key"] == "data-b"
+
+
 def test_resume_refuses_a_changed_config(digits16, tmp_path):
     train(load_config(tiny_config(steps=4)), digits16, tmp_path)
     with pytest.raises(CheckpointError, match=r"train\.lr_d"):

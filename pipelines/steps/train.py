@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,7 @@ from ..paths import ScenarioPaths
 from ..scenario import Scenario
 
 SPLIT_FILE = "split.json"
+LOSS_CSV = "loss.csv"  # the loss curve as a table (DVC plots read it)
 
 
 class TrainingInputError(RuntimeError):
@@ -72,6 +74,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_loss_csv(jsonl: Path, out: Path) -> Path:
+    """``metrics.jsonl`` (one JSON object per logged step) as CSV, written atomically."""
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.is_file() else []
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    lines = [",".join(cols)] + [",".join("" if r.get(c) is None else repr(r[c]) for c in cols) for r in rows]
+    return atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+
+
 def train_step(
     scenario: Scenario,
     paths: ScenarioPaths,
@@ -93,8 +105,14 @@ def train_step(
     paths.model.mkdir(parents=True, exist_ok=True)
     split = {"heldout_originals": held.tolist(), "n_train_rows": int(train_mask.sum()), "seed": ev.seed, "fraction": ev.heldout_fraction}
     atomic_write_bytes(paths.model / SPLIT_FILE, json.dumps(split).encode())
-    trainer = Trainer(cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress)
+    # Checkpoints are resumed only by a run on the same data, split and budget.
+    run_key = hashlib.sha256(file_sha256(paths.augmented / "images.npz").encode() + json.dumps(split, sort_keys=True).encode()).hexdigest()
+    trainer = Trainer(cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key)
     r = trainer.fit()
+    write_loss_csv(paths.model / "metrics.jsonl", paths.model / LOSS_CSV)
+    # Checkpoints exist to resume an interrupted run; a finished run keeps only its
+    # generator, so the next materialization (or `dvc repro`) trains from scratch.
+    shutil.rmtree(paths.model / "checkpoints", ignore_errors=True)
     return TrainStepResult(
         generator_path=r.generator_path,
         steps=r.steps,
