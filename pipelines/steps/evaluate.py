@@ -1,5 +1,6 @@
 """Evaluation step: a trained generator -> metrics with their floor, memorization
-audit, sample grids, and the promotion decision the blocking check enforces."""
+audit, sample grids, the promotion decision the blocking check enforces, and the
+model card (``models/<scenario>/MODEL_CARD.md``, :mod:`pipelines.model_card`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from gan_core.checkpoint import atomic_write_bytes
 
+from ..model_card import write_model_card
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
 from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_augmented
@@ -25,6 +27,7 @@ class EvaluationStepResult:
     samples_png: Path
     interpolation_png: Path
     metrics_path: Path
+    model_card: Path
 
 
 def promotion(scenario: Scenario, quality: dict[str, Any], audit: dict[str, Any]) -> tuple[bool, list[str]]:
@@ -77,6 +80,7 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
+    card = write_model_card(scenario, paths, headline, q, m)
     return EvaluationStepResult(
         metrics={**headline, "quality": q, "memorization": m},
         promote=ok,
@@ -84,4 +88,5 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         samples_png=paths.evaluation / "samples.png",
         interpolation_png=paths.evaluation / "interpolation.png",
         metrics_path=paths.metrics,
+        model_card=card,
     )

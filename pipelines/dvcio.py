@@ -1,0 +1,135 @@
+"""What the pipeline needs from DVC, without importing it (DVC lives in its own tool
+environment, ``.dvc-venv/``, because its ``antlr4`` pin breaks dagster):
+
+- :func:`dvc_hash` computes the hash DVC records in ``dvc.lock`` for a file or a
+  directory (DVC 3 ``md5``; a directory is the md5 of its sorted listing + ``.dir``),
+  so Dagster's data versions and DVC's lineage are the same numbers;
+- :data:`STAGE_OUTS` names, per step, the outputs ``dvc.yaml`` declares, relative to
+  the project (one table for both entry points, checked against ``dvc.yaml`` by tests);
+- :func:`record_stage` runs ``dvc commit`` for ``<step>@<scenario>`` after a Dagster
+  materialization, waiting while a ``dvc repro`` holds DVC's lock;
+- :func:`read_lock` reads ``dvc.lock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STEPS = ("ingest", "validate", "augment", "train", "evaluate")
+
+# The outputs ``dvc.yaml`` declares for each step ({s} = scenario); the first one is the
+# step's data version in Dagster.
+STAGE_OUTS: dict[str, tuple[str, ...]] = {
+    "ingest": ("data/{s}/ingested",),
+    "validate": ("data/{s}/validated",),
+    "augment": ("data/{s}/augmented",),
+    "train": ("models/{s}/generator.safetensors", "models/{s}/split.json", "models/{s}/summary.json", "models/{s}/loss.csv"),
+    "evaluate": (
+        "metrics/{s}.json",
+        "models/{s}/eval/metrics.json",
+        "models/{s}/eval/feature_net.safetensors",
+        "models/{s}/eval/samples.png",
+        "models/{s}/eval/interpolation.png",
+        "models/{s}/MODEL_CARD.md",
+    ),
+}
+
+DVC_ENV_VAR = "SCENARIO_GAN_DVC"  # path of the dvc executable, or "off"
+_CHUNK = 1 << 20
+
+
+def stage_name(step: str, scenario: str) -> str:
+    return f"{step}@{scenario}"
+
+
+def stage_outs(step: str, scenario: str, base: Path) -> list[Path]:
+    return [base / p.format(s=scenario) for p in STAGE_OUTS[step]]
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dvc_hash(path: str | os.PathLike[str]) -> str:
+    """The md5 DVC 3 records for ``path``: the file's md5, or for a directory the md5 of
+    ``json.dumps(sorted [{"md5", "relpath"}], sort_keys=True)`` followed by ``.dir``."""
+    path = Path(path)
+    if path.is_file():
+        return _md5_file(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: nothing to hash (the step has not written it)")
+    entries = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in files:
+            full = Path(root) / f
+            entries.append({"md5": _md5_file(full), "relpath": full.relative_to(path).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def data_version(step: str, scenario: str, base: Path) -> str:
+    """The Dagster data version of a step: DVC's hash of its first declared output."""
+    return dvc_hash(stage_outs(step, scenario, base)[0])
+
+
+def find_dvc(base: Path) -> str | None:
+    """The dvc executable: ``$SCENARIO_GAN_DVC`` ("off" disables), else the project's
+    ``.dvc-venv/bin/dvc``, else ``dvc`` on PATH."""
+    env = os.environ.get(DVC_ENV_VAR)
+    if env:
+        return None if env.lower() == "off" else env
+    local = base / ".dvc-venv" / "bin" / "dvc"
+    if local.is_file():
+        return str(local)
+    return shutil.which("dvc")
+
+
+@dataclass
+class RecordResult:
+    recorded: bool
+    detail: str
+
+
+def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 3600) -> RecordResult:
+    """Record the outputs of ``<step>@<scenario>`` in ``dvc.lock`` (``dvc commit``) after a
+    materialization outside DVC, so ``dvc status`` agrees with what Dagster wrote.
+
+    Skipped (not an error) when ``base`` is not a DVC project with a ``dvc.yaml`` or no
+    dvc executable is found; waits (``--wait-for-lock``) while a ``dvc repro`` runs.
+    Raises :class:`RuntimeError` naming the command when ``dvc commit`` fails."""
+    if os.environ.get("DVC_STAGE"):
+        return RecordResult(False, "running inside a DVC stage: DVC records it")
+    if not (base / ".dvc").is_dir() or not (base / "dvc.yaml").is_file():
+        return RecordResult(False, f"{base} is not a DVC project (no .dvc/ or dvc.yaml)")
+    dvc = find_dvc(base)
+    if dvc is None:
+        return RecordResult(False, f"no dvc executable (create .dvc-venv/ as the README says, or set {DVC_ENV_VAR})")
+    stage = stage_name(step, scenario)
+    cmd = [dvc, "--wait-for-lock", "commit", "--force", "--quiet", stage]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    p = subprocess.run(cmd, cwd=base, env=env, capture_output=True, text=True, timeout=timeout_s)
+    if p.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` in {base} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-2000:]}")
+    return RecordResult(True, f"dvc commit {stage}")
+
+
+def read_lock(base: Path) -> dict[str, Any]:
+    """The stages of ``dvc.lock`` ({} when there is none yet)."""
+    f = base / "dvc.lock"
+    if not f.is_file():
+        return {}
+    return (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("stages", {}) or {}

@@ -1,0 +1,198 @@
+"""Print one scenario's lineage: raw data -> validated -> augmented -> model -> metrics,
+each with its content hash (the md5 DVC records), the parameters and DVC stage that
+produced it, the git commit, and the Dagster run (or ``dvc repro`` / command-line step)
+that last materialized it.
+
+    scenario-gan lineage faces              # a table
+    scenario-gan lineage faces --json       # the same, machine-readable
+
+Reads only files: ``dvc.lock``, the outputs themselves, git, and the Dagster instance
+in ``$DAGSTER_HOME`` (default ``.dagster/``). It never runs a step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.dvcio import STAGE_OUTS, STEPS, dvc_hash, read_lock, stage_name
+from pipelines.scenario import SCENARIO_DIR, ScenarioError, load_scenario
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+NOT_A_GIT_CHECKOUT = "not a git checkout"
+_PIPELINE_OUTPUT_FILES = frozenset({"dvc.lock"})
+
+
+def code_version(directory: str | os.PathLike[str], *, ignore: tuple[Path, ...] = ()) -> str:
+    """The git commit checked out in ``directory`` (``git rev-parse HEAD``), followed by
+    ``(+ uncommitted changes)`` when ``git status`` lists modified tracked files; files
+    under ``ignore`` (the pipeline's own outputs) and ``dvc.lock`` do not count.
+    Returns ``"not a git checkout"`` when git cannot name a commit there."""
+    directory = Path(directory)
+    git = shutil.which("git")
+    if git is None or not directory.is_dir():
+        return NOT_A_GIT_CHECKOUT
+    # GIT_DIR & co. would point git at another repository than the one in `directory`.
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([git, *args], cwd=directory, env=env, capture_output=True, text=True, timeout=60)
+
+    head = run("rev-parse", "--verify", "HEAD")
+    commit = head.stdout.strip()
+    if head.returncode != 0 or not commit:
+        return NOT_A_GIT_CHECKOUT
+    top = run("rev-parse", "--show-toplevel")
+    status = run("status", "--porcelain", "--untracked-files=no", "-z")
+    if top.returncode != 0 or status.returncode != 0:
+        return f"{commit} (uncommitted changes unknown: git status failed)"
+    root = Path(top.stdout.strip()).resolve()
+    ignored = [p.resolve() for p in ignore]
+    changed = []
+    entries = status.stdout.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        if entry[0] in "RC":  # a rename/copy is followed by its source path
+            i += 1
+        f = (root / entry[3:]).resolve()
+        if f.name in _PIPELINE_OUTPUT_FILES or any(f == p or p in f.parents for p in ignored):
+            continue
+        changed.append(f)
+    return f"{commit} (+ uncommitted changes)" if changed else commit
+
+
+def last_commit_of(base: Path, path: str) -> str | None:
+    """The last commit that changed ``path`` (e.g. ``dvc.lock``), None if none did."""
+    try:
+        p = subprocess.run(["git", "log", "-1", "--format=%H", "--", path], cwd=base, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout.strip() or None if p.returncode == 0 else None
+
+
+def _dagster_latest(step: str, name: str, home: Path) -> dict[str, Any] | None:
+    if not (home / "dagster.yaml").is_file() and not (home / "storage").exists():
+        return None
+    os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    from assets.common import STEP_ASSETS
+
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(STEP_ASSETS[step]), asset_partitions=[name]), limit=1).records
+        if not records:
+            return None
+        r = records[0]
+        m = r.event_log_entry.asset_materialization
+        meta = {k: v.value for k, v in m.metadata.items()}
+        run_id = r.event_log_entry.run_id or None
+        return {
+            "asset": STEP_ASSETS[step],
+            "run_id": run_id,
+            "entry_point": meta.get("entry_point") or ("dagster" if run_id else "runless"),
+            "timestamp": r.event_log_entry.timestamp,
+            "data_version": m.tags.get("dagster/data_version"),
+            "git_commit": meta.get("git_commit"),
+        }
+
+
+def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Path = SCENARIO_DIR, home: Path | None = None) -> dict[str, Any]:
+    """The lineage of scenario ``name`` as a dict (see the module docstring)."""
+    scenario = load_scenario(scenarios_dir / f"{name}.yaml")
+    lock = read_lock(base)
+    home = home or Path(os.environ.get("DAGSTER_HOME", base / ".dagster"))
+    steps = []
+    for step in STEPS:
+        stage = stage_name(step, name)
+        out = STAGE_OUTS[step][0].format(s=name)
+        full = base / out
+        current = dvc_hash(full) if full.exists() else None
+        entry = lock.get(stage) or {}
+        locked = next((o.get("md5") for sec in ("outs", "metrics", "plots") for o in entry.get(sec, []) or [] if o.get("path") == out), None)
+        params = {}
+        for _file, values in (entry.get("params") or {}).items():
+            params.update(values)
+        dag = _dagster_latest(step, name, home)
+        steps.append(
+            {
+                "step": step,
+                "dvc_stage": stage,
+                "output": out,
+                "hash": current,
+                "dvc_lock_hash": locked,
+                "in_sync_with_dvc": current is not None and current == locked,
+                "params": params,
+                "dagster": dag,
+                "dagster_in_sync": bool(dag and current and dag["data_version"] == current),
+            }
+        )
+    source = scenario.data.source + (f":{scenario.data.builtin}" if scenario.data.builtin else f":{scenario.data.path or name + '/raw'}")
+    return {
+        "scenario": name,
+        "source": source,
+        "git_head": code_version(base, ignore=(base / "data", base / "models", base / "metrics")),
+        "dvc_lock_commit": last_commit_of(base, "dvc.lock") if (base / "dvc.lock").is_file() else None,
+        "steps": steps,
+    }
+
+
+def _short(h: str | None, n: int = 12) -> str:
+    return "-" if not h else (h[:n] + (".dir" if h.endswith(".dir") else ""))
+
+
+def format_lineage(lin: dict[str, Any]) -> str:
+    lines = [
+        f"scenario {lin['scenario']}   source {lin['source']}",
+        f"code: {lin['git_head']}   dvc.lock last committed in {lin['dvc_lock_commit'] or '-'}",
+        "",
+    ]
+    for s in lin["steps"]:
+        dvc = "in dvc.lock" if s["in_sync_with_dvc"] else ("not recorded in dvc.lock" if s["dvc_lock_hash"] is None else f"dvc.lock has {_short(s['dvc_lock_hash'])} (run `dvc status`)")
+        lines.append(f"{s['step']:<9} {s['output']:<36} {_short(s['hash']):<18} {s['dvc_stage']:<20} {dvc}")
+        d = s["dagster"]
+        if d:
+            import datetime as _dt
+
+            when = _dt.datetime.fromtimestamp(d["timestamp"], tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            who = f"run {d['run_id']}" if d["run_id"] else f"{d['entry_point']} (no Dagster run)"
+            same = "same data" if s["dagster_in_sync"] else f"other data ({_short(d['data_version'])})"
+            lines.append(f"{'':<9} dagster: {d['asset']} {who}, {when}, {same}" + (f", code {_short(d['git_commit'], 12)}" if d.get("git_commit") else ""))
+        else:
+            lines.append(f"{'':<9} dagster: no materialization recorded")
+        if s["params"]:
+            lines.append(f"{'':<9} params: " + json.dumps(s["params"], sort_keys=True, default=str))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scenario-gan lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="the project (holds dvc.lock, data/, models/, metrics/)")
+    p.add_argument("--scenarios-dir", type=Path, default=None, help="default: <base-dir>/scenarios")
+    p.add_argument("--home", type=Path, default=None, help="Dagster instance (default $DAGSTER_HOME or <base-dir>/.dagster)")
+    args = p.parse_args(argv)
+    base = args.base_dir.resolve()
+    try:
+        lin = scenario_lineage(args.scenario, base=base, scenarios_dir=(args.scenarios_dir or base / "scenarios").resolve(), home=args.home)
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(json.dumps(lin, indent=2, default=str) if args.json else format_lineage(lin))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,464 @@
+"""Model card: one Markdown file beside each trained model,
+``models/<scenario>/MODEL_CARD.md``, that answers "which raw data, params, code and run
+produced this model, and how good is it?".
+
+The evaluation step writes it last, from what the steps wrote before it:
+
+    data/<scenario>/ingested/manifest.json, quarantine.json   source, counts, quarantine reasons
+    data/<scenario>/validated/report.json                      expectations and their results
+    data/<scenario>/augmented/pipeline.json, manifest.json     the albumentations pipeline
+    models/<scenario>/split.json, summary.json                 held-out split, the training run
+    models/<scenario>/generator.safetensors                    the config the model was trained with
+    the evaluation's headline, quality and memorization dicts   metrics, audit, promotion
+
+plus DVC's content hashes of the data directories and the model
+(:func:`pipelines.dvcio.dvc_hash`, the numbers ``dvc.lock`` records) and the git commit
+of the project. The card is a function of those inputs only: no timestamps and no
+absolute paths (paths are relative to the project base, the parent of the data root),
+so evaluating the same model on the same commit again gives a byte-identical file. An
+input that is missing (e.g. data restored only in part) is named in the card instead of
+failing the evaluation.
+
+    from pipelines.model_card import write_model_card
+    write_model_card(scenario, paths, headline, quality, memorization)   # -> models/<s>/MODEL_CARD.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gan_core.checkpoint import atomic_write_bytes
+
+from .dvcio import dvc_hash, stage_name
+from .lineage import NOT_A_GIT_CHECKOUT, code_version
+from .paths import ScenarioPaths
+from .scenario import Scenario
+
+MODEL_CARD_FILE = "MODEL_CARD.md"
+GENERATOR_FILE = "generator.safetensors"
+# Files the pipeline itself rewrites: their changes are results, not changes to the code.
+
+
+class ModelCardError(RuntimeError):
+    """An input of the model card exists but cannot be read."""
+
+
+def model_card_path(paths: ScenarioPaths) -> Path:
+    """Where the card of ``paths.name`` lives: ``models/<scenario>/MODEL_CARD.md``."""
+    return paths.model / MODEL_CARD_FILE
+
+
+def project_base(paths: ScenarioPaths) -> Path:
+    """The project directory that holds ``data/``, ``models/`` and ``metrics/``."""
+    return paths.roots.data.parent
+
+
+def write_model_card(
+    scenario: Scenario,
+    paths: ScenarioPaths,
+    headline: dict[str, Any],
+    quality: dict[str, Any],
+    memorization: dict[str, Any],
+) -> Path:
+    """Write ``models/<scenario>/MODEL_CARD.md`` atomically and return its path.
+
+    ``headline`` is what the evaluation step writes to ``metrics/<scenario>.json``;
+    ``quality`` and ``memorization`` are :func:`gan_core.evaluate.evaluate_generator`'s
+    result. The card lives beside ``generator.safetensors`` and links the sample grids
+    in ``eval/`` relatively, so it renders wherever the model directory is copied."""
+    text = render_model_card(scenario, paths, headline, quality, memorization)
+    return atomic_write_bytes(model_card_path(paths), text.encode("utf-8"))
+
+
+def render_model_card(
+    scenario: Scenario,
+    paths: ScenarioPaths,
+    headline: dict[str, Any],
+    quality: dict[str, Any],
+    memorization: dict[str, Any],
+) -> str:
+    """The Markdown text :func:`write_model_card` writes (see there)."""
+    base = project_base(paths)
+    card = model_card_path(paths)
+    name = scenario.name
+    lines = [f"# Model card: {name} ({scenario.domain})", ""]
+    if scenario.description:
+        lines += [scenario.description, ""]
+    lines += [
+        f"A GAN generator for the scenario `{name}` (domain `{scenario.domain}`), "
+        f"{scenario.image.size}×{scenario.image.size} px, {scenario.image.channels} channel{'s' if scenario.image.channels > 1 else ''}. "
+        f"Written by the evaluation step (`{stage_name('evaluate', name)}`); paths are relative to the project directory.",
+        "",
+    ]
+    lines += _data_section(scenario, paths, base)
+    lines += _validation_section(paths, base)
+    lines += _augmentation_section(paths, base)
+    lines += _parameters_section(scenario, paths, base)
+    lines += _training_section(paths, base)
+    lines += _metrics_section(headline, quality, paths, base)
+    lines += _memorization_section(headline, memorization)
+    lines += _promotion_section(scenario, headline)
+    lines += _samples_section(paths, card)
+    lines += _generator_section(headline, paths, base)
+    lines += _reproduce_section(name, paths, base)
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- #
+# Reading the steps' files
+# --------------------------------------------------------------------------- #
+def _rel(path: Path, start: Path) -> str:
+    """``path`` relative to ``start``, POSIX style (never an absolute path)."""
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def _read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when the file does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelCardError(f"{path} is not valid JSON ({e}); rerun the step that writes it") from None
+
+
+def _missing(path: Path, base: Path) -> str:
+    return f"_Not recorded: `{_rel(path, base)}` is missing (run or `dvc pull` the step that writes it)._"
+
+
+def _hash(path: Path) -> str:
+    try:
+        return f"`{dvc_hash(path)}`"
+    except FileNotFoundError:
+        return "_missing_"
+
+
+def _num(value: Any, fmt: str = ".4f") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return format(value, fmt)
+
+
+def _inline_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+def _cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- #
+# Sections
+# --------------------------------------------------------------------------- #
+def _data_section(scenario: Scenario, paths: ScenarioPaths, base: Path) -> list[str]:
+    out = ["## Data", ""]
+    manifest = _read_json(paths.ingested / "manifest.json")
+    if manifest is None:
+        out += [_missing(paths.ingested / "manifest.json", base), ""]
+    else:
+        src = manifest.get("source", {})
+        kind = src.get("type", scenario.data.source)
+        if kind == "builtin":
+            where = f"built-in images `{src.get('name', scenario.data.builtin)}`"
+        else:
+            p = src.get("path")
+            where = f"{kind} `{_rel(paths.roots.data / p, base)}`" if p else kind
+            if kind == "npz":
+                where += f", key `{src.get('key', scenario.data.npz_key)}`"
+                if src.get("sha256"):
+                    where += f", sha256 `{src['sha256']}`"
+        out.append(f"- Source: {where}" + (f" (first {manifest['limit']} images)" if manifest.get("limit") else ""))
+        out.append(f"- Images ingested: {manifest.get('n_images')}")
+        quarantine = _read_json(paths.ingested / "quarantine.json")
+        if quarantine is None:
+            out.append(f"- Quarantined: {manifest.get('n_quarantined')} (`{_rel(paths.ingested / 'quarantine.json', base)}` is missing)")
+        else:
+            reasons = Counter(q.get("reason", "unknown") for q in quarantine)
+            detail = f" ({', '.join(f'{r}: {n}' for r, n in sorted(reasons.items()))})" if reasons else ""
+            out.append(f"- Quarantined: {len(quarantine)}{detail}; each file and reason in `{_rel(paths.ingested / 'quarantine.json', base)}`")
+        out.append(f"- Duplicates (same pixels as an earlier image): {manifest.get('n_duplicates')}")
+    aug = _read_json(paths.augmented / "manifest.json")
+    if aug is not None:
+        copies = aug.get("offline_copies", 0)
+        made = f"{aug.get('n_original')} originals + {copies} augmented cop{'y' if copies == 1 else 'ies'} of each" if copies else "the validated images; no offline copies"
+        out.append(f"- Augmented dataset: {aug.get('n_images')} rows ({made})")
+    split = _read_json(paths.model / "split.json")
+    if split is None:
+        out.append(f"- Held out for evaluation: unknown (`{_rel(paths.model / 'split.json', base)}` is missing)")
+    else:
+        held = len(split.get("heldout_originals", []))
+        out.append(
+            f"- Held out for evaluation: {held} original images ({_num(split.get('fraction'), '.0%')}, seed {split.get('seed')}) "
+            f"with their augmented copies; training used {split.get('n_train_rows')} rows"
+        )
+    out += [
+        "",
+        "Content hashes (DVC md5, as recorded in `dvc.lock`):",
+        "",
+        "| data | path | hash |",
+        "|---|---|---|",
+    ]
+    for label, p in (("ingested", paths.ingested), ("validated", paths.validated), ("augmented", paths.augmented)):
+        out.append(f"| {label} | `{_rel(p, base)}` | {_hash(p)} |")
+    return out + [""]
+
+
+def _validation_section(paths: ScenarioPaths, base: Path) -> list[str]:
+    out = ["## Validation", ""]
+    report_path = paths.validated / "report.json"
+    report = _read_json(report_path)
+    if report is None:
+        return out + [_missing(report_path, base), ""]
+    verdict = "**Passed**" if report.get("passed") else "**Failed**"
+    out += [
+        f"{verdict}: training starts only when every blocking expectation passes (great-expectations "
+        f"{report.get('great_expectations')}, over the {report.get('n_rows')} rows of the per-image table; "
+        f"the failing files of each expectation are in `{_rel(report_path, base)}`).",
+        "",
+        "| expectation | arguments | blocking | result | unexpected |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report.get("results", []):
+        result = "pass" if r.get("success") else "**fail**"
+        out.append(
+            f"| `{_cell(r.get('expectation'))}` | `{_cell(_inline_json(r.get('kwargs', {})))}` | {'yes' if r.get('blocking') else 'no'} "
+            f"| {result} | {r.get('unexpected_count', 0)} |"
+        )
+    return out + [""]
+
+
+def _transform_lines(t: dict[str, Any], depth: int) -> list[str]:
+    cls = t.get("__class_fullname__", "?")
+    children = t.get("transforms")
+    params = {k: v for k, v in t.items() if k not in ("__class_fullname__", "transforms", "p")}
+    line = f"{'  ' * depth}- `{cls}` (p={_num(t.get('p'), 'g')})"
+    if children is None and params:
+        line += f": `{_inline_json(params)}`"
+    out = [line]
+    for c in children or []:
+        out += _transform_lines(c, depth + 1)
+    return out
+
+
+def _augmentation_section(paths: ScenarioPaths, base: Path) -> list[str]:
+    out = ["## Augmentation", ""]
+    pipeline_path = paths.augmented / "pipeline.json"
+    pipeline = _read_json(pipeline_path)
+    if pipeline is None:
+        return out + [_missing(pipeline_path, base), ""]
+    meta = pipeline.get("scenario_gan", {})
+    transform = pipeline.get("transform", {})
+    steps = transform.get("transforms", []) if transform.get("__class_fullname__") == "Compose" else [transform]
+    manifest = _read_json(paths.augmented / "manifest.json") or {}
+    copies = manifest.get("offline_copies")
+    if copies is None:
+        use = "How many offline copies were made is not recorded (`manifest.json` is missing)."
+    elif copies:
+        use = f"Each image got {copies} augmented cop{'y' if copies == 1 else 'ies'} in the training data, made by this pipeline."
+    else:
+        use = "No offline copies: training saw the validated images, and the pipeline only made the preview (`preview.png`)."
+    out += [
+        f"albumentations {pipeline.get('__version__')}, seed {meta.get('seed')}; the whole serialized pipeline is "
+        f"`{_rel(pipeline_path, base)}`. {use} Augmentation during training (DiffAugment) is `train.diffaug` under Parameters.",
+        "",
+    ]
+    if not steps:
+        out.append("No transforms: the pipeline is the identity.")
+    for t in steps:
+        out += _transform_lines(t, 0)
+    notes = manifest.get("notes") or []
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return out + [""]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _parameters_section(scenario: Scenario, paths: ScenarioPaths, base: Path) -> list[str]:
+    from gan_core.checkpoint import CheckpointError, load_tensors
+
+    out = ["## Parameters", ""]
+    gen_path = paths.model / GENERATOR_FILE
+    try:
+        _, meta = load_tensors(gen_path)
+    except CheckpointError as e:
+        raise ModelCardError(f"cannot read the training config from {gen_path}: {e}") from None
+    trained = json.loads(json.dumps(meta.get("config", {})))
+    cpu = scenario.gan_config(gpu=False).model_dump(mode="json")
+    gpu = scenario.gan_config(gpu=True).model_dump(mode="json")
+    if trained == cpu and trained == gpu:
+        budget = "the scenario's `gan` block (it sets no separate `gpu` budget)"
+    elif trained == cpu:
+        budget = "the CPU budget: the scenario's `gan` block"
+    elif trained == gpu:
+        budget = "the GPU budget: the scenario's `gan` block with its `gpu` overrides"
+    else:
+        flat_t, flat_c = _flatten(trained), _flatten(cpu)
+        keys = sorted(k for k in set(flat_t) | set(flat_c) if flat_t.get(k) != flat_c.get(k))
+        budget = (
+            "neither of the scenario's budgets (`gan`, `gan` + `gpu`): the generator was trained with "
+            f"another config; keys that differ from `gan`: {', '.join(f'`{k}`' for k in keys)}"
+        )
+    out += [
+        f"Trained with {budget}. The config below is the one stored in `{_rel(gen_path, base)}`.",
+        "",
+        "```yaml",
+        yaml.safe_dump(trained, sort_keys=True, default_flow_style=False).rstrip("\n"),
+        "```",
+        "",
+    ]
+    return out
+
+
+def _training_section(paths: ScenarioPaths, base: Path) -> list[str]:
+    out = ["## Training", ""]
+    summary_path = paths.model / "summary.json"
+    s = _read_json(summary_path)
+    if s is None:
+        return out + [_missing(summary_path, base), ""]
+    out += [
+        f"- Steps: {s.get('steps')} ({s.get('images_seen')} images seen)",
+        f"- Throughput: {_num(s.get('images_per_s'), '.1f')} images/s",
+        f"- Wall time: {_num(s.get('wall_s'), '.1f')} s" + (f" (since the resume from step {s['resumed_from']})" if s.get("resumed_from") is not None else ""),
+        f"- Rollbacks after a diverged loss: {s.get('rollbacks')}",
+    ]
+    logs = s.get("final_logs") or {}
+    if logs:
+        out.append("- Final losses: " + ", ".join(f"{k} {_num(v)}" for k, v in sorted(logs.items())))
+    return out + [""]
+
+
+def _metrics_section(headline: dict[str, Any], quality: dict[str, Any], paths: ScenarioPaths, base: Path) -> list[str]:
+    q = quality
+    kid = f"{_num(q.get('kid_mean', headline.get('kid')))} ± {_num(q.get('kid_std'))}"
+    kid_floor = f"{_num(q.get('kid_floor_mean'))} ± {_num(q.get('kid_floor_std'))}"
+    out = [
+        "## Metrics",
+        "",
+        f"Scored against the {q.get('n_real_train')} training images with {q.get('n_fake')} samples; the floor is the same metric "
+        f"for the {q.get('n_heldout')} held-out real images, the best a model can expect. Feature network: "
+        f"`{q.get('extractor')}` ({q.get('feature_dim')} features) trained on this scenario's training images: numbers from "
+        f"another feature network, sample count or split are not comparable. All numbers: `{_rel(paths.metrics, base)}`, "
+        f"`{_rel(paths.evaluation / 'metrics.json', base)}`.",
+        "",
+        "| metric | model | floor (held-out real) |",
+        "|---|---|---|",
+        f"| FID | {_num(headline.get('fid'))} | {_num(headline.get('fid_floor'))} |",
+        f"| FID / floor | {_num(headline.get('fid_over_floor'))} | 1 |",
+        f"| KID ({q.get('kid_subsets')} subsets of {q.get('kid_subset_size')}) | {kid} | {kid_floor} |",
+        f"| precision (k={q.get('k')}) | {_num(headline.get('precision'))} | {_num(q.get('precision_floor'))} |",
+        f"| recall (k={q.get('k')}) | {_num(headline.get('recall'))} | {_num(q.get('recall_floor'))} |",
+        "",
+    ]
+    return out
+
+
+def _memorization_section(headline: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    quantile = m.get("quantile", 0.05)
+    neighbours = m.get("neighbours", 5)
+    share = headline.get("near_copy_share", m.get("near_copy_share"))
+    return [
+        "## Memorization audit",
+        "",
+        f"- Near-copy share: {_num(share)} ({m.get('near_copy_count')} of {m.get('n_samples')} samples; "
+        f"{m.get('exact_copy_count')} exact copies) against {m.get('n_train')} training images, in `{m.get('extractor')}` space",
+        f"- Median distance to the nearest training image: samples {_num(m.get('median_sample_nn'))}, "
+        f"training images among themselves {_num(m.get('median_train_nn'))} (ratio {_num(m.get('nn_ratio'), '.2f')}; well below 1 suggests memorization)",
+        "",
+        f"A sample counts as a near-copy when its distance to the nearest training image is at most {_num(m.get('threshold'))} "
+        f"(the {_num(quantile, '.0%')} quantile of the training images' distances to their own nearest neighbour) and at most "
+        f"{_num(m.get('relative_threshold'), '.2f')} times its mean distance to the next {max(neighbours - 1, 1)} training images "
+        f"(close to one image, not a blur of many); fresh held-out images score about {_num(quantile, '.0%')}, "
+        "a memorizing generator close to 100%.",
+        "",
+    ]
+
+
+def _promotion_section(scenario: Scenario, headline: dict[str, Any]) -> list[str]:
+    bar = scenario.evaluation.promote
+    promote = headline.get("promote")
+    reasons = headline.get("promote_reasons") or []
+    out = [
+        "## Promotion",
+        "",
+        f"**{'Promoted' if promote else 'Not promoted'}.** The bar: FID/floor at most {bar.max_fid_over_floor:g} "
+        f"(`evaluation.promote.max_fid_over_floor`) and near-copy share at most {bar.max_near_copy_share:g} "
+        "(`evaluation.promote.max_near_copy_share`).",
+        "",
+    ]
+    if reasons:
+        out += [f"- {r}" for r in reasons] + [""]
+    else:
+        out += ["Both conditions hold.", ""]
+    return out
+
+
+def _samples_section(paths: ScenarioPaths, card: Path) -> list[str]:
+    samples = _rel(paths.evaluation / "samples.png", card.parent)
+    interpolation = _rel(paths.evaluation / "interpolation.png", card.parent)
+    return [
+        "## Samples",
+        "",
+        f"![64 samples]({samples})",
+        "",
+        f"![latent interpolation]({interpolation})",
+        "",
+    ]
+
+
+def _generator_section(headline: dict[str, Any], paths: ScenarioPaths, base: Path) -> list[str]:
+    gen_path = paths.model / GENERATOR_FILE
+    return [
+        "## Generator",
+        "",
+        f"- File: `{_rel(gen_path, base)}` (safetensors; load with `gan_core.load_generator`)",
+        f"- sha256: `{headline.get('model_sha256')}`",
+        f"- DVC md5: {_hash(gen_path)}",
+        f"- Training steps: {headline.get('steps')}",
+        "",
+    ]
+
+
+def _reproduce_section(name: str, paths: ScenarioPaths, base: Path) -> list[str]:
+    ignore = (paths.roots.data, paths.roots.models, paths.roots.metrics)
+    stage = stage_name("evaluate", name)
+    commands = [
+        (f"dvc pull --with-deps {stage}", "restore this model, its data and its evaluation from the DVC remote"),
+        (f"dvc repro {stage}", "rerun what is out of date, up to this evaluation (DVC)"),
+        (f"python -m pipelines.run {name}", "the same chain through Dagster"),
+    ]
+    width = max(len(c) for c, _ in commands)
+    version = code_version(base, ignore=ignore)
+    if version == NOT_A_GIT_CHECKOUT:
+        code = f"Code: {NOT_A_GIT_CHECKOUT} (the project directory has no git history; the code version is not recorded)."
+    else:
+        code = f"Code: git commit {version}; check it out in the project directory first."
+    return [
+        "## Reproduce",
+        "",
+        code,
+        "",
+        "```bash",
+        *(f"{c.ljust(width)}   # {why}" for c, why in commands),
+        "```",
+        "",
+    ]
