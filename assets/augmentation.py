@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"python"}, code_version="1")
@@ -16,12 +16,14 @@ def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
     paths = project.paths(name)
     with scenario_lock(paths):
         r = augment(project.scenario(name), paths)
+    version, lineage = record_lineage(context, "augment", name, project)
     return dg.MaterializeResult(
         metadata={
             "n_images": dg.MetadataValue.int(r.n_images),
             "content_hash": r.content_hash,
             "pipeline": dg.MetadataValue.path(rel(paths.augmented / "pipeline.json")),
             "preview": png_markdown(paths.augmented / "preview.png", f"{name} originals and augmentations"),
+            **lineage,
         },
-        data_version=dg.DataVersion(r.content_hash),
+        data_version=version,
     )

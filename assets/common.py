@@ -7,7 +7,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import dagster as dg
 
@@ -55,6 +55,67 @@ def scenario_lock(paths: ScenarioPaths) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def record_lineage(context: dg.AssetExecutionContext, step: str, name: str, project: ScenarioGanResource) -> tuple[dg.DataVersion, dict[str, Any]]:
+    """After a step wrote its outputs (and released the scenario lock): the data version
+    is DVC's hash of the step's output, and the step is recorded in ``dvc.lock``
+    (``dvc commit <step>@<scenario>``, waiting while a ``dvc repro`` holds DVC's lock), so
+    ``dvc status`` agrees with what this materialization wrote. A project without DVC
+    (or a scenario missing from ``dvc.yaml``) is reported in the metadata, not failed."""
+    from pipelines.dvcio import data_version, record_stage, stage_name
+
+    base = Path(project.base_dir).resolve()
+    version = data_version(step, name, base)
+    try:
+        rec = record_stage(step, name, base)
+        detail = rec.detail if rec.recorded else f"not recorded: {rec.detail}"
+    except Exception as e:  # noqa: BLE001 - the outputs are good; say why DVC does not know them
+        detail = f"not recorded: {e}"
+        context.log.warning(f"{stage_name(step, name)}: {detail}")
+    return dg.DataVersion(version), {"dvc_md5": version, "dvc_stage": stage_name(step, name), "dvc": dg.MetadataValue.text(detail), "git_commit": _code_version(base)}
+
+
+def _code_version(base: Path) -> str:
+    from pipelines.lineage import code_version
+
+    return code_version(base, ignore=(base / "data", base / "models", base / "metrics"))
+
+
+# The asset each pipeline step materializes, and the step upstream of it.
+STEP_ASSETS = {"ingest": "raw_images", "validate": "validated_images", "augment": "augmented_images", "train": "generator", "evaluate": "evaluation"}
+UPSTREAM_STEP = {"validate": "ingest", "augment": "validate", "train": "augment", "evaluate": "train"}
+
+
+def _asset_code_version(step: str) -> str | None:
+    from pipelines.definitions import defs
+
+    key = dg.AssetKey(STEP_ASSETS[step])
+    return defs.resolve_asset_graph().get(key).code_version
+
+
+def report_materialization(step: str, name: str, base: Path, summary: dict[str, Any], entry_point: str, instance: dg.DagsterInstance | None = None) -> int | None:
+    """Record a step that ran outside Dagster (``dvc repro``, ``python -m pipelines.stage``)
+    as a materialization of its asset's partition in the Dagster instance
+    (``DAGSTER_HOME``), with the same data version and input provenance a Dagster run
+    records, so the UI's history and stale markers cover both entry points.
+    Returns the event's storage id."""
+    from pipelines.dvcio import data_version, stage_name
+
+    instance = instance or dg.DagsterInstance.get()
+    key = dg.AssetKey(STEP_ASSETS[step])
+    tags = {"dagster/data_version": data_version(step, name, base), "dagster/code_version": _asset_code_version(step) or "1"}
+    up = UPSTREAM_STEP.get(step)
+    if up:
+        up_key = dg.AssetKey(STEP_ASSETS[up])
+        tags[f"dagster/input_data_version/{up_key.to_user_string()}"] = data_version(up, name, base)
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=up_key, asset_partitions=[name]), limit=1).records
+        tags[f"dagster/input_event_pointer/{up_key.to_user_string()}"] = str(records[0].storage_id) if records else "NULL"
+    metadata = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
+    metadata.update(entry_point=entry_point, dvc_stage=stage_name(step, name), dvc_md5=tags["dagster/data_version"], git_commit=_code_version(base))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=name, metadata=metadata, tags=tags))
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
+    return records[0].storage_id if records else None
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:

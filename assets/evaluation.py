@@ -1,12 +1,9 @@
 """Stage 5: metrics with their floor, memorization audit, sample grid; the blocking
 check that a model must pass to be promoted."""
 
-import hashlib
-import json
-
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
 
 PROMOTE_CHECK = "check_promotable"
 
@@ -28,6 +25,7 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
     paths = project.paths(name)
     with scenario_lock(paths):
         r = evaluate_step(project.scenario(name), paths)
+    version, lineage = record_lineage(context, "evaluate", name, project)
     m = r.metrics
     floats = {k: dg.MetadataValue.float(float(m[k])) for k in ("fid", "fid_floor", "fid_over_floor", "kid", "precision", "recall", "near_copy_share")}
     return dg.MaterializeResult(
@@ -37,6 +35,7 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
             "interpolation": png_markdown(r.interpolation_png, f"{name} latent interpolation"),
             "closest_to_training": dg.MetadataValue.json(m["memorization"]["closest"][:5]),
             "metrics": dg.MetadataValue.path(rel(r.metrics_path)),
+            **lineage,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -46,5 +45,5 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
                 metadata={"reasons": dg.MetadataValue.text("; ".join(r.reasons) or "meets the promotion bar"), **floats},
             )
         ],
-        data_version=dg.DataVersion(hashlib.sha256(json.dumps(m, sort_keys=True, default=str).encode()).hexdigest()),
+        data_version=version,
     )

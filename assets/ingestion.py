@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_lock, scenario_partitions
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, kinds={"python"}, code_version="1")
@@ -16,6 +16,7 @@ def raw_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
     paths = project.paths(name)
     with scenario_lock(paths):
         r = ingest(project.scenario(name), paths)
+    version, lineage = record_lineage(context, "ingest", name, project)
     quarantine = "\n".join(f"| {q['file']} | {q['reason']} |" for q in r.quarantine[:50])
     return dg.MaterializeResult(
         metadata={
@@ -25,6 +26,7 @@ def raw_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
             "content_hash": r.content_hash,
             "table": dg.MetadataValue.path(rel(paths.ingested / "table.csv")),
             "quarantine": dg.MetadataValue.md("| file | reason |\n|---|---|\n" + quarantine if quarantine else "nothing quarantined"),
+            **lineage,
         },
-        data_version=dg.DataVersion(r.content_hash),
+        data_version=version,
     )

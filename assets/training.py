@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["augmented_images"], kinds={"pytorch"}, code_version="1")
@@ -27,6 +27,7 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
     with scenario_lock(paths):
         r = train_step(scenario, paths, on_event=on_event, progress=False)
     curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
+    version, lineage = record_lineage(context, "train", name, project)
     return dg.MaterializeResult(
         metadata={
             "generator": dg.MetadataValue.path(rel(r.generator_path)),
@@ -40,6 +41,7 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             "gpu_budget": r.gpu_budget,
             **{f"final_{k}": dg.MetadataValue.float(float(v)) for k, v in r.final_logs.items()},
             "loss_curve": png_markdown(curve, f"{name} losses"),
+            **lineage,
         },
-        data_version=dg.DataVersion(r.model_hash),
+        data_version=version,
     )

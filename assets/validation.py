@@ -7,7 +7,7 @@ import dagster as dg
 
 from pipelines.scenario import load_all
 
-from .common import GROUP, ScenarioGanResource, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_lock, scenario_partitions
 
 SUMMARY_CHECK = "check_blocking_expectations"
 
@@ -78,10 +78,13 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
             metadata={"failed": dg.MetadataValue.text(summary or "none"), "report": dg.MetadataValue.path(rel(paths.validated / "report.json"))},
         )
     )
+    version, lineage = None, {}
     if not r.passed:
         context.log.error(f"validation of scenario {name} failed: {summary}")
+    else:
+        version, lineage = record_lineage(context, "validate", name, project)
     return dg.MaterializeResult(
-        metadata={"passed": r.passed, "n_expectations": dg.MetadataValue.int(len(r.results)), "failed": summary or "none"},
+        metadata={"passed": r.passed, "n_expectations": dg.MetadataValue.int(len(r.results)), "failed": summary or "none", **lineage},
         check_results=results,
-        data_version=dg.DataVersion(r.content_hash) if getattr(r, "content_hash", None) else None,
+        data_version=version,
     )

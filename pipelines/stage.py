@@ -10,6 +10,12 @@ pipeline stages such as DVC's (``cmd: python -m pipelines.stage train faces``).
 Each step is the same function the Dagster asset calls, writes to the same paths
 (``pipelines/paths.py``) and takes the same per-scenario lock, so a step run here and a
 materialization from the UI never write the same scenario at once.
+
+A step that succeeds is recorded in the Dagster instance (``$DAGSTER_HOME``, default
+``.dagster/`` of the project, the one ``python -m pipelines.ui`` opens) as a
+materialization of its asset's partition, tagged ``entry_point: dvc`` when ``dvc repro``
+ran it: the UI's asset history shows it and marks what became stale. ``--no-dagster``
+(or ``SCENARIO_GAN_DAGSTER_EVENTS=off``) skips that.
 """
 
 from __future__ import annotations
@@ -69,18 +75,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario")
     p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="holds data/, models/, metrics/ (default: the project)")
     p.add_argument("--scenarios-dir", type=Path, default=SCENARIO_DIR)
+    p.add_argument("--no-dagster", action="store_true", help="do not record the step in the Dagster instance")
     args = p.parse_args(argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    base = args.base_dir.resolve()
     try:
-        summary = run_step(args.step, args.scenario, base_dir=args.base_dir.resolve(), scenarios_dir=args.scenarios_dir.resolve())
+        summary = run_step(args.step, args.scenario, base_dir=base, scenarios_dir=args.scenarios_dir.resolve())
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return 2
     except Exception as e:  # a failed step: say which and why, exit non-zero
         print(f"{args.step}@{args.scenario} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"step": args.step, "scenario": args.scenario, **summary}))
+    print(json.dumps({"step": args.step, "scenario": args.scenario, **summary}), flush=True)
+    if not args.no_dagster and os.environ.get("SCENARIO_GAN_DAGSTER_EVENTS", "").lower() != "off":
+        record_in_dagster(args.step, args.scenario, base, summary)
     return 0
+
+
+def record_in_dagster(step: str, name: str, base: Path, summary: dict) -> None:
+    """Report the step to the Dagster instance; a failure to do so is a warning (the
+    step's outputs are good and DVC has them), never a failed step."""
+    entry_point = "dvc" if os.environ.get("DVC_STAGE") else "cli"
+    try:
+        from assets.common import report_materialization
+        from pipelines.ui import prepare_home
+
+        if not os.environ.get("DAGSTER_HOME"):
+            os.environ["DAGSTER_HOME"] = str(prepare_home(base / ".dagster"))
+        report_materialization(step, name, base, summary, entry_point)
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: {step}@{name} succeeded but was not recorded in Dagster ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def tiny_scenario(directory: Path, name: str = "digits", **overrides) -> Path:
     budget and a lenient promotion bar; ``overrides`` replace top-level keys."""
     raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
     raw["gan"] = {"model": {"arch": "dcgan", "width": 8, "z_dim": 16}, "train": {"steps": 6, "batch_size": 16, "checkpoint_every": 3, "num_threads": 1, "ema_half_life_images": 100}}
-    raw["evaluation"] = {"n_audit": 50, "feature_steps": 20, "promote": {"max_fid_over_floor": 1e9, "max_near_copy_share": 1.0}}
+    raw["evaluation"] = {"heldout_fraction": 0.2, "seed": 0, "n_audit": 50, "feature_steps": 20, "promote": {"max_fid_over_floor": 1e9, "max_near_copy_share": 1.0}}
     raw.update(overrides)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"

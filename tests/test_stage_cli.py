@@ -36,6 +36,33 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
     metrics = json.loads((base / "metrics/digits.json").read_text())
     assert metrics["model_sha256"] == out["train"]["model_sha256"]
     assert (base / "models/digits/eval/samples.png").is_file()
+    # A finished run keeps its generator and loss table, not its resume checkpoints.
+    model = base / "models/digits"
+    assert not (model / "checkpoints").exists()
+    loss = (model / "loss.csv").read_text().splitlines()
+    logged = [json.loads(x) for x in (model / "metrics.jsonl").read_text().splitlines()]
+    assert len(loss) == len(logged) + 1 and loss[0].split(",")[:1] == ["step"]
+    assert [int(r.split(",")[0]) for r in loss[1:]] == [r["step"] for r in logged]
+    # Training again from scratch gives the same bytes (CPU determinism).
+    again = stage("train", tmp_path)
+    assert json.loads(again.stdout.splitlines()[-1])["model_sha256"] == out["train"]["model_sha256"]
+    # Every step is in the Dagster instance of the base directory, with DVC's hash as data version.
+    from pipelines.dvcio import data_version
+
+    os.environ["DAGSTER_HOME"] = str(base / ".dagster")
+    try:
+        import dagster as dg
+
+        from assets.common import STEP_ASSETS
+
+        with dg.DagsterInstance.get() as instance:
+            for step, asset in STEP_ASSETS.items():
+                rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=["digits"]), limit=1).records[0]
+                mat = rec.event_log_entry.asset_materialization
+                assert mat.tags["dagster/data_version"] == data_version(step, "digits", base)
+                assert mat.metadata["entry_point"].value == "cli" and mat.metadata["dvc_stage"].value == f"{step}@digits"
+    finally:
+        del os.environ["DAGSTER_HOME"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,225 @@
+"""DVC's entry point, with the real DVC of the project's tool environment: dvc.yaml over
+the scenarios, reruns of only what changed, experiments, reproducible models, one
+lineage with Dagster, push/clone/pull restore, and waiting on DVC's lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipelines.dvcio import STAGE_OUTS, STEPS, dvc_hash, record_stage
+from pipelines.scenario import SCENARIO_DIR, load_all
+
+from .dvc_support import DVC, PROJECT_ROOT, dvc, git, lock_md5, make_project, require_dvc
+
+DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def test_dvc_yaml_has_a_chain_per_scenario_with_the_step_outputs():
+    scenarios = next(v["scenarios"] for v in DVC_YAML["vars"] if "scenarios" in v)
+    assert sorted(scenarios) == sorted(load_all(SCENARIO_DIR)), "every scenarios/<name>.yaml needs an entry under vars.scenarios in dvc.yaml"
+    assert list(DVC_YAML["stages"]) == list(STEPS)
+    for step, stage in DVC_YAML["stages"].items():
+        do = stage["do"]
+        assert stage["foreach"] == "${scenarios}"
+        assert do["cmd"] == f"${{python}} -m pipelines.stage {step} ${{key}}"
+        declared = [next(iter(o)) if isinstance(o, dict) else o for sec in ("outs", "metrics", "plots") for o in do.get(sec, [])]
+        assert sorted(declared) == sorted(p.replace("{s}", "${key}") for p in STAGE_OUTS[step]), step
+        # each stage reads only its own scenario's keys, and every shipped scenario has them
+        (params,) = do["params"]
+        assert list(params) == ["scenarios/${key}.yaml"]
+        for name in scenarios:
+            raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
+            for key in params["scenarios/${key}.yaml"]:
+                _get(raw, key)  # KeyError names a key DVC would report as missing
+        for dep in do["deps"]:
+            if "${" not in dep:
+                assert (PROJECT_ROOT / dep).exists(), dep
+
+
+def test_dvc_reads_the_pipeline():
+    require_dvc()
+    p = subprocess.run([str(DVC), "stage", "list", "--all"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    listed = {line.split()[0] for line in p.stdout.splitlines() if line.strip()}
+    assert {f"{s}@{n}" for s in STEPS for n in load_all(SCENARIO_DIR)} <= listed
+
+
+def _write_pngs(folder: Path, start: int, n: int) -> None:
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = load_digits().images
+    for i in range(start, start + n):
+        Image.fromarray((images[i] * 16).clip(0, 255).astype(np.uint8)).resize((16, 16)).save(folder / f"sprite_{i:04d}.png")
+
+
+def _ran(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Two tiny scenarios: `digits` (built-in source) and `sprites` (a folder of PNGs
+    tracked with `dvc add`), reproduced once."""
+    root = tmp_path_factory.mktemp("dvc")
+    folder = {"_from": "digits", "data": {"source": "folder"}, "validation": {"min_images": 20, "expectations": []}}
+    p = make_project(root / "project", {"digits": {}, "sprites": folder})
+    _write_pngs(p / "data/sprites/raw", 0, 60)
+    dvc(p, "add", "-q", "data/sprites/raw")
+    first = dvc(p, "repro")
+    assert _ran(first.stdout) == {f"{s}@{n}" for s in STEPS for n in ("digits", "sprites")}
+    git(p, "add", "-A")
+    git(p, "commit", "-q", "-m", "first repro")
+    return p
+
+
+@pytest.mark.slow
+def test_noop_repro_does_nothing_and_says_so(project):
+    out = dvc(project, "repro").stdout
+    assert _ran(out) == set() and "Data and pipelines are up to date" in out
+    assert "up to date" in dvc(project, "status").stdout
+
+
+@pytest.mark.slow
+def test_forced_repro_gives_the_same_model_on_cpu(project):
+    before = lock_md5(project, "train@digits", "models/digits/generator.safetensors")
+    out = dvc(project, "repro", "--force", "evaluate@digits").stdout
+    assert _ran(out) == {f"{s}@digits" for s in STEPS}  # really retrained, only this scenario
+    assert lock_md5(project, "train@digits", "models/digits/generator.safetensors") == before
+    assert dvc_hash(project / "models/digits/generator.safetensors") == before
+
+
+@pytest.mark.slow
+def test_new_images_rerun_only_that_scenario(project):
+    model_digits = dvc_hash(project / "models/digits/generator.safetensors")
+    _write_pngs(project / "data/sprites/raw", 60, 10)
+    dvc(project, "add", "-q", "data/sprites/raw")
+    status = dvc(project, "status", "--json").stdout
+    assert set(json.loads(status)) == {"ingest@sprites"}
+    out = dvc(project, "repro").stdout
+    assert _ran(out) == {f"{s}@sprites" for s in STEPS}
+    assert json.loads((project / "data/sprites/ingested/manifest.json").read_text())["n_images"] == 70
+    assert dvc_hash(project / "models/digits/generator.safetensors") == model_digits
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "ten more sprites")
+
+
+@pytest.mark.slow
+def test_experiment_on_one_scenarios_parameter(project):
+    out = dvc(project, "exp", "run", "-S", "scenarios/digits.yaml:gan.train.steps=4").stdout
+    assert _ran(out) == {"train@digits", "evaluate@digits"}  # only training and evaluation, only digits
+    assert json.loads((project / "metrics/digits.json").read_text())["steps"] == 4
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    assert len([e for rev in shown for e in (rev.get("experiments") or [])]) >= 1
+    diff = json.loads(dvc(project, "params", "diff", "--json").stdout)
+    change = diff["scenarios/digits.yaml"]["gan.train.steps"]
+    assert (change["old"], change["new"]) == (6, 4)
+    assert "metrics/digits.json" in dvc(project, "metrics", "diff", "--json").stdout
+    # back to the committed state
+    git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
+    dvc(project, "checkout", "-q")
+    assert "up to date" in dvc(project, "status").stdout
+
+
+@pytest.mark.slow
+def test_dagster_materialization_is_recorded_in_dvc_and_repro_shows_in_dagster(project):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "DAGSTER_HOME": str(project / ".dagster")}
+    run = subprocess.run([str(project / ".venv/bin/python"), "-m", "pipelines.run", "digits"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # every step of the Dagster run is in dvc.lock: nothing for DVC to do
+    assert "up to date" in dvc(project, "status").stdout
+    for step in STEPS:
+        out = STAGE_OUTS[step][0].format(s="digits")
+        assert lock_md5(project, f"{step}@digits", out) == dvc_hash(project / out)
+
+    import dagster as dg
+
+    from assets.common import STEP_ASSETS
+    from pipelines.definitions import defs
+
+    os.environ["DAGSTER_HOME"] = str(project / ".dagster")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            for step, asset in STEP_ASSETS.items():
+                rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=["digits"]), limit=1).records[0]
+                assert rec.event_log_entry.run_id  # a Dagster run, with DVC's hash as its data version
+                assert rec.event_log_entry.asset_materialization.tags["dagster/data_version"] == dvc_hash(project / STAGE_OUTS[step][0].format(s="digits"))
+            # sprites was only ever run by dvc repro: its history is there, as runless events
+            recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("generator"), asset_partitions=["sprites"]), limit=10).records
+            assert recs and recs[0].event_log_entry.asset_materialization.metadata["entry_point"].value == "dvc"
+
+            # new data for digits through DVC only: Dagster marks the next asset stale
+            raw = yaml.safe_load((project / "scenarios/digits.yaml").read_text())
+            raw["data"]["limit"] = 900
+            (project / "scenarios/digits.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+            out = dvc(project, "repro", "--single-item", "ingest@digits").stdout
+            assert _ran(out) == {"ingest@digits"}
+            from dagster._core.definitions.data_version import StaleStatus
+            from dagster._utils.test.data_versions import get_stale_status_resolver
+
+            resolver = get_stale_status_resolver(instance, list(defs.assets))
+            assert resolver.get_status(dg.AssetKey("raw_images"), "digits") == StaleStatus.FRESH
+            assert resolver.get_status(dg.AssetKey("validated_images"), "digits") == StaleStatus.STALE
+    finally:
+        del os.environ["DAGSTER_HOME"]
+    lineage = subprocess.run([str(project / ".venv/bin/python"), "-m", "pipelines.lineage", "digits", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert lineage.returncode == 0, lineage.stderr
+    steps = {s["step"]: s for s in json.loads(lineage.stdout)["steps"]}
+    assert steps["ingest"]["in_sync_with_dvc"] and steps["ingest"]["dagster"]["entry_point"] == "dvc"
+    assert steps["ingest"]["params"]["data"]["limit"] == 900
+    assert steps["train"]["dagster"]["run_id"] and steps["train"]["dagster_in_sync"]
+    git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
+    dvc(project, "checkout", "-q")
+
+
+@pytest.mark.slow
+def test_push_then_a_fresh_clone_pulls_models_and_metrics_without_retraining(project, tmp_path):
+    assert "up to date" in dvc(project, "status").stdout
+    dvc(project, "push", "-q")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    (clone / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    (clone / ".dvc-venv").symlink_to(DVC.parents[1], target_is_directory=True)
+    assert not (clone / "models/digits/generator.safetensors").exists()
+    dvc(clone, "pull", "-q")
+    for name in ("digits", "sprites"):
+        for path in ("models/{s}/generator.safetensors", "metrics/{s}.json", "models/{s}/MODEL_CARD.md"):
+            p = path.format(s=name)
+            assert dvc_hash(clone / p) == dvc_hash(project / p), p
+    out = dvc(clone, "repro").stdout
+    assert _ran(out) == set()  # restored, nothing to retrain
+
+
+@pytest.mark.slow
+def test_recording_waits_while_dvc_holds_its_lock(project):
+    lockfile = project / ".dvc/tmp/lock"
+    lockfile.parent.mkdir(parents=True, exist_ok=True)
+    result = {}
+    with open(lockfile, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running `dvc repro` holds
+        t = threading.Thread(target=lambda: result.update(r=record_stage("ingest", "digits", project)))
+        t.start()
+        time.sleep(4)
+        assert t.is_alive() and not result, "dvc commit should wait for the lock, not fail"
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    t.join(timeout=300)
+    assert result["r"].recorded
+    assert "up to date" in dvc(project, "status").stdout
