@@ -59,7 +59,8 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
         if step == "train":
             from pipelines.steps.train import train_step
 
-            r = train_step(scenario, paths)
+            # A terminal gets the trainer's progress bar; a log (CI, nohup) a line per tenth.
+            r = train_step(scenario, paths, on_event=None if sys.stderr.isatty() else _log_progress(f"train@{name}"))
             return {"steps": r.steps, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
         if step == "evaluate":
             from pipelines.steps.evaluate import evaluate_step
@@ -67,6 +68,18 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
             r = evaluate_step(scenario, paths)
             return {k: r.metrics[k] for k in ("fid", "fid_floor", "precision", "recall", "near_copy_share", "promote")}
     raise ValueError(f"unknown step {step!r}; allowed: {list(STEPS)}")
+
+
+def _log_progress(label: str):
+    def on_event(e) -> None:
+        every = max(1, e.total_steps // 10)
+        if e.kind == "step" and (e.step % every == 0 or e.step == e.total_steps):
+            losses = " ".join(f"{k}={v:.3f}" for k, v in e.logs.items() if k.startswith("loss"))
+            print(f"[{label}] step {e.step}/{e.total_steps} {losses}", file=sys.stderr, flush=True)
+        elif e.kind in ("start", "rollback"):
+            print(f"[{label}] {e.kind} at step {e.step}/{e.total_steps}", file=sys.stderr, flush=True)
+
+    return on_event
 
 
 def main(argv: list[str] | None = None) -> int:

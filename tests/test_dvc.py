@@ -186,6 +186,9 @@ def test_dagster_materialization_is_recorded_in_dvc_and_repro_shows_in_dagster(p
     assert steps["ingest"]["in_sync_with_dvc"] and steps["ingest"]["dagster"]["entry_point"] == "dvc"
     assert steps["ingest"]["params"]["data"]["limit"] == 900
     assert steps["train"]["dagster"]["run_id"] and steps["train"]["dagster_in_sync"]
+    text = subprocess.run([str(Path(sys.executable).parent / "scenario-gan"), "lineage", "digits", "--base-dir", str(project)], env=env, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert steps["train"]["hash"][:12] in text.stdout and "train@digits" in text.stdout and "dvc (no Dagster run)" in text.stdout
     git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
     dvc(project, "checkout", "-q")
 
