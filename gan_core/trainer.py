@@ -374,6 +374,8 @@ class Trainer:
             if self.is_main:
                 self._rewrite_metrics_upto(self.step)
             return self.step
+        if self.is_main:  # a fresh start: no log lines of an earlier run
+            (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
         self.save_checkpoint()
         return None
 

@@ -121,6 +121,16 @@ def test_checkpoints_of_another_run_key_are_not_resumed(digits16, tmp_path):
     assert meta["run_key"] == "data-b"
 
 
+def test_a_fresh_start_does_not_append_to_an_old_log(digits16, tmp_path):
+    cfg = load_config(tiny_config(steps=6, log_every=1))
+    train(cfg, digits16, tmp_path)
+    for _, p in list_checkpoints(tmp_path / "checkpoints"):
+        p.unlink()  # what the pipeline does once a run finished
+    train(cfg, digits16, tmp_path)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
 def test_resume_refuses_a_changed_config(digits16, tmp_path):
     train(load_config(tiny_config(steps=4)), digits16, tmp_path)
     with pytest.raises(CheckpointError, match=r"train\.lr_d"):
