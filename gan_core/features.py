@@ -296,10 +296,13 @@ def save_feature_net(net: SSLFeatureNet, path: str | os.PathLike) -> Path:
     if not isinstance(net, SSLFeatureNet):
         raise TypeError(f"net must be an SSLFeatureNet, got {type(net).__name__}")
     path = Path(path)
-    meta = {"format": FEATURE_NET_FORMAT, "config": json.dumps(net.config(), sort_keys=True)}
+    # One metadata key holding JSON: safetensors writes several keys in no fixed order,
+    # and the file's bytes must depend only on its content (DVC hashes it).
+    body = {"format": FEATURE_NET_FORMAT, "config": net.config()}
     info = getattr(net, "train_info", None)
     if info:
-        meta["train_info"] = json.dumps(info, sort_keys=True)
+        body["train_info"] = info
+    meta = {"scenario_gan": json.dumps(body, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     payload = st_save(tensors, metadata=meta)
     atomic_write_bytes(path, payload)
@@ -326,6 +329,12 @@ def load_feature_net(path: str | os.PathLike) -> SSLFeatureNet:
             f"{path} is not a safetensors file ({type(e).__name__}: {e}); feature nets are saved with "
             "gan_core.features.save_feature_net, pickled checkpoints are not loaded"
         ) from None
+    if "scenario_gan" in meta:  # the one-key layout; earlier files have format/config/train_info keys
+        try:
+            body = json.loads(meta["scenario_gan"])
+            meta = {k: (v if k == "format" else json.dumps(v)) for k, v in body.items()} if isinstance(body, dict) else {}
+        except json.JSONDecodeError:
+            meta = {}
     if meta.get("format") != FEATURE_NET_FORMAT:
         raise ValueError(
             f"{path} is a safetensors file but not a feature net: metadata format is "
