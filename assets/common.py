@@ -43,6 +43,20 @@ class ScenarioGanResource(dg.ConfigurableResource):
         return ScenarioPaths(name, self.roots())
 
 
+def remove_stale_temp_files(paths: ScenarioPaths) -> list[Path]:
+    """Temporary files (``.<name>.*.tmp``) that a killed writer left in the scenario's
+    output folders. Only called with the scenario lock held, when no writer of this
+    scenario is alive, so every such file is debris: removed, never read, and never
+    recorded by DVC as part of an output."""
+    removed = []
+    for d in (paths.ingested, paths.validated, paths.augmented, paths.model, paths.model / "checkpoints", paths.evaluation):
+        removed += [p for p in d.glob(".*.tmp") if p.is_file()] if d.is_dir() else []
+    removed += [p for p in paths.metrics.parent.glob(f".{paths.metrics.name}.*.tmp") if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 @contextmanager
 def scenario_lock(paths: ScenarioPaths) -> Iterator[None]:
     """One writer per scenario at a time, whichever entry point (UI, schedule, sensor,
@@ -52,6 +66,7 @@ def scenario_lock(paths: ScenarioPaths) -> Iterator[None]:
     with open(lock, "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
+            remove_stale_temp_files(paths)
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -10,6 +10,7 @@ one. A file that is not safetensors (e.g. a ``torch.save`` pickle) is refused.
 from __future__ import annotations
 
 import json
+import errno
 import os
 import re
 import struct
@@ -45,6 +46,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(e.errno, f"cannot write {path} ({len(data):,} bytes): {e.strerror}; the previous file, if any, is unchanged. Free space on that device or write elsewhere") from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

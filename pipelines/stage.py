@@ -61,7 +61,7 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
 
             # A terminal gets the trainer's progress bar; a log (CI, nohup) a line per tenth.
             r = train_step(scenario, paths, on_event=None if sys.stderr.isatty() else _log_progress(f"train@{name}"))
-            return {"steps": r.steps, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
+            return {"steps": r.steps, "resumed_from": r.resumed_from, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
         if step == "evaluate":
             from pipelines.steps.evaluate import evaluate_step
 

@@ -395,6 +395,8 @@ def content_hash(images: np.ndarray, pipeline_json: bytes) -> str:
 def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
     f = paths.validated / IMAGES_FILE
     report = paths.validated / "report.json"
+    if not report.is_file():  # validation writes its report last: no report, no finished validation
+        raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run it (again)")
     if report.is_file():
         try:
             rep = json.loads(report.read_text(encoding="utf-8"))
