@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gan_core.config import ConfigError, GANConfig, load_config
 
@@ -146,6 +146,16 @@ class Scenario(_Strict):
     e.g. ``{train: {steps: 20000, batch_size: 128}}``: the documented GPU budget."""
     evaluation: EvaluationSpec = EvaluationSpec()
 
+    @field_validator("gan", "gpu")
+    @classmethod
+    def _sections(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Each section (model:, train:) must itself be a mapping; anything else would
+        # fail later with a TypeError that names neither the file nor the key.
+        for section, values in v.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"{info.field_name}.{section} must be a mapping (key: value), got {type(values).__name__} {values!r}")
+        return v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -189,13 +199,30 @@ class Scenario(_Strict):
         return p
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the schema allows beside the last element of ``loc``, if it knows them."""
+    model: type[BaseModel] = Scenario
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list: same model as the list's items
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        nested = [a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return list(model.model_fields)
+
+
 def _format(err: ValidationError, source: Path) -> str:
     lines = [f"{source}: invalid scenario"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against docs/SCENARIOS.md"
+            allowed = _allowed_keys(tuple(e["loc"]))
+            msg = "unknown key; check the spelling" + (f" (allowed here: {', '.join(allowed)})" if allowed else "") + "; every key is documented in pipelines/scenario.py"
         elif e["type"] == "missing":
             msg = "required key is missing"
         lines.append(f"  {key}: {msg}")
