@@ -46,19 +46,23 @@ Pearson correlation of the image with its left-right mirror (1.0 for an image th
 has no variance, which is trivially mirror-identical); ``duplicate_of`` is the index
 of the first row with the same ``sha256`` (empty when none).
 
-All outputs are built in memory and written atomically; ``manifest.json`` is removed
+All outputs are written atomically (``images.npz`` is streamed from the decoded images,
+so peak memory stays near the size of the output); ``manifest.json`` is removed
 first and written last, so its presence marks a complete, consistent ingestion.
 Reruns on the same input give byte-identical files.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -154,6 +158,52 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
     return buf.getvalue()
+
+
+def write_images_npz(path: Path, images: list[np.ndarray], key: str = IMAGES_KEY) -> Path:
+    """Atomically write ``images`` (equal-shape uint8 arrays) as one ``(N, ...)`` array
+    under ``key`` in an ``.npz``, streamed to disk one image at a time: the same bytes as
+    ``npz_bytes({key: np.stack(images)})`` without a stacked copy or an in-memory archive.
+    Same protocol and errors as :func:`gan_core.checkpoint.atomic_write_bytes`: temp file
+    in the same directory, fsync, rename, fsync of the directory; a full disk is an
+    ``OSError`` naming the file, and the previous file stays as it was."""
+    if not images:
+        raise ValueError("write_images_npz needs at least one image")
+    first = images[0]
+    header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": (len(images), *first.shape)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w+b") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array_header_1_0(entry, header)
+                    for im in images:
+                        if im.shape != first.shape or im.dtype != first.dtype:
+                            raise ValueError(f"write_images_npz: image of {im.dtype} {im.shape} among {first.dtype} {first.shape}")
+                        entry.write(np.ascontiguousarray(im).data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            size = len(images) * first.nbytes
+            raise OSError(e.errno, f"cannot write {path} ({size:,} bytes): {e.strerror}; the previous file, if any, is unchanged. Free space on that device or write elsewhere") from e
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -335,8 +385,21 @@ def _formats() -> list[str]:
     return [f for f in FORMATS if f in Image.OPEN]
 
 
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+)
+
+
+def _signature(data: bytes) -> str | None:
+    """The image format ``data`` starts like (a strong magic number), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
 def _decode_bytes(data: bytes, scenario: Scenario, max_pixels: int) -> _Decoded:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data), formats=_formats()) as im:
@@ -345,6 +408,17 @@ def _decode_bytes(data: bytes, scenario: Scenario, max_pixels: int) -> _Decoded:
             return _normalize(im, scenario, im.mode, n_frames, max_pixels)
     except _Bad:
         raise
+    except UnidentifiedImageError as e:
+        fmt = _signature(data)
+        if fmt is None:
+            raise _classify(e) from None
+        # An image file Pillow cannot open (e.g. a TIFF with 5 samples per pixel or
+        # float64 samples, a header cut short) is not "not an image": say what it is.
+        raise _Bad(
+            "decode_error",
+            f"the file starts like a {fmt} file, but Pillow cannot read this variant (an unusual channel count or "
+            f"sample format, or a damaged header); convert it to an 8-bit grey or RGB PNG",
+        ) from None
     except Exception as e:  # noqa: BLE001
         raise _classify(e) from None
 
@@ -467,13 +541,25 @@ def _load_npz(path: Path, key: str, scenario: Scenario) -> np.ndarray:
     except IngestError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise IngestError(f"{where}: array {key!r} cannot be read without pickle ({type(e).__name__}: {e}); {hint}") from None
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            why = "holds Python objects, which only pickle could load (refused: unpickling can run code)"
+        else:
+            why = "is damaged (a checksum or decompression error)"
+        raise IngestError(f"{where}: array {key!r} {why} ({type(e).__name__}: {e}); {hint}") from None
     finally:
         obj.close()
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 3, 4)):
+        if arr.dtype != np.uint8:
+            fix = "convert it, e.g. (x * 255).round().astype('uint8')"
+        elif arr.ndim == 4 and arr.shape[1] < min(arr.shape[2], arr.shape[3]):
+            fix = "it looks channels-first (N, C, H, W); channels come last: x.transpose(0, 2, 3, 1), then keep 1 or 3 of them"
+        elif arr.ndim == 4:
+            fix = f"its last axis has {arr.shape[3]} channels; reduce them to 1 (grey) or 3 (RGB) for image.channels {scenario.image.channels}"
+        else:
+            fix = "reshape it to one image per row"
         raise IngestError(
             f"{where}: array {key!r} is {arr.dtype} with shape {arr.shape}; expected uint8 (N, H, W) or (N, H, W, C) "
-            "with C in 1, 3, 4 (MedMNIST layout); convert it, e.g. (x * 255).round().astype('uint8')"
+            f"with C in 1, 3, 4 (MedMNIST layout); {fix}"
         )
     return arr
 
@@ -486,14 +572,18 @@ def image_stats(pixels: np.ndarray) -> dict[str, float]:
     x = pixels.astype(np.float64) / 255.0
     a = x.ravel()
     m = x[:, ::-1, :].ravel()
-    a0, m0 = a - a.mean(), m - m.mean()
-    den = float(np.sqrt((a0 * a0).sum() * (m0 * m0).sum()))
+    mean = a.mean()
+    a0, m0 = a - mean, m - m.mean()
+    ssa = (a0 * a0).sum()
+    den = float(np.sqrt(ssa * (m0 * m0).sum()))
     sym = float((a0 * m0).sum() / den) if den > 1e-12 else 1.0
+    # The same floating-point operations as a.std() (sum of squared deviations from
+    # the mean, divided by n) and a.min()/a.max() (x / 255 is monotonic), computed once.
     return {
-        "mean": round(float(a.mean()), 6),
-        "std": round(float(a.std()), 6),
-        "min": round(float(a.min()), 6),
-        "max": round(float(a.max()), 6),
+        "mean": round(float(mean), 6),
+        "std": round(float(np.sqrt(ssa / a.size)), 6),
+        "min": round(int(pixels.min()) / 255.0, 6),
+        "max": round(int(pixels.max()) / 255.0, 6),
         "symmetry": round(min(1.0, max(-1.0, sym)), 6),
     }
 
@@ -542,10 +632,9 @@ def ingest(
         source.update(path=Path(os.path.relpath(root, data_root.resolve())).as_posix())
         items = _iter_folder(root, data_root, scenario, max_image_pixels, max_file_bytes)
 
-    # Mark the step incomplete before touching anything.
-    out["manifest"].unlink(missing_ok=True)
-
-    rows: list[dict[str, Any]] = []
+    # Rows are tuples in TABLE_COLUMNS order and images stay separate arrays until
+    # they are streamed into images.npz: peak memory is about the output's size.
+    rows: list[tuple[Any, ...]] = []
     images: list[np.ndarray] = []
     quarantine: list[dict[str, str]] = []
     first_of: dict[str, int] = {}
@@ -560,21 +649,24 @@ def ingest(
             digest = _sha256(res.pixels.tobytes())
             dup = first_of.setdefault(digest, idx)
             images.append(res.pixels)
-            rows.append({
-                "index": idx, "file": name, "source_sha256": src_hash, "sha256": digest,
-                "orig_width": res.orig_width, "orig_height": res.orig_height, "orig_mode": res.orig_mode,
-                "n_frames": res.n_frames, "width": res.pixels.shape[1], "height": res.pixels.shape[0],
-                "channels": res.pixels.shape[2], **image_stats(res.pixels),
-                "duplicate_of": dup if dup != idx else None,
-            })
+            st = image_stats(res.pixels)
+            rows.append((
+                idx, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
+                res.n_frames, res.pixels.shape[1], res.pixels.shape[0], res.pixels.shape[2],
+                st["mean"], st["std"], st["min"], st["max"], st["symmetry"],
+                dup if dup != idx else None,
+            ))
             if spec.limit is not None and len(images) >= spec.limit:
                 break
 
     if not images:
+        out["manifest"].unlink(missing_ok=True)
         out["images"].unlink(missing_ok=True)
         out["table"].unlink(missing_ok=True)
         _atomic_write(out["quarantine"], _json_bytes(quarantine))
         if n_seen == 0:
+            if spec.source == "npz":
+                raise IngestError(f"scenario {scenario.name}: npz source {source['path']}: array {spec.npz_key!r} holds no images (shape {tuple(source['shape'])}); re-create it with at least one image")
             raise IngestError(f"scenario {scenario.name}: source {source.get('path', source)} holds no images; drop images (PNG, JPEG, ...) into {scenario.data_path(data_root) if spec.source != 'builtin' else 'it'}")
         reasons = sorted({q["reason"] for q in quarantine})
         raise IngestError(
@@ -585,29 +677,46 @@ def ingest(
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    del rows
     table["duplicate_of"] = table["duplicate_of"].astype("Int64")
-    stack = np.stack(images)
+    shape = [len(images), *images[0].shape]
     content_hash = _sha256("\n".join(table["sha256"]).encode("ascii"))
     n_dup = int(table["duplicate_of"].notna().sum())
 
-    _atomic_write(out["images"], npz_bytes({IMAGES_KEY: stack}))
-    _atomic_write(out["table"], table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
-    _atomic_write(out["quarantine"], _json_bytes(quarantine))
+    table_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    quarantine_bytes = _json_bytes(quarantine)
+    # Refuse up front when the new files cannot fit beside the old ones (each is written
+    # next to its predecessor, then renamed): a full disk leaves the previous ingestion
+    # complete and untouched instead of half replaced.
+    need = sum(im.nbytes for im in images) + len(table_bytes) + len(quarantine_bytes) + (1 << 16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        raise IngestError(
+            f"scenario {scenario.name}: {out_dir} needs about {need:,} bytes for the new ingestion but its device has "
+            f"{free:,} free (No space left on device); the previous outputs are untouched. Free space or move the data root"
+        )
+    # Mark the step incomplete before touching anything.
+    out["manifest"].unlink(missing_ok=True)
+    write_images_npz(out["images"], images)
+    del images
+    _atomic_write(out["table"], table_bytes)
+    _atomic_write(out["quarantine"], quarantine_bytes)
     manifest = {
         "format": FORMAT,
         "scenario": scenario.name,
-        "n_images": len(images),
+        "n_images": shape[0],
         "n_quarantined": len(quarantine),
         "n_duplicates": n_dup,
         "content_hash": content_hash,
         "source": source,
         "image": {"size": scenario.image.size, "channels": scenario.image.channels, "fit": scenario.image.fit},
         "limit": spec.limit,
-        "shape": list(stack.shape),
+        "shape": shape,
     }
     _atomic_write(out["manifest"], _json_bytes(manifest))
     return IngestResult(
-        scenario=scenario.name, n_images=len(images), n_quarantined=len(quarantine), n_duplicates=n_dup,
+        scenario=scenario.name, n_images=shape[0], n_quarantined=len(quarantine), n_duplicates=n_dup,
         content_hash=content_hash, quarantine=quarantine, images_path=out["images"], table_path=out["table"],
         quarantine_path=out["quarantine"], manifest_path=out["manifest"], source=source,
     )
