@@ -24,3 +24,79 @@ def test_bench_quality_tiny(tmp_path):
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["rows"]] == ["seed-dcgan", "recipe"]
     assert result["noise"]["fd"] > result["floor_50_vs_50"]["fd"]  # the ruler tells noise from real faces
+
+
+@pytest.mark.slow  # one subprocess per variant (it measures peak memory per process)
+def test_bench_ingest_quick(tmp_path):
+    from benchmarks import bench_ingest
+
+    out = tmp_path / "ingest.json"
+    assert bench_ingest.main(["--quick", "--sizes", "60", "150", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "bench_ingest" and result["settings"]["sizes"] == [60, 150]
+    for n, s in result["sizes"].items():
+        p, q = s["pipeline"], s["pil"]
+        assert p["n_images"] == int(n) and p["n_quarantined"] == 0 and p["validation_passed"]
+        assert p["ingest_images_per_s"] > 0 and p["ingest_plus_validate_images_per_s"] > 0 and q["images_per_s"] > 0
+        assert 0 < s["ratio_ingest_vs_pil"] < 100 and s["cpu_ratio_ingest_vs_pil"] > 0
+        assert p["ingest_peak_growth_mb"] >= 0 and q["peak_growth_mb"] >= 0 and p["worker_peak_rss_mb"] > 0
+        assert s["pixels_identical"]  # both sides decode the same files to the same pixels
+    sc = result["scaling"]
+    assert sc["sizes"] == [60, 150] and sc["ingest_cpu_per_image_largest_over_smallest"] > 0 and "ingest_cost_linear" in sc
+    assert result["machine"]["cpu_count"] >= 1
+
+
+def test_bench_augment_quick(tmp_path):
+    from benchmarks import bench_augment
+
+    out = tmp_path / "augment.json"
+    assert bench_augment.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "bench_augment" and set(result["policies"]) == set(bench_augment.QUICK["policies"])
+    for r in result["policies"].values():
+        for v in bench_augment.VARIANTS:
+            assert r[v]["images_per_s"] > 0 and r[v]["cpu_us_per_image"] > 0
+        assert 0 < r["ratio_augment_batch_vs_bare"] < 100 and 0 < r["ratio_augment_step_vs_bare"] < 100
+        assert r["transforms"] and len(r["reps_wall_cpu_s"]) == result["settings"]["reps"]
+    assert result["machine"]["albumentations"]
+
+
+def test_bench_gpu_cpu_smoke(tmp_path):
+    from benchmarks import bench_gpu
+
+    out = tmp_path / "gpu.json"
+    assert bench_gpu.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    st = result["settings"]
+    assert result["benchmark"] == "bench_gpu" and st["resolution"] == 64 and st["channels_last"] and st["device"] == "cpu"
+    assert set(result["results"]) == set(bench_gpu.VARIANTS) and st["variants"]["bf16"]["amp"] == "bf16"
+    for per_batch in result["results"].values():
+        for e in per_batch.values():
+            assert e["images_per_s"] > 0 and e["s_per_step"] > 0
+    assert set(result["ratios"]) == {"bf16_vs_fp32", "recipe_vs_plain_bf16"}
+    assert all(r > 0 for per_b in result["ratios"].values() for r in per_b.values())
+    assert result["machine"]["torch"] and result["machine"]["cuda_available"] in (True, False)
+
+
+def test_bench_gpu_without_cuda_says_so(capsys):
+    import torch
+
+    from benchmarks import bench_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert bench_gpu.main(["--quick"]) == bench_gpu.NO_CUDA_EXIT
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "--device cpu" in err
+
+
+@pytest.mark.slow  # starts the benchmark in a subprocess
+def test_run_all_collects_results(tmp_path):
+    from benchmarks import run_all
+
+    assert run_all.main(["--out-dir", str(tmp_path), "--quick", "--only", "gpu"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    b = summary["benchmarks"]
+    assert b["gpu"]["status"] == "ok" and b["gpu"]["exit_code"] == 0
+    assert json.loads((tmp_path / b["gpu"]["json"]).read_text())["benchmark"] == "bench_gpu"
+    assert {b[n]["status"] for n in ("ingest", "augment", "train", "orchestration", "quality")} == {"skipped"}
