@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"python"}, code_version="1")
@@ -14,7 +14,7 @@ def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
 
     name = context.partition_key
     paths = project.paths(name)
-    with scenario_lock(paths):
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
         r = augment(project.scenario(name), paths)
     version, lineage = record_lineage(context, "augment", name, project)
     return dg.MaterializeResult(

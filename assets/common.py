@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -131,6 +132,30 @@ def report_materialization(step: str, name: str, base: Path, summary: dict[str, 
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=name, metadata=metadata, tags=tags))
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
     return records[0].storage_id if records else None
+
+
+@contextmanager
+def step_lock(paths: ScenarioPaths, base: Path, *, poll_s: float = 1.0, log=None) -> Iterator[None]:
+    """The scenario lock, taken only while no DVC command runs in the project at ``base``.
+
+    A ``dvc repro`` records a stage's outputs after the stage's process has exited (and
+    released the scenario lock); a step that rewrote them in between would make DVC
+    record, or fail on, half of another run. So a step outside DVC waits until DVC is
+    idle, checked while holding the scenario lock (a ``dvc repro`` that starts later
+    then waits for this step on the scenario lock). Inside a DVC stage (``DVC_STAGE``
+    set) the check is skipped: that DVC command is the one holding its lock."""
+    from pipelines.dvcio import dvc_busy
+
+    waited = False
+    while True:
+        with scenario_lock(paths):
+            if os.environ.get("DVC_STAGE") or not dvc_busy(base):
+                yield
+                return
+        if not waited and log is not None:
+            log(f"{paths.name}: a DVC command is running in {base}; waiting for it to finish")
+        waited = True
+        time.sleep(poll_s)
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:

@@ -3,7 +3,7 @@ check that a model must pass to be promoted."""
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
 PROMOTE_CHECK = "check_promotable"
 
@@ -23,7 +23,7 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
 
     name = context.partition_key
     paths = project.paths(name)
-    with scenario_lock(paths):
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
         r = evaluate_step(project.scenario(name), paths)
     version, lineage = record_lineage(context, "evaluate", name, project)
     m = r.metrics

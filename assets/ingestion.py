@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_partitions, step_lock
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, kinds={"python"}, code_version="1")
@@ -14,7 +14,7 @@ def raw_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
 
     name = context.partition_key
     paths = project.paths(name)
-    with scenario_lock(paths):
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
         r = ingest(project.scenario(name), paths)
     version, lineage = record_lineage(context, "ingest", name, project)
     quarantine = "\n".join(f"| {q['file']} | {q['reason']} |" for q in r.quarantine[:50])

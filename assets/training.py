@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["augmented_images"], kinds={"pytorch"}, code_version="1")
@@ -24,7 +24,7 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
         elif e.kind in ("rollback", "start", "end"):
             context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
 
-    with scenario_lock(paths):
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
         r = train_step(scenario, paths, on_event=on_event, progress=False)
     curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
     version, lineage = record_lineage(context, "train", name, project)

@@ -7,7 +7,7 @@ import dagster as dg
 
 from pipelines.scenario import load_all
 
-from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_lock, scenario_partitions
+from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_partitions, step_lock
 
 SUMMARY_CHECK = "check_blocking_expectations"
 
@@ -43,7 +43,7 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
     name = context.partition_key
     paths = project.paths(name)
     scenario = project.scenario(name)
-    with scenario_lock(paths):
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
         r = validate(scenario, paths)
     results = []
     own = set()

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,13 @@ class RecordResult:
     detail: str
 
 
-def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 3600) -> RecordResult:
+def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 3600, poll_s: float = 1.0) -> RecordResult:
     """Record the outputs of ``<step>@<scenario>`` in ``dvc.lock`` (``dvc commit``) after a
     materialization outside DVC, so ``dvc status`` agrees with what Dagster wrote.
 
     Skipped (not an error) when ``base`` is not a DVC project with a ``dvc.yaml`` or no
-    dvc executable is found; waits (``--wait-for-lock``) while a ``dvc repro`` runs.
+    dvc executable is found; waits while a ``dvc repro`` is at work (:func:`dvc_busy`,
+    then ``--wait-for-lock``) and retries when DVC's locks were taken in between.
     Raises :class:`RuntimeError` naming the command when ``dvc commit`` fails."""
     if os.environ.get("DVC_STAGE"):
         return RecordResult(False, "running inside a DVC stage: DVC records it")
@@ -119,12 +121,84 @@ def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 360
     if dvc is None:
         return RecordResult(False, f"no dvc executable (create .dvc-venv/ as the README says, or set {DVC_ENV_VAR})")
     stage = stage_name(step, scenario)
-    cmd = [dvc, "--wait-for-lock", "commit", "--force", "--quiet", stage]
+    cmd = [dvc, "--wait-for-lock", "commit", "--force", stage]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    p = subprocess.run(cmd, cwd=base, env=env, capture_output=True, text=True, timeout=timeout_s)
-    if p.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` in {base} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-2000:]}")
-    return RecordResult(True, f"dvc commit {stage}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        while dvc_busy(base) and time.monotonic() < deadline:  # a dvc repro is at work: wait
+            time.sleep(poll_s)
+        p = subprocess.run(cmd, cwd=base, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if p.returncode == 0:
+            return RecordResult(True, f"dvc commit {stage}")
+        msg = (p.stderr or p.stdout).strip()
+        # DVC started again between our check and the commit (its locks): retry.
+        if time.monotonic() < deadline and any(w in msg.lower() for w in ("lock", "busy", "blocked", "being used")):
+            time.sleep(poll_s)
+            continue
+        raise RuntimeError(f"`{' '.join(cmd)}` in {base} failed ({p.returncode}): {msg[-2000:]}")
+
+
+def _rwlock_holders(base: Path) -> list[int]:
+    """PIDs of live processes with entries in DVC's ``.dvc/tmp/rwlock``: a stage being
+    reproduced holds them from its start until its outputs are recorded, including
+    while its command runs (when DVC releases the repository lock)."""
+    try:
+        data = json.loads((base / ".dvc" / "tmp" / "rwlock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    infos = list((data.get("write") or {}).values()) + [i for lst in (data.get("read") or {}).values() for i in lst]
+    live = []
+    for info in infos:
+        pid = info.get("pid") if isinstance(info, dict) else None
+        if isinstance(pid, int) and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+            live.append(pid)
+    return live
+
+
+def dvc_busy(base: Path) -> bool:
+    """Whether a DVC command (``dvc repro``, ``dvc exp run``, ``dvc commit``...) is at work
+    in the project at ``base``: it holds the repository lock, or (while a stage's command
+    runs, when DVC releases that lock) has live entries in ``.dvc/tmp/rwlock``. The lock
+    is read from ``/proc/locks``, so asking never takes it (a probe with flock could make
+    a starting ``dvc repro`` fail); where ``/proc/locks`` is missing, a non-blocking
+    flock probe is used."""
+    if _rwlock_holders(base):
+        return True
+    lock = base / ".dvc" / "tmp" / "lock"
+    try:
+        st = lock.stat()
+    except FileNotFoundError:
+        return False
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        import fcntl
+
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            return False
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in text.splitlines():
+        parts = line.split()
+        for field in parts:
+            bits = field.split(":")
+            if len(bits) == 3 and all(bits):
+                try:
+                    if (int(bits[0], 16), int(bits[1], 16), int(bits[2])) == want:
+                        return True
+                except ValueError:
+                    pass
+    return False
 
 
 def read_lock(base: Path) -> dict[str, Any]:

@@ -34,13 +34,13 @@ STEPS = ("ingest", "validate", "augment", "train", "evaluate")
 
 def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> dict:
     """Run ``step`` for scenario ``name``; returns a small JSON-able summary. Raises on failure."""
-    from assets.common import scenario_lock
+    from assets.common import step_lock
     from pipelines.paths import Roots, ScenarioPaths
     from pipelines.scenario import load_scenario
 
     scenario = load_scenario(scenarios_dir / f"{name}.yaml")
     paths = ScenarioPaths(name, Roots.under(base_dir))
-    with scenario_lock(paths):
+    with step_lock(paths, base_dir):
         if step == "ingest":
             from pipelines.steps.ingest import ingest
 

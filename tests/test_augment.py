@@ -50,6 +50,7 @@ def setup(tmp_path, sc, n: int = 6, seed: int = 0, name: str = "t") -> ScenarioP
     paths = ScenarioPaths(name, Roots.under(tmp_path))
     paths.validated.mkdir(parents=True)
     np.savez(paths.validated / "images.npz", images=images(n, sc.image.size, sc.image.channels, seed))
+    (paths.validated / "report.json").write_text(json.dumps({"passed": True}))  # validation writes it last
     return paths
 
 
@@ -262,6 +263,15 @@ def test_missing_validated_images_says_run_validation_first(tmp_path):
     with pytest.raises(MissingInputError, match="run validation first"):
         augment(sc, paths)
     with pytest.raises(FileNotFoundError):
+        augment(sc, paths)
+    assert not paths.augmented.exists()
+
+
+def test_validated_images_without_the_report_are_not_consumed(tmp_path):
+    sc = scenario(FLIPS)
+    paths = setup(tmp_path, sc)
+    (paths.validated / "report.json").unlink()  # a validation killed before its last write
+    with pytest.raises(MissingInputError, match="validation has not finished"):
         augment(sc, paths)
     assert not paths.augmented.exists()
 

@@ -396,14 +396,13 @@ def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
     f = paths.validated / IMAGES_FILE
     report = paths.validated / "report.json"
     if not report.is_file():  # validation writes its report last: no report, no finished validation
-        raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run it (again)")
-    if report.is_file():
-        try:
-            rep = json.loads(report.read_text(encoding="utf-8"))
-        except ValueError:
-            rep = {}
-        if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):
-            raise AugmentationError(f"scenario {scenario.name!r}: validation did not pass ({report}); fix the data or the expectations and rerun validation")
+        raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run validation first")
+    try:
+        rep = json.loads(report.read_text(encoding="utf-8"))
+    except ValueError:
+        rep = {}
+    if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):
+        raise AugmentationError(f"scenario {scenario.name!r}: validation did not pass ({report}); fix the data or the expectations and rerun validation")
     if not f.is_file():
         raise MissingInputError(
             f"scenario {scenario.name!r}: {f} is missing: run validation first (validated images are written only "
