@@ -1,0 +1,165 @@
+"""What orchestration costs: one scenario's whole chain (ingest -> validate -> augment ->
+train -> evaluate) through each entry point, side by side, plus a no-op `dvc repro`.
+
+    python -m benchmarks.bench_orchestration                 # ~6 min on 2 busy cores
+    python -m benchmarks.bench_orchestration --quick         # smoke test, ~2 min
+    python -m benchmarks.bench_orchestration --reps 5 --steps 50 --out orch.json
+
+Variants (same tiny `digits` scenario, same machine, interleaved, order rotated each
+repetition so bursts of load hit all of them):
+
+- ``direct``   the five step functions called in this process (imports already warm:
+  the floor);
+- ``stages``   ``python -m pipelines.stage <step> digits``, five processes: what a DVC
+  stage runs, without DVC (each pays its imports, and records the step in Dagster);
+- ``dagster``  ``dagster.materialize`` of the five assets in this process (the code
+  path of ``python -m pipelines.run``, the UI, schedules and sensors), with a temporary
+  instance;
+- ``dvc``      ``dvc repro --force evaluate@digits`` in a git + DVC copy of the project
+  (``.dvc-venv`` needed);
+- ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
+
+Reported: median seconds per variant, and the median over repetitions of each variant's
+time over ``direct``'s in the same repetition. Requires the project's ``.dvc-venv``
+for the DVC variants (skipped without it, and said so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ("ingest", "validate", "augment", "train", "evaluate")
+
+
+def _tiny(directory: Path, steps: int) -> Path:
+    sys.path.insert(0, str(REPO))
+    from tests.dagster_support import tiny_scenario
+
+    return tiny_scenario(directory, gan={"model": {"arch": "dcgan", "width": 8, "z_dim": 16}, "train": {"steps": steps, "batch_size": 16, "checkpoint_every": max(1, steps // 3), "num_threads": 1, "ema_half_life_images": 100}})
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    work = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    scenarios = work / "scenarios"
+    _tiny(scenarios, args.steps)
+
+    from pipelines.scenario import load_scenario
+    from pipelines.stage import run_step
+
+    def direct() -> None:
+        base = work / "direct"
+        for step in STEPS:
+            run_step(step, "digits", base_dir=base, scenarios_dir=scenarios)
+
+    def stages() -> None:
+        base = work / "stages"
+        env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
+        for step in STEPS:
+            p = subprocess.run([sys.executable, "-m", "pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)], cwd=REPO, env=env, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"stage {step} failed: {p.stderr[-1500:]}")
+
+    def dagster() -> None:
+        import dagster as dg
+
+        from pipelines.run import materialize_scenario
+
+        with dg.DagsterInstance.ephemeral() as instance:
+            res = materialize_scenario("digits", base_dir=work / "dagster", scenarios_dir=scenarios, instance=instance, raise_on_error=True)
+            assert res.success
+
+    variants: dict[str, Callable[[], None]] = {"direct": direct, "stages": stages, "dagster": dagster}
+    dvc_note = None
+    project = None
+    dvc_bin = REPO / ".dvc-venv" / "bin" / "dvc"
+    if dvc_bin.is_file():
+        from tests.dvc_support import dvc, make_project
+
+        project = make_project(work / "dvc" / "project", {"digits": {"gan": json.loads(json.dumps(load_scenario(scenarios / "digits.yaml").gan))}})
+
+        def dvc_force() -> None:
+            dvc(project, "repro", "--force", "evaluate@digits")
+
+        variants["dvc"] = dvc_force
+    else:
+        dvc_note = f"{dvc_bin} missing: DVC variants skipped"
+
+    # warm up: imports, first-run caches, and every variant's outputs exist
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {n: [] for n in variants}
+    noop: list[float] = []
+    names = list(variants)
+    for rep in range(args.reps):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            variants[n]()
+            times[n].append(time.perf_counter() - t0)
+        if project is not None:
+            t0 = time.perf_counter()
+            out = dvc(project, "repro").stdout
+            noop.append(time.perf_counter() - t0)
+            assert "Running stage" not in out, out
+        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names) + (f", dvc no-op {noop[-1]:.2f}s" if noop else ""), flush=True)
+    result: dict[str, Any] = {
+        "benchmark": "orchestration",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "loadavg": os.getloadavg()},
+        "settings": {"reps": args.reps, "train_steps": args.steps, "scenario": "digits (1797 images, 16x16, tiny dcgan)", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "seconds_median": {n: statistics.median(v) for n, v in times.items()},
+        "seconds": times,
+        "ratio_to_direct_median": {n: statistics.median(t / d for t, d in zip(v, times["direct"])) for n, v in times.items() if n != "direct"},
+    }
+    if noop:
+        result["dvc_noop_seconds_median"] = statistics.median(noop)
+        result["dvc_noop_seconds"] = noop
+    if dvc_note:
+        result["note"] = dvc_note
+    return result
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [f"{'variant':<10} {'median s':>9} {'x direct':>9}"]
+    for n, s in r["seconds_median"].items():
+        ratio = r["ratio_to_direct_median"].get(n, 1.0)
+        lines.append(f"{n:<10} {s:>9.1f} {ratio:>9.2f}")
+    if "dvc_noop_seconds_median" in r:
+        lines.append(f"{'dvc no-op':<10} {r['dvc_noop_seconds_median']:>9.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_orchestration", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=30, help="training steps of the tiny scenario")
+    p.add_argument("--quick", action="store_true", help="1 repetition, 6 training steps")
+    p.add_argument("--out", type=Path, help="write the result as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.steps = 1, 6
+    r = run(args)
+    print(format_table(r))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(r, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
