@@ -55,16 +55,11 @@ def commands(out_dir: Path, quick: bool, cuda: bool, pool_dir: str | None) -> di
         quality += ["--budgets", "3", "--variants", "seed-dcgan", "recipe", "--n-fake", "60", "--threads", "1"]
     else:
         quality += ["--budgets", "200", "600", "--threads", "1"]
-    orchestration: tuple[list[str] | None, str | None] = (
-        (["benchmarks.bench_orchestration", *q, "--out", j["orchestration"]], None)
-        if (REPO / "benchmarks" / "bench_orchestration.py").is_file()
-        else (None, "benchmarks/bench_orchestration.py is not in this checkout")
-    )
     return {
         "ingest": (ingest, None),
         "augment": (["benchmarks.bench_augment", *q, "--out", j["augment"]], None),
         "train": (["benchmarks.bench_train", *q, "--json", j["train"]], None),
-        "orchestration": orchestration,
+        "orchestration": (["benchmarks.bench_orchestration", *q, "--out", j["orchestration"]], None),
         "gpu": gpu,
         "quality": (quality, None),
     }

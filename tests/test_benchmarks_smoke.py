@@ -100,3 +100,16 @@ def test_run_all_collects_results(tmp_path):
     assert b["gpu"]["status"] == "ok" and b["gpu"]["exit_code"] == 0
     assert json.loads((tmp_path / b["gpu"]["json"]).read_text())["benchmark"] == "bench_gpu"
     assert {b[n]["status"] for n in ("ingest", "augment", "train", "orchestration", "quality")} == {"skipped"}
+
+
+@pytest.mark.slow
+def test_bench_orchestration_quick(tmp_path):
+    from benchmarks.bench_orchestration import main
+
+    out = tmp_path / "orch.json"
+    assert main(["--quick", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert {"direct", "stages", "dagster"} <= set(r["seconds_median"])
+    assert all(v > 0 for v in r["seconds_median"].values())
+    if "dvc" in r["seconds_median"]:  # with .dvc-venv (always in CI)
+        assert r["dvc_noop_seconds_median"] > 0 and r["ratio_to_direct_median"]["dvc"] > 0
