@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,20 @@ def trainer_checksum(trainer: Any) -> str:
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module (``gan_core.train``) rebinds the package attribute
+    ``gan_core.train``, which the package also exports as the training function; so
+    that ``from gan_core import train`` keeps working either way, calling this module
+    calls :func:`gan_core.trainer.train`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .trainer import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -121,6 +121,14 @@ def test_checkpoints_of_another_run_key_are_not_resumed(digits16, tmp_path):
     assert meta["run_key"] == "data-b"
 
 
+def test_package_train_is_callable_after_the_cli_module_is_imported(digits16, tmp_path):
+    import gan_core.train  # noqa: F401 - rebinds gan_core.train to the command-line module
+    from gan_core import train as train_fn
+
+    result = train_fn(load_config(tiny_config(steps=2)), digits16, tmp_path)
+    assert result.generator_path.is_file() and result.steps == 2
+
+
 def test_a_fresh_start_does_not_append_to_an_old_log(digits16, tmp_path):
     cfg = load_config(tiny_config(steps=6, log_every=1))
     train(cfg, digits16, tmp_path)
