@@ -54,7 +54,6 @@ Reruns on the same input give byte-identical files.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -62,7 +61,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -164,45 +162,25 @@ def write_images_npz(path: Path, images: list[np.ndarray], key: str = IMAGES_KEY
     """Atomically write ``images`` (equal-shape uint8 arrays) as one ``(N, ...)`` array
     under ``key`` in an ``.npz``, streamed to disk one image at a time: the same bytes as
     ``npz_bytes({key: np.stack(images)})`` without a stacked copy or an in-memory archive.
-    Same protocol and errors as :func:`gan_core.checkpoint.atomic_write_bytes`: temp file
-    in the same directory, fsync, rename, fsync of the directory; a full disk is an
-    ``OSError`` naming the file, and the previous file stays as it was."""
+    Written through :func:`gan_core.checkpoint.atomic_writer` (temp file, fsync, rename;
+    a full disk is an ``OSError`` naming the file, the previous file stays as it was)."""
     if not images:
         raise ValueError("write_images_npz needs at least one image")
     first = images[0]
     header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": (len(images), *first.shape)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w+b") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-                info.compress_type = zipfile.ZIP_STORED
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as entry:
-                    np.lib.format.write_array_header_1_0(entry, header)
-                    for im in images:
-                        if im.shape != first.shape or im.dtype != first.dtype:
-                            raise ValueError(f"write_images_npz: image of {im.dtype} {im.shape} among {first.dtype} {first.shape}")
-                        entry.write(np.ascontiguousarray(im).data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            size = len(images) * first.nbytes
-            raise OSError(e.errno, f"cannot write {path} ({size:,} bytes): {e.strerror}; the previous file, if any, is unchanged. Free space on that device or write elsewhere") from e
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    from gan_core.checkpoint import atomic_writer  # lazy: pulls in torch
+
+    with atomic_writer(path, len(images) * first.nbytes) as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as entry:
+                np.lib.format.write_array_header_1_0(entry, header)
+                for im in images:
+                    if im.shape != first.shape or im.dtype != first.dtype:
+                        raise ValueError(f"write_images_npz: image of {im.dtype} {im.shape} among {first.dtype} {first.shape}")
+                    entry.write(np.ascontiguousarray(im).data)
     return path
 
 
