@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = work / "scenarios"
     _tiny(scenarios, args.steps)
 
+    from benchmarks.bench_ingest import machine_info
     from pipelines.scenario import load_scenario
     from pipelines.stage import run_step
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names) + (f", dvc no-op {noop[-1]:.2f}s" if noop else ""), flush=True)
     result: dict[str, Any] = {
         "benchmark": "orchestration",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "loadavg": os.getloadavg()},
+        "machine": {**machine_info(), "loadavg": os.getloadavg()},
         "settings": {"reps": args.reps, "train_steps": args.steps, "scenario": "digits (1797 images, 16x16, tiny dcgan)", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "seconds_median": {n: statistics.median(v) for n, v in times.items()},
         "seconds": times,

@@ -61,7 +61,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -513,34 +512,20 @@ def param_counts(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_info(opts: argparse.Namespace) -> dict[str, Any]:
-    def git(*a: str) -> str | None:
-        try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            return None
+    from benchmarks.bench_ingest import machine_info as common
 
-    cpu = None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "gan_core"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        dirty = None
     return {
+        **common(),
         "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": cpu or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME") if k in os.environ},
-        "git_commit": git("rev-parse", "HEAD"),
-        "gan_core_uncommitted_changes": bool(git("status", "--porcelain", "--", "gan_core")),
+        "gan_core_uncommitted_changes": dirty,
     }
 
 
