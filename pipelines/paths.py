@@ -5,7 +5,7 @@
     <data_root>/<scenario>/ingested/            images.npz, table.csv, quarantine.json, manifest.json
     <data_root>/<scenario>/validated/           images.npz, report.json
     <data_root>/<scenario>/augmented/           images.npz, pipeline.json, preview.png, manifest.json
-    <model_root>/<scenario>/                    generator.safetensors, checkpoints/, metrics.jsonl, ...
+    <model_root>/<scenario>/                    generator.safetensors, split.json, loss.csv, MODEL_CARD.md, ... (checkpoints/ only while a run is unfinished)
     <model_root>/<scenario>/eval/               samples.png, interpolation.png, metrics.json
     <metrics_root>/<scenario>.json              the scenario's headline metrics
 """

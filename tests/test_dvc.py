@@ -99,6 +99,11 @@ def test_noop_repro_does_nothing_and_says_so(project):
     out = dvc(project, "repro").stdout
     assert _ran(out) == set() and "Data and pipelines are up to date" in out
     assert "up to date" in dvc(project, "status").stdout
+    # what dvc.yaml declares is what DVC's reports read
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    assert "metrics/digits.json" in json.dumps(shown) and "metrics/sprites.json" in json.dumps(shown)
+    plots = json.loads(dvc(project, "plots", "show", "--json").stdout)
+    assert {"models/digits/loss.csv", "models/sprites/eval/samples.png"} <= set(plots["data"])
 
 
 @pytest.mark.slow
