@@ -1,7 +1,7 @@
 """What orchestration costs: one scenario's whole chain (ingest -> validate -> augment ->
 train -> evaluate) through each entry point, side by side, plus a no-op `dvc repro`.
 
-    python -m benchmarks.bench_orchestration                 # ~6 min on 2 busy cores
+    python -m benchmarks.bench_orchestration                 # ~10 min on 2 cores
     python -m benchmarks.bench_orchestration --quick         # smoke test, ~2 min
     python -m benchmarks.bench_orchestration --reps 5 --steps 50 --out orch.json
 
