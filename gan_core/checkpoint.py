@@ -175,7 +175,7 @@ def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 def save_generator(path: str | os.PathLike[str], generator: nn.Module, cfg: GANConfig, **meta: Any) -> Path:
     """The deliverable model: G's weights plus the config needed to rebuild it."""
-    return save_tensors(path, module_tensors("G", generator), {"kind": "generator", "config": cfg.model_dump(), **meta})
+    return save_tensors(path, module_tensors("G", generator), {"kind": "generator", "config": cfg.model_dump(mode="json"), **meta})
 
 
 def load_generator(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, GANConfig, dict[str, Any]]:

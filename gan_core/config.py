@@ -9,7 +9,7 @@ one cross-field validator that holds every rule involving several settings).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -50,6 +50,63 @@ class ModelConfig(_Strict):
         return v
 
 
+class _AugOp(_Strict):
+    p: float = Field(1.0, ge=0, le=1)
+    """Probability that the op fires for an image (scaled by ADA's strength when ``train.ada`` is on)."""
+
+
+class BrightnessOp(_AugOp):
+    op: Literal["brightness"]
+    limit: float = Field(0.25, ge=0, le=1)
+    """Add U(-limit, limit) in [0, 1] pixel units."""
+
+
+class ContrastOp(_AugOp):
+    op: Literal["contrast"]
+    limit: float = Field(0.5, ge=0, le=1)
+    """Scale deviations from the image mean by U(1 - limit, 1 + limit)."""
+
+
+class SaturationOp(_AugOp):
+    op: Literal["saturation"]
+    limit: float = Field(1.0, ge=0, le=1)
+    """Scale deviations from the pixel's grey by U(1 - limit, 1 + limit) (RGB only)."""
+
+
+class TranslationOp(_AugOp):
+    op: Literal["translation"]
+    ratio: float = Field(0.125, gt=0, le=0.5)
+    """Shift by whole pixels, up to this share of the side, zero padded."""
+
+
+class CutoutOp(_AugOp):
+    op: Literal["cutout"]
+    ratio: float = Field(0.5, gt=0, le=1)
+    """Side of the zeroed square, as a share of the image side."""
+
+
+class AffineOp(_AugOp):
+    op: Literal["affine"]
+    translate: float = Field(0.0, ge=0, le=0.5)
+    """Shift up to this share of the side."""
+    scale: tuple[float, float] = (1.0, 1.0)
+    """Zoom factor range (> 1 enlarges)."""
+    rotate: float = Field(0.0, ge=0, le=180)
+    """Rotate up to this many degrees either way."""
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"scale {list(v)} must be [low, high] with 0 < low <= high")
+        return v
+
+
+AugOp = Annotated[Union[BrightnessOp, ContrastOp, SaturationOp, TranslationOp, CutoutOp, AffineOp], Field(discriminator="op")]
+"""One differentiable op on D's input (``gan_core.diffaug``), applied to real and
+generated images alike."""
+
+
 class TrainConfig(_Strict):
     """The training loop: budget, optimiser, loss and the small-data recipe."""
 
@@ -64,7 +121,22 @@ class TrainConfig(_Strict):
     r1_gamma: float = Field(0.0, ge=0)
     """R1 penalty weight on real images (0 = off)."""
     diffaug: str = ""
-    """DiffAugment policy, comma separated from color, translation, cutout ('' = off)."""
+    """DiffAugment policy, comma separated from color, translation, cutout ('' = off):
+    shorthand for those ops at DiffAugment's strengths with p = 1, before ``augment``."""
+    augment: tuple[AugOp, ...] = ()
+    """Differentiable ops on D's input, for real and generated images alike, e.g.
+    ``[{op: translation, ratio: 0.06, p: 0.5}, {op: brightness, limit: 0.1}]``
+    (ops: brightness, contrast, saturation, translation, cutout, affine)."""
+    ada: bool = False
+    """Adaptive augmentation (StyleGAN2-ADA): the ops of ``diffaug``/``augment`` fire
+    with probability ``p * ada_p``; ``ada_p`` starts at ``ada_p_init`` and follows the
+    overfitting heuristic r_t = E[sign(D(real))] towards ``ada_target``."""
+    ada_target: float = Field(0.6, gt=0, lt=1)
+    ada_interval: int = Field(4, ge=1)
+    """Steps between adjustments of ada_p (r_t is averaged over them)."""
+    ada_speed_images: int = Field(50_000, ge=1)
+    """Images over which ada_p can move by 1 (StyleGAN2-ADA: 500k on large data)."""
+    ada_p_init: float = Field(0.0, ge=0, le=1)
     ema_half_life_images: int = Field(0, ge=0)
     """Half-life of the EMA of G in images (0 = no EMA). StyleGAN2-ADA uses 10k-20k."""
     ema_rampup: float = Field(0.05, ge=0)
@@ -111,6 +183,8 @@ class GANConfig(_Strict):
         m, t = self.model, self.train
         if m.arch == "seed-dcgan" and m.width is not None:
             raise ValueError("model.width does not apply to arch 'seed-dcgan' (fixed 128 filters); remove it or use arch 'dcgan'")
+        if t.ada and not (t.diffaug or t.augment):
+            raise ValueError("train.ada needs augmentations to adapt: set train.diffaug and/or train.augment")
         if t.ssl_rotation_g > 0 and t.ssl_rotation_d == 0:
             raise ValueError("train.ssl_rotation_g > 0 needs train.ssl_rotation_d > 0: D's rotation head is only trained by the D loss")
         return self
@@ -118,6 +192,13 @@ class GANConfig(_Strict):
     @property
     def uses_ema(self) -> bool:
         return self.train.ema_half_life_images > 0
+
+    @property
+    def d_augment_ops(self) -> list[dict[str, Any]]:
+        """Every op on D's input, in order: the ``diffaug`` policy, then ``augment``."""
+        from .diffaug import policy_ops
+
+        return policy_ops(self.train.diffaug) + [op.model_dump() for op in self.train.augment]
 
     @property
     def uses_rotation(self) -> bool:

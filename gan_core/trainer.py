@@ -24,7 +24,7 @@ from torch import nn
 
 from . import checkpoint as ck
 from .config import GANConfig
-from .diffaug import diff_augment
+from .diffaug import apply_ops
 from .ema import ema_beta, make_ema, update_ema
 from .losses import d_loss, g_loss, r1_penalty, rotation_loss
 from .models import build_models
@@ -59,9 +59,17 @@ class TrainResult:
     wall_s: float
     images_per_s: float
     final_logs: dict[str, float]
+    ada_p: float | None = None
+    """ADA's final strength (None when ADA is off)."""
+    real_transform: Any = None
+    """What the real images went through (the ``describe`` given to the Trainer)."""
 
 
 Callback = Callable[[TrainEvent], None]
+RealTransform = Callable[[torch.Tensor, int], torch.Tensor]
+"""``(batch, seed) -> batch``: uint8 real images (B, C, H, W) in, the same shape and
+dtype out, a pure function of its arguments (e.g. the scenario's albumentations
+pipeline seeded with ``seed``)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,10 +106,25 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + step * 0x100000001B3 + rank * 0x2545F491) % (2**63 - 1)
 
 
+def real_transform_seed(seed: int, step: int, rank: int) -> int:
+    """The seed a real-image transform gets for (seed, step, rank): its own stream,
+    independent of the step's other draws; fits in 32 bits (numpy, ``random``)."""
+    return _step_seed(seed ^ 0x5EED_A06, step, rank) % (2**32)
+
+
 class Trainer:
     """Train one GAN. ``data``: images (N, C, H, W) in [-1, 1] or uint8; ``out_dir``
     receives ``checkpoints/``, ``metrics.jsonl``, ``summary.json`` and, only when
     training finished with finite losses, ``generator.safetensors``.
+
+    ``real_transform`` (optional) is applied to every batch of real images before D
+    sees them, with a seed derived from (seed, step, rank) (:func:`real_transform_seed`),
+    so a resumed run replays the same augmented batches. It must only apply transforms
+    that keep the data's distribution (G learns whatever reals look like); transforms
+    that do not belong on D's input for reals and fakes alike (``train.diffaug``,
+    ``train.augment``, ``train.ada``). ``describe`` (JSON-able) says what the transform
+    is; it is stored in ``generator.safetensors`` and ``summary.json`` as
+    ``real_transform``.
 
     The newest checkpoint in ``out_dir`` is resumed when its config is compatible;
     ``run_key`` (e.g. a hash of the training data) is stored in every checkpoint, and
@@ -117,9 +140,13 @@ class Trainer:
         progress: bool | None = None,
         resume: bool = True,
         run_key: str | None = None,
+        real_transform: RealTransform | None = None,
+        describe: Any = None,
     ):
         self.cfg = cfg
         self.run_key = run_key
+        self.real_transform = real_transform
+        self.real_transform_info = describe
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.callbacks = list(callbacks)
@@ -145,8 +172,13 @@ class Trainer:
             raise ValueError(f"need at least 2 training images, got {data.shape[0]}")
         if data.dtype != torch.uint8 and not torch.isfinite(data).all():
             raise ValueError("training images contain NaN or inf values")
-        self.data = data.to(self.device)
+        # A real-image transform works on host memory (e.g. numpy / OpenCV).
+        self.data = data if real_transform is not None else data.to(self.device)
         self.n = data.shape[0]
+        self.d_ops = cfg.d_augment_ops
+        self.ada_p = cfg.train.ada_p_init if cfg.train.ada else 1.0
+        self.ada_rt: float | None = None
+        self._ada_acc = [0.0, 0]  # sum of sign(D(real)) and count since the last adjustment
 
         self.G, self.D = build_models(cfg)
         self.G.to(self.device)
@@ -217,12 +249,39 @@ class Trainer:
             out[sel] = torch.rot90(x[sel], r, dims=(2, 3))
         return out, k
 
+    def _real_batch(self, step: int) -> torch.Tensor:
+        """The step's real images (B, C, H, W), through ``real_transform`` if any."""
+        idx = self._batch_indices(step)
+        if self.real_transform is None:
+            return self.data[idx.to(self.device)]
+        batch = self.data[idx]
+        out = self.real_transform(batch, real_transform_seed(self.cfg.train.seed, step, self.rank))
+        if not isinstance(out, torch.Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
+            got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"real_transform turned a {tuple(batch.shape)} {batch.dtype} batch into {got}; it must keep shape and dtype")
+        return out.to(self.device)
+
+    def _ada_adjust(self, step: int) -> None:
+        """ADA: every ``ada_interval`` steps move p towards r_t = E[sign(D(real))] = target."""
+        t = self.cfg.train
+        if step % t.ada_interval:
+            return
+        acc = torch.tensor(self._ada_acc, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(acc)
+        s, n = acc.tolist()
+        self.ada_rt = s / max(n, 1.0)
+        adjust = math.copysign(1.0, self.ada_rt - t.ada_target) * (t.batch_size * self.world * t.ada_interval) / t.ada_speed_images
+        self.ada_p = min(max(self.ada_p + adjust, 0.0), 1.0)
+        self._ada_acc = [0.0, 0]
+
     def train_step(self, step: int) -> dict[str, float]:
         t = self.cfg.train
         g = torch.Generator(device=self.device).manual_seed(_step_seed(t.seed, step, self.rank))
-        real = _to_float(self.data[self._batch_indices(step).to(self.device)])
+        real = _to_float(self._real_batch(step))
         z = torch.randn(real.shape[0], self.cfg.model.z_dim, generator=g, device=self.device)
-        aug = (lambda x: diff_augment(x, t.diffaug, g)) if t.diffaug else (lambda x: x)
+        ops, p_scale = self.d_ops, self.ada_p
+        aug = (lambda x: apply_ops(x, ops, g, p_scale)) if ops else (lambda x: x)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         logs: dict[str, torch.Tensor] = {}
 
@@ -274,9 +333,18 @@ class Trainer:
             logs["ema_beta"] = torch.tensor(beta)
 
         logs.update(loss_d=loss_d.detach(), loss_g=loss_g.detach(), d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean())
+        if t.ada:
+            logs["d_real_sign"] = torch.sign(d_real.detach().float()).mean()
         names = list(logs)
-        values = torch.stack([logs[k].float().cpu() for k in names]).tolist()  # one sync
-        return dict(zip(names, values))
+        values = dict(zip(names, torch.stack([logs[k].float().cpu() for k in names]).tolist()))  # one sync
+        if t.ada:
+            values["ada_p"] = self.ada_p  # the strength this step used
+            self._ada_acc[0] += values.pop("d_real_sign") * real.shape[0]
+            self._ada_acc[1] += real.shape[0]
+            self._ada_adjust(step)
+            if self.ada_rt is not None:
+                values["ada_rt"] = self.ada_rt
+        return values
 
     # ------------------------------------------------------------------ state
     def _state_meta(self) -> dict[str, Any]:
@@ -287,9 +355,10 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "world_size": self.world,
-            "config": self.cfg.model_dump(),
+            "config": self.cfg.model_dump(mode="json"),
             "torch": torch.__version__,
             "run_key": self.run_key,
+            "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": list(self._ada_acc)},
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -325,9 +394,12 @@ class Trainer:
         ck.load_optimizer("opt_g", self.opt_g, tensors, meta["opt_g"])
         ck.load_optimizer("opt_d", self.opt_d, tensors, meta["opt_d"])
         self.step, self.lr_scale, self.rollbacks = meta["step"], meta["lr_scale"], meta["rollbacks"]
+        ada = meta.get("ada") or {}
+        if self.cfg.train.ada:
+            self.ada_p, self.ada_rt, self._ada_acc = ada["p"], ada["rt"], [float(ada["acc"][0]), int(ada["acc"][1])]
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
-        now = self.cfg.model_dump()
+        now = self.cfg.model_dump(mode="json")
         diffs = [f"model.{k}" for k in now["model"] if now["model"][k] != saved["model"].get(k)]
         diffs += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and now["train"][k] != saved["train"].get(k)]
         if diffs:
@@ -471,10 +543,15 @@ class Trainer:
             wall_s=wall,
             images_per_s=images / wall if wall > 0 else 0.0,
             final_logs=logs,
+            ada_p=self.ada_p if t.ada else None,
+            real_transform=self.real_transform_info,
         )
         if self.is_main:
             final_g = self.G_ema if self.G_ema is not None else self.G
-            ck.save_generator(gen_path, final_g, self.cfg, step=self.step, images_seen=result.images_seen, ema=self.G_ema is not None)
+            ck.save_generator(
+                gen_path, final_g, self.cfg, step=self.step, images_seen=result.images_seen, ema=self.G_ema is not None,
+                ada_p=result.ada_p, real_transform=self.real_transform_info,
+            )
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
             ck.atomic_write_bytes(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
         if self.world > 1:

@@ -1,6 +1,6 @@
 import torch
 
-from gan_core.diffaug import AUGMENTS, diff_augment
+from gan_core.diffaug import POLICIES, diff_augment
 from gan_core.losses import d_loss, g_loss, r1_penalty, rotate_batch
 
 
@@ -35,7 +35,7 @@ def test_rotate_batch_labels():
 
 def test_diffaugment_is_deterministic_and_differentiable():
     x = torch.randn(6, 3, 16, 16, requires_grad=True)
-    policy = ",".join(AUGMENTS)
+    policy = ",".join(POLICIES)
     a = diff_augment(x, policy, torch.Generator().manual_seed(1))
     b = diff_augment(x, policy, torch.Generator().manual_seed(1))
     c = diff_augment(x, policy, torch.Generator().manual_seed(2))

@@ -22,7 +22,11 @@ from gan_core.trainer import DivergenceError, Trainer, train
 
 from .conftest import tiny_config
 
-RECIPE = {"loss": "hinge", "r1_gamma": 0.1, "diffaug": "color,translation,cutout", "ema_half_life_images": 200, "ssl_rotation_d": 1.0, "ssl_rotation_g": 0.2}
+RECIPE = {
+    "loss": "hinge", "r1_gamma": 0.1, "diffaug": "color,translation,cutout", "ema_half_life_images": 200, "ssl_rotation_d": 1.0, "ssl_rotation_g": 0.2,
+    # ADA with a fast schedule, so its strength moves within a dozen steps (and resumes must carry it)
+    "augment": [{"op": "affine", "p": 0.5, "translate": 0.05, "scale": [0.9, 1.1], "rotate": 5}], "ada": True, "ada_interval": 2, "ada_speed_images": 200,
+}
 
 
 def test_few_steps_train_log_and_save(digits16, tmp_path):
@@ -32,8 +36,9 @@ def test_few_steps_train_log_and_save(digits16, tmp_path):
     assert result.steps == 12 and result.images_seen == 12 * 16 and result.rollbacks == 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, 13))
-    for key in ("loss_d", "loss_g", "r1", "rot_d", "rot_g", "ema_beta"):
+    for key in ("loss_d", "loss_g", "r1", "rot_d", "rot_g", "ema_beta", "ada_p"):
         assert all(math.isfinite(r[key]) for r in lines), key
+    assert all(0 <= r["ada_p"] <= 1 for r in lines) and len({r["ada_p"] for r in lines}) > 1, "ADA's strength must move"
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("step") == 12 and kinds.count("checkpoint") == 3
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [8, 12]  # keep_checkpoints=2
@@ -275,3 +280,74 @@ def test_bf16_autocast_path_trains_on_cpu(digits16, tmp_path):
     g, _, _ = load_generator(result.generator_path)
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in g.parameters())
     assert all(math.isfinite(v) for v in result.final_logs.values())
+
+
+def _flip_rows(batch: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded real-image transform: flips a seed-chosen half of the batch left-right."""
+    pick = torch.randperm(batch.shape[0], generator=torch.Generator().manual_seed(seed))[: batch.shape[0] // 2]
+    out = batch.clone()
+    out[pick] = out[pick].flip(-1)
+    return out
+
+
+def test_real_transform_gets_a_seed_per_step_and_resumes_exactly(digits16, tmp_path):
+    from gan_core.trainer import real_transform_seed
+
+    seen: list[int] = []
+
+    def recording(batch, seed):
+        seen.append(seed)
+        return _flip_rows(batch, seed)
+
+    cfg = load_config(tiny_config(steps=12))
+    full = train(cfg, digits16, tmp_path / "full", real_transform=recording, describe={"flip": "half"})
+    assert seen == [real_transform_seed(3, step, 0) for step in range(1, 13)]
+    assert len(set(seen)) == 12
+    _, _, meta = load_generator(full.generator_path)
+    assert meta["real_transform"] == {"flip": "half"}
+    assert json.loads((tmp_path / "full" / "summary.json").read_text())["real_transform"] == {"flip": "half"}
+
+    again = train(cfg, digits16, tmp_path / "again", real_transform=_flip_rows).generator_path.read_bytes()
+    train(load_config(tiny_config(steps=8)), digits16, tmp_path / "ext", real_transform=_flip_rows)
+    resumed = train(cfg, digits16, tmp_path / "ext", real_transform=_flip_rows)
+    assert resumed.resumed_from == 8
+    plain = train(cfg, digits16, tmp_path / "plain").generator_path.read_bytes()
+    assert resumed.generator_path.read_bytes() == again, "a resumed run must replay the same augmented batches"
+    assert again != plain, "the transform must reach the images D is trained on"
+
+
+def test_real_transform_that_changes_the_batch_shape_is_refused(digits16, tmp_path):
+    with pytest.raises(ValueError, match="real_transform turned a .* batch into .*keep shape and dtype"):
+        train(load_config(tiny_config(steps=2)), digits16, tmp_path, real_transform=lambda b, s: b[:, :, :8])
+
+
+def test_ada_moves_p_by_the_sign_of_rt_minus_target(digits16, tmp_path):
+    """D quickly tells 32 real digits from an untrained G's output: r_t = E[sign(D(real))]
+    exceeds the target and p climbs; every adjustment follows sign(r_t - target) by
+    batch * interval / ada_speed_images, clamped to [0, 1]."""
+    ada = {"diffaug": "translation,cutout", "ada": True, "ada_interval": 1, "ada_speed_images": 400, "lr_d": 1e-3}
+    up = train(load_config(tiny_config(steps=30, **ada)), digits16[:32], tmp_path / "up")
+    assert up.ada_p is not None and up.ada_p > 0.3
+    log = [json.loads(line) for line in (tmp_path / "up" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["ada_p"] == 0.0
+    step_size = 16 * 1 / 400
+    for before, after in zip(log, log[1:]):
+        want = before["ada_p"] + math.copysign(step_size, before["ada_rt"] - 0.6)
+        assert after["ada_p"] == pytest.approx(min(max(want, 0.0), 1.0), abs=1e-6)
+    _, _, meta = load_generator(up.generator_path)
+    assert meta["ada_p"] == up.ada_p
+    # the loss curve shows the strength on its own 0..1 scale
+    from PIL import Image
+
+    from gan_core.plots import COLOURS, loss_curve_png, read_losses
+
+    assert [v for _, v in read_losses(tmp_path / "up" / "metrics.jsonl")["ada_p"]] == [r["ada_p"] for r in log]
+    png = loss_curve_png(tmp_path / "up" / "metrics.jsonl", tmp_path / "curve.png")
+    assert COLOURS["ada_p"] in {c for _, c in Image.open(png).convert("RGB").getcolors(1 << 16)}
+
+
+def test_ada_without_augmentations_is_a_config_error():
+    from gan_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.ada needs augmentations"):
+        load_config(tiny_config(ada=True))
