@@ -5,11 +5,19 @@ import dagster as dg
 from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
 
+def routes_table(routes: list[dict]) -> str:
+    """Markdown: where each listed transform acts in training, and why."""
+    rows = [f"| {r['index']} | {r['name']} | {r['to']} | {r['why']} |" for r in routes]
+    return "\n".join(["| # | transform | applied to | why |", "|---|---|---|---|", *rows]) if rows else "no transforms"
+
+
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"python"}, code_version="1")
 def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Build the albumentations Compose from the scenario file, save it with
-    albumentations' own serialization beside the images (plus optional offline
-    augmented copies), and show originals beside augmentations."""
+    """Route each transform of the scenario: symmetries of the data to the real images
+    (an albumentations Compose, serialized with albumentations' own format and applied
+    per batch in training, or as offline copies), image-changing transforms to D's input
+    for real and generated images alike, anything else refused. Shows originals beside
+    what D sees of them."""
     from pipelines.steps.augment import augment
 
     name = context.partition_key
@@ -21,8 +29,10 @@ def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
         metadata={
             "n_images": dg.MetadataValue.int(r.n_images),
             "content_hash": r.content_hash,
+            "routes": dg.MetadataValue.md(routes_table(r.routes)),
             "pipeline": dg.MetadataValue.path(rel(paths.augmented / "pipeline.json")),
-            "preview": png_markdown(paths.augmented / "preview.png", f"{name} originals and augmentations"),
+            "policy": dg.MetadataValue.path(rel(r.policy_path)),
+            "preview": png_markdown(paths.augmented / "preview.png", f"{name}: each original, then views of it as D sees a real image in training"),
             **lineage,
         },
         data_version=version,

@@ -6,9 +6,9 @@ The evaluation step writes it last, from what the steps wrote before it:
 
     data/<scenario>/ingested/manifest.json, quarantine.json   source, counts, quarantine reasons
     data/<scenario>/validated/report.json                      expectations and their results
-    data/<scenario>/augmented/pipeline.json, manifest.json     the albumentations pipeline
+    data/<scenario>/augmented/pipeline.json, policy.json       the real-image pipeline, the ops on D's input
     models/<scenario>/split.json, summary.json                 held-out split, the training run
-    models/<scenario>/generator.safetensors                    the config the model was trained with
+    models/<scenario>/generator.safetensors                    the config it was trained with, what training saw
     the evaluation's headline, quality and memorization dicts   metrics, audit, promotion
 
 plus DVC's content hashes of the data directories and the model
@@ -191,8 +191,8 @@ def _data_section(scenario: Scenario, paths: ScenarioPaths, base: Path) -> list[
     aug = _read_json(paths.augmented / "manifest.json")
     if aug is not None:
         copies = aug.get("offline_copies", 0)
-        made = f"{aug.get('n_original')} originals + {copies} augmented cop{'y' if copies == 1 else 'ies'} of each" if copies else "the validated images; no offline copies"
-        out.append(f"- Augmented dataset: {aug.get('n_images')} rows ({made})")
+        made = f"{aug.get('n_original')} originals + {copies} augmented cop{'y' if copies == 1 else 'ies'} of each" if copies else "the validated images, augmented per batch"
+        out.append(f"- Training data: {aug.get('n_images')} rows ({made})")
     split = _read_json(paths.model / "split.json")
     if split is None:
         out.append(f"- Held out for evaluation: unknown (`{_rel(paths.model / 'split.json', base)}` is missing)")
@@ -251,33 +251,54 @@ def _transform_lines(t: dict[str, Any], depth: int) -> list[str]:
     return out
 
 
+def _op_text(op: dict[str, Any]) -> str:
+    params = ", ".join(f"{k} {_inline_json(v)}" for k, v in sorted(op.items()) if k not in ("op", "p"))
+    return f"`{op.get('op')}` (p={_num(op.get('p'), 'g')}{', ' + params if params else ''})"
+
+
 def _augmentation_section(paths: ScenarioPaths, base: Path) -> list[str]:
-    out = ["## Augmentation", ""]
-    pipeline_path = paths.augmented / "pipeline.json"
-    pipeline = _read_json(pipeline_path)
-    if pipeline is None:
-        return out + [_missing(pipeline_path, base), ""]
+    """What training saw: the real images' transforms (per batch or offline copies) and
+    the ops on D's input, as recorded in the generator file (falling back to the
+    augment step's ``policy.json``)."""
+    from gan_core.checkpoint import CheckpointError, load_tensors
+
+    out = ["## Augmentation: what training saw", ""]
+    pipeline_path, policy_path = paths.augmented / "pipeline.json", paths.augmented / "policy.json"
+    pipeline, policy = _read_json(pipeline_path), _read_json(policy_path)
+    if pipeline is None or policy is None:
+        return out + [_missing(pipeline_path if pipeline is None else policy_path, base), ""]
+    try:
+        _, gen_meta = load_tensors(paths.model / GENERATOR_FILE)
+    except CheckpointError:
+        gen_meta = {}
+    saw = gen_meta.get("real_transform") or {"reals": policy.get("reals", {}), "discriminator": policy.get("discriminator", {})}
+    reals, disc = saw.get("reals", {}), saw.get("discriminator", {})
     meta = pipeline.get("scenario_gan", {})
     transform = pipeline.get("transform", {})
     steps = transform.get("transforms", []) if transform.get("__class_fullname__") == "Compose" else [transform]
-    manifest = _read_json(paths.augmented / "manifest.json") or {}
-    copies = manifest.get("offline_copies")
-    if copies is None:
-        use = "How many offline copies were made is not recorded (`manifest.json` is missing)."
-    elif copies:
-        use = f"Each image got {copies} augmented cop{'y' if copies == 1 else 'ies'} in the training data, made by this pipeline."
-    else:
-        use = "No offline copies: training saw the validated images, and the pipeline only made the preview (`preview.png`)."
     out += [
-        f"albumentations {pipeline.get('__version__')}, seed {meta.get('seed')}; the whole serialized pipeline is "
-        f"`{_rel(pipeline_path, base)}`. {use} Augmentation during training (DiffAugment) is `train.diffaug` under Parameters.",
+        f"**Real images** ({reals.get('applied', 'none')}): albumentations {pipeline.get('__version__')}, seed {meta.get('seed')}, "
+        f"serialized in `{_rel(pipeline_path, base)}`. G learns what these look like, so only symmetries the scenario declares "
+        "(`augmentation.invariances`) are applied here.",
         "",
     ]
-    if not steps:
-        out.append("No transforms: the pipeline is the identity.")
-    for t in steps:
-        out += _transform_lines(t, 0)
-    notes = manifest.get("notes") or []
+    out += [line for t in steps for line in _transform_lines(t, 0)] or ["- none"]
+    ops = disc.get("ops") or []
+    ada = disc.get("ada")
+    final_p = gen_meta.get("ada_p")
+    out += [
+        "",
+        "**D's input, real and generated images alike** (differentiable, so G is not taught them"
+        + (f"; ADA on: each op fires with p x ada_p, ada_p adapted towards r_t = {_num((gen_meta.get('config') or {}).get('train', {}).get('ada_target'), 'g')}, final ada_p {_num(final_p, '.3f')}" if ada else "")
+        + "):",
+        "",
+    ]
+    out += [f"- {_op_text(op)}" for op in ops] or ["- none"]
+    routes = policy.get("routes") or []
+    if routes:
+        out += ["", "Where each listed transform went (`augmentation.transforms`, routed by the augment step):", "", "| # | transform | to | why |", "|---|---|---|---|"]
+        out += [f"| {r.get('index')} | `{r.get('name')}` | {r.get('to')} | {_cell(r.get('why'))} |" for r in routes]
+    notes = (_read_json(paths.augmented / "manifest.json") or {}).get("notes") or []
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return out + [""]
@@ -303,8 +324,9 @@ def _parameters_section(scenario: Scenario, paths: ScenarioPaths, base: Path) ->
     except CheckpointError as e:
         raise ModelCardError(f"cannot read the training config from {gen_path}: {e}") from None
     trained = json.loads(json.dumps(meta.get("config", {})))
-    cpu = scenario.gan_config(gpu=False).model_dump(mode="json")
-    gpu = scenario.gan_config(gpu=True).model_dump(mode="json")
+    ops = ((_read_json(paths.augmented / "policy.json") or {}).get("discriminator") or {}).get("ops")
+    cpu = scenario.gan_config(gpu=False, augment=ops).model_dump(mode="json")
+    gpu = scenario.gan_config(gpu=True, augment=ops).model_dump(mode="json")
     if trained == cpu and trained == gpu:
         budget = "the scenario's `gan` block (it sets no separate `gpu` budget)"
     elif trained == cpu:

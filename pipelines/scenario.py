@@ -111,8 +111,20 @@ class Transform(_Strict):
 
 class AugmentationSpec(_Strict):
     transforms: list[Transform] = []
+    """albumentations transforms, each routed by the augment step: a symmetry the data
+    has (see ``invariances``) is applied to the real images per batch; one that changes
+    the images (Affine, RandomResizedCrop, RandomBrightnessContrast, CoarseDropout) is
+    applied to real and generated images alike on D's input, as its differentiable
+    counterpart; anything else is refused (G would learn it)."""
+    invariances: list[Literal["horizontal_flip", "vertical_flip", "rotate90", "transpose"]] = []
+    """Symmetries of the data: a flipped or turned image is still an image of this
+    scenario (a face flipped left-right is a face; upside down it is not)."""
+    ada: bool = False
+    """Adapt the probability of the transforms on D's input to D's overfitting (ADA,
+    target ``gan.train.ada_target``)."""
     offline_copies: int = Field(0, ge=0, le=20)
-    """Augmented copies of every image written beside the originals (0 = none)."""
+    """Augmented copies of every image written beside the originals, read by training
+    instead of augmenting per batch (0 = per batch)."""
     preview: int = Field(8, ge=1, le=64)
     seed: int = 0
 
@@ -169,6 +181,13 @@ class Scenario(_Strict):
         for key in ("resolution", "channels"):
             if key in model:
                 raise ValueError(f"gan.model.{key} comes from image.{'size' if key == 'resolution' else 'channels'}; remove it from gan.model")
+        for block, values in (("gan", self.gan), ("gpu", self.gpu)):
+            for key in ("diffaug", "augment", "ada"):
+                if key in (values.get("train") or {}):
+                    raise ValueError(
+                        f"{block}.train.{key}: what D sees is set in the augmentation block (transforms, ada), so that the "
+                        "augment stage and the model card say exactly what training saw; move it there"
+                    )
         if self.domain == "medical":
             bad = [t.name for t in self.augmentation.transforms if t.name in COLOUR_TRANSFORMS]
             if bad:
@@ -185,9 +204,14 @@ class Scenario(_Strict):
                 raw.setdefault(section, {}).update(values)
         return raw
 
-    def gan_config(self, *, gpu: bool = False) -> GANConfig:
-        """The gan_core config of this scenario (CPU demo budget, or GPU budget)."""
-        return load_config(self._gan_dict(gpu), source=f"scenario {self.name!r}, key gan{' + gpu' if gpu else ''}")
+    def gan_config(self, *, gpu: bool = False, augment: list[dict[str, Any]] | None = None) -> GANConfig:
+        """The gan_core config of this scenario (CPU demo budget, or GPU budget), with
+        ``augment`` (the ops on D's input that the augment step routed there) and
+        ``augmentation.ada`` in ``train``."""
+        raw = self._gan_dict(gpu)
+        if augment:
+            raw.setdefault("train", {}).update(augment=augment, ada=self.augmentation.ada)
+        return load_config(raw, source=f"scenario {self.name!r}, key gan{' + gpu' if gpu else ''}")
 
     def data_path(self, data_root: Path) -> Path:
         """Where a folder/npz source lives, checked to stay inside ``data_root``."""

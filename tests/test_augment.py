@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,9 +22,11 @@ from pipelines.steps.augment import (  # noqa: E402
     augment,
     augment_batch,
     build_pipeline,
+    batch_transform,
     content_hash,
     load_pipeline,
     preview_scale,
+    route_transforms,
 )
 
 
@@ -33,14 +36,17 @@ def images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
 
 
-def scenario(transforms: list[dict], *, size: int = 16, channels: int = 1, domain: str = "other", **aug):
+ALL_SYMMETRIES = ["horizontal_flip", "vertical_flip", "rotate90", "transpose"]
+
+
+def scenario(transforms: list[dict], *, size: int = 16, channels: int = 1, domain: str = "other", invariances=ALL_SYMMETRIES, **aug):
     return parse_scenario(
         {
             "name": "t",
             "domain": domain,
             "data": {"source": "folder"},
             "image": {"size": size, "channels": channels},
-            "augmentation": {"transforms": transforms, **aug},
+            "augmentation": {"transforms": transforms, "invariances": invariances, **aug},
         },
         "scenarios/t.yaml",
     )
@@ -174,6 +180,95 @@ def test_transforms_draw_independently_under_a_seed():
     assert seen == {0, 1, 2, 3}
 
 
+# --------------------------------------------------------------------------- routes: reals, D's input, refused
+
+
+@pytest.mark.parametrize("name", sorted(load_all()))
+def test_every_default_transform_has_a_route(name):
+    sc = load_scenario(SCENARIO_DIR / f"{name}.yaml")
+    routes = route_transforms(sc)
+    assert [r.index for r in routes] == list(range(len(sc.augmentation.transforms)))
+    for r in routes:  # real images get only symmetries the scenario declares
+        assert r.target in ("reals", "discriminator")
+        if r.target == "reals":
+            assert r.name in ("HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "SquareSymmetry", "D4")
+        else:
+            assert r.ops
+
+
+def test_faces_flip_goes_to_the_reals_and_shifts_and_light_to_d():
+    routes = {r.name: r for r in route_transforms(load_scenario(SCENARIO_DIR / "faces.yaml"))}
+    assert routes["HorizontalFlip"].target == "reals"
+    assert routes["Affine"].target == "discriminator"
+    assert routes["Affine"].ops == ({"op": "affine", "translate": 0.04, "scale": [0.95, 1.05], "rotate": 5.0, "p": 0.5},)
+    assert [o["op"] for o in routes["RandomBrightnessContrast"].ops] == ["brightness", "contrast"]
+    assert all(o["limit"] == 0.1 and o["p"] == 0.3 for o in routes["RandomBrightnessContrast"].ops)
+
+
+def test_random_resized_crop_becomes_a_zoom_on_d_input():
+    sc = scenario([{"name": "RandomResizedCrop", "params": {"size": [16, 16], "scale": [0.64, 1.0], "ratio": [0.9, 1.1], "p": 0.5}}])
+    (r,) = route_transforms(sc)
+    assert r.target == "discriminator"
+    assert r.ops == ({"op": "affine", "translate": 0.1, "scale": [1.0, 1.25], "rotate": 0.0, "p": 0.5},)
+
+
+@pytest.mark.parametrize(
+    "transforms,invariances,expected",
+    [
+        ([{"name": "VerticalFlip", "params": {"p": 0.5}}], ["horizontal_flip"], r"transforms\[0\] = VerticalFlip: .*does not declare \['vertical_flip'\] in augmentation.invariances"),
+        ([{"name": "RandomRotate90"}], [], r"RandomRotate90: .*\['rotate90'\]"),
+        ([{"name": "GaussianBlur"}], ALL_SYMMETRIES, r"GaussianBlur: it changes what the images look like, so applied to the real images G would learn it"),
+        ([{"name": "Affine", "params": {"shear": 10}}], ALL_SYMMETRIES, r"Affine .*shear .* has no counterpart on D's input"),
+        ([{"name": "Affine", "params": {"translate_percent": [0.0, 0.1]}}], ALL_SYMMETRIES, r"translate_percent \[0.0, 0.1\] is not symmetric"),
+        ([{"name": "CoarseDropout", "params": {"num_holes_range": [2, 4]}}], ALL_SYMMETRIES, r"num_holes_range \[2, 4\]"),
+    ],
+)
+def test_transforms_that_would_leak_into_g_are_refused_by_name(transforms, invariances, expected):
+    with pytest.raises(AugmentationError, match=expected) as e:
+        route_transforms(scenario(transforms, invariances=invariances), "scenarios/t.yaml")
+    assert str(e.value).startswith("scenarios/t.yaml: augmentation.transforms[0]")
+
+
+def test_ada_needs_a_transform_on_d_input():
+    with pytest.raises(AugmentationError, match="augmentation.ada is true but no transform acts on D's input"):
+        route_transforms(scenario(FLIPS, ada=True))
+    route_transforms(scenario([{"name": "Affine", "params": {"translate_percent": [-0.1, 0.1]}}], ada=True))
+
+
+def test_d_side_keys_in_the_gan_block_are_refused():
+    raw = {"name": "t", "data": {"source": "folder"}, "gan": {"train": {"diffaug": "translation"}}}
+    with pytest.raises(ScenarioError, match=r"gan.train.diffaug: what D sees is set in the augmentation block"):
+        parse_scenario(raw, "scenarios/t.yaml")
+
+
+def test_batch_transform_is_a_pure_function_of_the_batch_and_the_seed():
+    import torch
+
+    apply = batch_transform(build_pipeline(scenario(FLIPS).augmentation, size=16, channels=1))
+    batch = torch.from_numpy(images(32, 16, 1)).permute(0, 3, 1, 2).contiguous()
+    a, b, c = apply(batch, 7), apply(batch, 7), apply(batch, 8)
+    assert a.shape == batch.shape and a.dtype == torch.uint8
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    for out, img in zip(a.permute(0, 2, 3, 1).numpy(), batch.permute(0, 2, 3, 1).numpy()):
+        assert any(np.array_equal(out, d) for d in dihedral(img))
+
+
+def test_policy_and_preview_show_what_d_sees(tmp_path):
+    sc = scenario([{"name": "HorizontalFlip", "params": {"p": 0.5}}, {"name": "CoarseDropout", "params": {"num_holes_range": [1, 1], "hole_height_range": [0.25, 0.25], "hole_width_range": [0.25, 0.25], "fill": 0, "p": 1.0}}], invariances=["horizontal_flip"], preview=2)
+    paths = setup(tmp_path, sc, n=4)
+    res = augment(sc, paths)
+    policy = json.loads(res.policy_path.read_text())
+    assert policy["reals"]["transforms"] == ["HorizontalFlip"] and policy["reals"]["applied"].startswith("per batch")
+    assert policy["discriminator"]["ops"] == [{"op": "cutout", "ratio": 0.25, "p": 1.0}]
+    from PIL import Image
+
+    grid = np.asarray(Image.open(res.preview_path))[:: preview_scale(16), :: preview_scale(16)]
+    pad = PREVIEW_PADDING
+    view = grid[pad : pad + 16, 2 * pad + 16 : 2 * pad + 32].astype(int)  # the first augmented view of image 0
+    # a cutout of 0 in [-1, 1] is mid-grey (127 or 128) over a 4x4 square
+    assert ((view == 127) | (view == 128)).sum() >= 16
+
+
 # --------------------------------------------------------------------------- the step
 
 
@@ -182,7 +277,7 @@ def test_augment_writes_all_outputs_with_offline_copies(tmp_path):
     paths = setup(tmp_path, sc, n=6)
     res = augment(sc, paths)
     out = paths.augmented
-    assert {p.name for p in out.iterdir()} == {"images.npz", "pipeline.json", "preview.png", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {"images.npz", "pipeline.json", "policy.json", "preview.png", "manifest.json"}
     with np.load(out / "images.npz") as z:
         imgs, src, copy = z["images"], z["source_index"], z["copy_index"]
     orig = images(6, 16, 3)
@@ -195,7 +290,10 @@ def test_augment_writes_all_outputs_with_offline_copies(tmp_path):
     assert (res.n_original, res.n_images, res.offline_copies) == (6, 18, 2)
     man = json.loads((out / "manifest.json").read_text())
     assert man["scenario"] == "t" and man["n_images"] == 18 and man["n_original"] == 6 and man["offline_copies"] == 2
-    assert man["content_hash"] == res.content_hash == content_hash(imgs, (out / "pipeline.json").read_bytes())
+    files = {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("images.npz", "pipeline.json", "policy.json")}
+    assert man["files"] == {**files, "preview.png": hashlib.sha256((out / "preview.png").read_bytes()).hexdigest()}
+    assert man["content_hash"] == res.content_hash == content_hash(hashlib.sha256((paths.validated / "images.npz").read_bytes()).hexdigest(), files)
+    assert res.images_path == out / "images.npz" and man["training_reads"] == "t/augmented/images.npz"
     assert man["transforms"] == ["HorizontalFlip", "VerticalFlip", "RandomRotate90"]
 
 
@@ -222,7 +320,7 @@ def test_same_seed_same_bytes_other_seed_different(tmp_path):
         return augment(sc, setup(tmp_path / base, sc, n=8))
 
     a, b, c = run("a", 0), run("b", 0), run("c", 1)
-    for f in ("images.npz", "pipeline.json", "preview.png", "manifest.json"):  # no paths or times inside
+    for f in ("images.npz", "pipeline.json", "policy.json", "preview.png", "manifest.json"):  # no paths or times inside
         assert (a.manifest_path.parent / f).read_bytes() == (b.manifest_path.parent / f).read_bytes(), f
     assert a.content_hash == b.content_hash != c.content_hash
 
@@ -237,7 +335,10 @@ def test_pipeline_json_round_trip_gives_identical_outputs(tmp_path):
     assert d["transform"]["__class_fullname__"] == "Compose" and d["scenario_gan"]["seed"] == sc.augmentation.seed
     assert isinstance(A.load(str(res.pipeline_path)), A.Compose)  # albumentations' own loader reads it
     x = images(40, 32, 1, seed=3)
-    fresh = augment_batch(build_pipeline(sc.augmentation, size=32, channels=1), x)
+    reals = [r["index"] for r in res.routes if r["to"] == "reals"]
+    assert [sc.augmentation.transforms[i].name for i in reals] == ["HorizontalFlip"]  # the rest acts on D's input
+    assert [t["__class_fullname__"] for t in d["transform"]["transforms"]] == ["HorizontalFlip"]
+    fresh = augment_batch(build_pipeline(sc.augmentation, size=32, channels=1, only=reals), x)
     loaded = augment_batch(load_pipeline(res.pipeline_path), x)
     assert np.array_equal(fresh, loaded)
     assert not np.array_equal(fresh, x)
@@ -247,8 +348,8 @@ def test_no_transforms_is_the_identity_and_skips_offline_copies(tmp_path):
     sc = scenario([], offline_copies=3, preview=2)
     paths = setup(tmp_path, sc, n=5)
     res = augment(sc, paths)
-    with np.load(res.images_path) as z:
-        assert np.array_equal(z["images"], images(5, 16, 1)) and z["source_index"].tolist() == list(range(5))
+    assert res.images_path == paths.validated / "images.npz"  # training reads the validated images
+    assert not (paths.augmented / "images.npz").exists()
     assert res.offline_copies == 0 and res.n_images == 5
     assert any("offline_copies=3 skipped" in n for n in res.notes)
     man = json.loads(res.manifest_path.read_text())

@@ -79,7 +79,15 @@ def reference(tmp_path_factory):
     """The whole chain once, uninterrupted, with the number of writes of each step."""
     root = tmp_path_factory.mktemp("faults")
     scenarios = root / "scenarios"
-    tiny_scenario(scenarios, gan={"model": {"arch": "dcgan", "width": 8, "z_dim": 16}, "train": {"steps": 9, "batch_size": 16, "checkpoint_every": 3, "num_threads": 1, "ema_half_life_images": 100}})
+    # Training sees all three kinds of augmentation (a symmetry per batch on the real
+    # images, an op on D's input, ADA), so a killed training must resume all of them exactly.
+    augmentation = {
+        "invariances": ["horizontal_flip"],
+        "transforms": [{"name": "HorizontalFlip", "params": {"p": 0.5}}, {"name": "Affine", "params": {"translate_percent": [-0.1, 0.1], "p": 0.5}}],
+        "ada": True,
+    }
+    train = {"steps": 9, "batch_size": 16, "checkpoint_every": 3, "num_threads": 1, "ema_half_life_images": 100, "ada_interval": 1, "ada_speed_images": 100}
+    tiny_scenario(scenarios, gan={"model": {"arch": "dcgan", "width": 8, "z_dim": 16}, "train": train}, augmentation=augmentation)
     base = root / "base"
     writes, hashes = {}, {}
     for step in STEPS:
@@ -123,6 +131,10 @@ def test_sigkill_mid_write_then_rerun(reference, tmp_path, step, which):
     assert outputs(step, base) == reference["hashes"][step]
     if step == "train" and which == "last":
         assert json.loads(again.stdout.splitlines()[-1])["resumed_from"] == 3
+        from gan_core.checkpoint import load_generator
+
+        _, _, meta = load_generator(base / "models/digits/generator.safetensors")
+        assert meta["real_transform"]["reals"]["transforms"] == ["HorizontalFlip"] and meta["ada_p"] > 0
 
 
 @pytest.fixture
@@ -165,3 +177,29 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_outputs(small_disk, t
     filler.unlink()
     assert run_stage("ingest", base, scenarios).returncode == 0  # with space again it completes
     assert dvc_hash(base / "data/digits/ingested") != before
+
+
+def test_augmentation_reaches_training(reference, tmp_path):
+    """The same chain with the transforms removed trains another model: the real-image
+    flips and the ops on D's input are part of what training saw (and say so)."""
+    from gan_core.checkpoint import load_generator
+    from pipelines.stage import run_step
+
+    base = tmp_path / "base"
+    shutil.copytree(reference["base"], base)
+    _, _, meta = load_generator(base / "models/digits/generator.safetensors")
+    assert meta["real_transform"]["reals"]["applied"] == "per batch, seeded by (seed, step, rank)"
+    assert [op["op"] for op in meta["real_transform"]["discriminator"]["ops"]] == ["affine"]
+    assert meta["real_transform"]["discriminator"]["ada"] is True
+
+    scenarios = tmp_path / "scenarios"
+    shutil.copytree(reference["scenarios"], scenarios)
+    raw = yaml.safe_load((scenarios / "digits.yaml").read_text())
+    raw["augmentation"] = {"transforms": []}
+    (scenarios / "digits.yaml").write_text(yaml.safe_dump(raw))
+    for step in ("augment", "train"):
+        run_step(step, "digits", base_dir=base, scenarios_dir=scenarios)
+    plain = outputs("train", base)["models/digits/generator.safetensors"]
+    assert plain != reference["hashes"]["train"]["models/digits/generator.safetensors"]
+    _, _, meta = load_generator(base / "models/digits/generator.safetensors")
+    assert meta["real_transform"]["reals"]["applied"] == "none" and meta["real_transform"]["discriminator"]["ops"] == []

@@ -57,7 +57,10 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
     split = json.loads((paths.model / "split.json").read_text())
     assert "Images ingested: 1797" in text and f"Held out for evaluation: {len(split['heldout_originals'])} original images" in text
     assert "**Passed**" in text and "| `expect_column_values_to_be_between` | `{\"column\": \"mean\"" in text
-    assert "- `Affine` (p=0.5)" in text
+    # what training saw: digits declare no symmetry, so Affine acts on D's input
+    assert "**Real images** (none)" in text
+    assert "- `affine` (p=0.5, rotate 0.0, scale [0.95, 1.05], translate 0.06)" in text
+    assert "| 0 | `Affine` | discriminator |" in text
     assert "Trained with the CPU budget" in text and "  steps: 6\n" in text and "  width: 8\n" in text
     assert "- Steps: 6 (96 images seen)" in text
     assert "Near-copy share:" in text and "**Promoted.**" in text

@@ -32,13 +32,14 @@ import difflib
 import hashlib
 import inspect
 import json
+import math
 import os
 import random
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import albumentations as A
 
 PIPELINE_FILE = "pipeline.json"
+POLICY_FILE = "policy.json"
+POLICY_FORMAT = "scenario-gan.augment-policy/1"
 IMAGES_FILE = "images.npz"
 PREVIEW_FILE = "preview.png"
 MANIFEST_FILE = "manifest.json"
@@ -110,10 +113,13 @@ class AugmentResult:
     """Copies actually written (0 when the pipeline is the identity)."""
     content_hash: str
     images_path: Path
+    """What training reads: the offline copies, or the validated images."""
     pipeline_path: Path
+    policy_path: Path
     preview_path: Path
     manifest_path: Path
     transforms: list[str] = field(default_factory=list)
+    routes: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, Any]:
@@ -271,6 +277,169 @@ def _check_keeps_shape(spec: AugmentationSpec, size: int, channels: int, source:
     return notes
 
 
+# --------------------------------------------------------------------------- routes
+#
+# Where each listed transform acts in training. G learns whatever the real images look
+# like, so a transform applied to the real images only must keep the data's
+# distribution: only the symmetries the scenario declares (augmentation.invariances).
+# A transform that changes the images (shifts, zooms, brightness, holes) is applied to
+# real and generated images alike on D's input, as the differentiable op of gan_core
+# that does the same thing (DiffAugment / ADA): D is harder to overfit and G is not
+# taught the transform. Anything else is refused.
+
+INVARIANCES = ("horizontal_flip", "vertical_flip", "rotate90", "transpose")
+SYMMETRIES: dict[str, tuple[str, ...]] = {
+    "HorizontalFlip": ("horizontal_flip",),
+    "VerticalFlip": ("vertical_flip",),
+    "RandomRotate90": ("rotate90",),
+    "Transpose": ("transpose",),
+    "SquareSymmetry": INVARIANCES,
+    "D4": INVARIANCES,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where ``augmentation.transforms[index]`` acts: ``reals`` (albumentations, real
+    images only, per batch) or ``discriminator`` (``ops`` on D's input, real and
+    generated images alike)."""
+
+    index: int
+    name: str
+    target: str
+    why: str
+    ops: tuple[dict[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "to": self.target, "why": self.why, **({"ops": list(self.ops)} if self.ops else {})}
+
+
+def _symmetric(name: str, key: str, lo_hi: Any, what: str) -> float:
+    lo, hi = (float(v) for v in lo_hi)
+    if abs(lo + hi) > 1e-9:
+        raise ValueError(f"{key} {[lo, hi]} is not symmetric around 0; on D's input {what} is drawn from [-x, x]: give [-x, x]")
+    return hi
+
+
+def _same_xy(key: str, d: Any) -> Any:
+    if isinstance(d, dict):
+        if d.get("x") != d.get("y"):
+            raise ValueError(f"{key} differs between x and y ({d}); on D's input it is the same in both directions")
+        return d["x"]
+    return d
+
+
+def _brightness_contrast_ops(d: dict[str, Any]) -> list[dict[str, Any]]:
+    if not d.get("brightness_by_max", True):
+        raise ValueError("brightness_by_max: false (brightness relative to the image mean) has no counterpart on D's input; use the default (true)")
+    b = _symmetric("RandomBrightnessContrast", "brightness_limit", d["brightness_limit"], "the brightness shift")
+    c = _symmetric("RandomBrightnessContrast", "contrast_limit", d["contrast_limit"], "the contrast factor")
+    ops = [{"op": "brightness", "limit": b, "p": d["p"]}] if b > 0 else []
+    return ops + ([{"op": "contrast", "limit": c, "p": d["p"]}] if c > 0 else [])
+
+
+def _affine_ops(d: dict[str, Any]) -> list[dict[str, Any]]:
+    if any(abs(float(v)) > 1e-9 for v in _same_xy("shear", d["shear"])):
+        raise ValueError(f"shear {list(_same_xy('shear', d['shear']))} has no counterpart on D's input; remove it")
+    px = d.get("translate_px")
+    if px is not None and any(int(v) != 0 for v in (*px["x"], *px["y"])):
+        raise ValueError("translate_px has no counterpart on D's input; give translate_percent")
+    pct = d.get("translate_percent")
+    t = 0.0 if pct is None else _symmetric("Affine", "translate_percent", _same_xy("translate_percent", pct), "the shift")
+    lo, hi = (float(v) for v in _same_xy("scale", d["scale"]))
+    r = _symmetric("Affine", "rotate", d["rotate"], "the angle")
+    return [{"op": "affine", "translate": t, "scale": [lo, hi], "rotate": r, "p": d["p"]}]
+
+
+def _random_resized_crop_ops(d: dict[str, Any]) -> list[dict[str, Any]]:
+    lo, hi = (float(v) for v in d["scale"])
+    rlo, rhi = (float(v) for v in d["ratio"])
+    if rlo < 0.75 or rhi > 4 / 3:
+        raise ValueError(f"ratio {[rlo, rhi]} distorts the aspect; on D's input the crop keeps it: use a ratio within [0.75, 1.33]")
+    # A crop of a share a of the area, resized back, is a zoom by 1/sqrt(a) around a random centre.
+    return [{"op": "affine", "translate": round((1 - math.sqrt(lo)) / 2, 6), "scale": [round(1 / math.sqrt(hi), 6), round(1 / math.sqrt(lo), 6)], "rotate": 0.0, "p": d["p"]}]
+
+
+def _coarse_dropout_ops(d: dict[str, Any]) -> list[dict[str, Any]]:
+    if tuple(d["num_holes_range"]) != (1, 1):
+        raise ValueError(f"num_holes_range {list(d['num_holes_range'])}: on D's input cutout makes one square hole; use [1, 1]")
+    hh, hw = (tuple(float(v) for v in d[k]) for k in ("hole_height_range", "hole_width_range"))
+    if hh != hw or hh[1] > 1:
+        raise ValueError("on D's input the hole is a square given as a share of the side: make hole_height_range equal to hole_width_range, with values <= 1")
+    return [{"op": "cutout", "ratio": round((hh[0] + hh[1]) / 2, 6), "p": d["p"]}]
+
+
+# albumentations transform -> the differentiable ops on D's input that do the same.
+DISCRIMINATOR_OPS = {
+    "RandomBrightnessContrast": _brightness_contrast_ops,
+    "Affine": _affine_ops,
+    "RandomResizedCrop": _random_resized_crop_ops,
+    "CoarseDropout": _coarse_dropout_ops,
+}
+
+
+def route_transforms(scenario: Scenario, source: str | None = None) -> list[Route]:
+    """Where each of the scenario's transforms acts in training (see the comment above
+    :data:`INVARIANCES`). Raises :class:`AugmentationError` naming the file, the key,
+    the transform and why it cannot be used."""
+    from albumentations.core.serialization import to_dict
+
+    source = source or str(SCENARIO_DIR / f"{scenario.name}.yaml")
+    spec = scenario.augmentation
+    declared = set(spec.invariances)
+    routes = []
+    for i, t in enumerate(spec.transforms):
+        key = f"augmentation.transforms[{i}]"
+        tr, _ = _make_transform(i, t.name, t.params, source)
+        if t.name in SYMMETRIES:
+            missing = [v for v in SYMMETRIES[t.name] if v not in declared]
+            if missing:
+                raise AugmentationError(
+                    f"{source}: {key} = {t.name}: applied to the real images it would teach G to generate transformed images, and scenario "
+                    f"{scenario.name!r} does not declare {missing} in augmentation.invariances (declared: {sorted(declared)}). "
+                    "Remove the transform, or add the invariance if a transformed image is still an image of this scenario."
+                )
+            routes.append(Route(i, t.name, "reals", f"the data is invariant to {', '.join(SYMMETRIES[t.name])} (augmentation.invariances)"))
+            continue
+        convert = DISCRIMINATOR_OPS.get(t.name)
+        if convert is None:
+            raise AugmentationError(
+                f"{source}: {key} = {t.name}: it changes what the images look like, so applied to the real images G would learn it, "
+                f"and it has no differentiable counterpart for D's input. Usable: the symmetries {sorted(SYMMETRIES)} (applied to the "
+                f"real images when the scenario declares them in augmentation.invariances) and {sorted(DISCRIMINATOR_OPS)} (applied "
+                "to real and generated images alike on D's input)."
+            )
+        try:
+            ops = convert(to_dict(tr)["transform"])
+        except ValueError as e:
+            raise AugmentationError(f"{source}: {key} = {t.name} {t.params!r}: {e}") from None
+        routes.append(Route(i, t.name, "discriminator", "changes the images: applied to real and generated images alike on D's input", tuple(ops)))
+    if spec.ada and not any(r.target == "discriminator" for r in routes):
+        raise AugmentationError(
+            f"{source}: augmentation.ada is true but no transform acts on D's input for ADA to adapt; "
+            f"list one of {sorted(DISCRIMINATOR_OPS)} or set ada: false"
+        )
+    return routes
+
+
+def discriminator_ops(routes: list[Route]) -> list[dict[str, Any]]:
+    """The ``train.augment`` list of gan_core: every op of the discriminator routes, in order."""
+    return [op for r in routes for op in r.ops]
+
+
+def batch_transform(pipeline: "A.Compose"):
+    """``(batch, seed) -> batch`` for gan_core's ``real_transform``: uint8 (B, C, H, W)
+    tensors through ``pipeline`` reseeded with ``seed`` (one stream per batch)."""
+    import torch
+
+    def apply(batch: "torch.Tensor", seed: int) -> "torch.Tensor":
+        images = batch.permute(0, 2, 3, 1).numpy()
+        out = augment_batch(seed_pipeline(pipeline, seed), images)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+    return apply
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -281,8 +450,11 @@ def build_pipeline(
     source: str = "<scenario>",
     channels: int = 3,
     notes: list[str] | None = None,
+    only: Sequence[int] | None = None,
 ) -> "A.Compose":
-    """The scenario's augmentation policy as a seeded ``albumentations.Compose``.
+    """The scenario's augmentation policy as a seeded ``albumentations.Compose``
+    (``only``: the indices of the transforms to include, e.g. the ones routed to the
+    real images; default all).
 
     Raises :class:`AugmentationError` naming ``source`` and the key
     (``augmentation.transforms[i].name`` / ``.params``) for an unknown transform, bad
@@ -295,7 +467,8 @@ def build_pipeline(
     transforms = []
     for i, t in enumerate(spec.transforms):
         tr, w = _make_transform(i, t.name, t.params, source)
-        transforms.append(tr)
+        if only is None or i in only:
+            transforms.append(tr)
         found += w
     found += _check_keeps_shape(spec, size, channels, source)
     pipeline = seed_pipeline(A.Compose(transforms, seed=spec.seed), spec.seed)
@@ -383,13 +556,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def content_hash(images: np.ndarray, pipeline_json: bytes) -> str:
-    """sha256 over the images' shape and dtype, their bytes, then pipeline.json."""
-    h = hashlib.sha256()
-    h.update(f"{images.shape}|{images.dtype}|".encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    h.update(pipeline_json)
-    return h.hexdigest()
+def content_hash(input_sha256: str, files: dict[str, str]) -> str:
+    """sha256 over the validated images' sha256 and the sha256 of every output but the
+    preview (which only illustrates): what training will see."""
+    body = {"input": input_sha256, "files": {k: files[k] for k in sorted(files) if k != PREVIEW_FILE}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
@@ -426,15 +597,24 @@ def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
     return images
 
 
-def _preview(pipeline: "A.Compose", originals: np.ndarray, columns: int) -> tuple[bytes, int]:
-    """PNG: one row per image, the original then ``columns - 1`` augmentations."""
+def _preview(pipeline: "A.Compose", d_ops: list[dict[str, Any]], originals: np.ndarray, columns: int, seed: int) -> tuple[bytes, int]:
+    """PNG: one row per image, the original then ``columns - 1`` views of it as D sees
+    a real image in training: through the real-image pipeline, then the ops on D's input
+    (at their listed probabilities, ADA at full strength)."""
     import torch
 
+    from gan_core.diffaug import apply_ops
     from gan_core.sampling import encode_png, make_grid
 
+    g = torch.Generator().manual_seed(seed)
     rows = [originals[None]]
     for _ in range(columns - 1):
-        rows.append(augment_batch(pipeline, originals)[None])
+        x = augment_batch(pipeline, originals)
+        if d_ops:
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float() / 127.5 - 1
+            t = apply_ops(t, d_ops, g)
+            x = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        rows.append(x[None])
     cells = np.concatenate(rows).transpose(1, 0, 2, 3, 4).reshape(-1, *originals.shape[1:])  # (rows*cols, H, W, C)
     grid = make_grid(torch.from_numpy(np.ascontiguousarray(cells.transpose(0, 3, 1, 2))), nrow=columns, padding=PREVIEW_PADDING)
     scale = preview_scale(originals.shape[1])
@@ -447,73 +627,114 @@ def preview_scale(size: int) -> int:
 
 
 def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = None) -> AugmentResult:
-    """Build the scenario's pipeline, write ``pipeline.json``, ``images.npz``,
-    ``preview.png`` and (last) ``manifest.json`` to ``paths.augmented``."""
+    """Route the scenario's transforms (:func:`route_transforms`), write the real-image
+    pipeline (``pipeline.json``), what training applies where (``policy.json``), the
+    offline copies if asked (``images.npz``), ``preview.png`` and (last)
+    ``manifest.json`` to ``paths.augmented``."""
     source = source or str(SCENARIO_DIR / f"{scenario.name}.yaml")
     spec = scenario.augmentation
     size, channels = scenario.image.size, scenario.image.channels
     originals = _read_validated(scenario, paths)
     notes: list[str] = []
-    pipeline = build_pipeline(spec, size=size, source=source, channels=channels, notes=notes)
+    _albu()
+    routes = route_transforms(scenario, source)
+    reals = [r.index for r in routes if r.target == "reals"]
+    d_ops = discriminator_ops(routes)
+    pipeline = build_pipeline(spec, size=size, source=source, channels=channels, notes=notes, only=reals)
     pipeline_json = pipeline_to_json(pipeline, seed=spec.seed, size=size, channels=channels)
     _check_round_trip(pipeline_json, pipeline, originals[: min(4, len(originals))], source)
 
-    identity = not spec.transforms
-    copies = 0 if identity else spec.offline_copies
-    if identity:
-        notes.append("no transforms: the pipeline is the identity" + (f"; offline_copies={spec.offline_copies} skipped (they would be exact duplicates)" if spec.offline_copies else ""))
-    # Copies come from one freshly seeded pipeline, in a fixed order: the same seed and
-    # inputs always give the same rows.
-    seed_pipeline(pipeline, spec.seed)
-    blocks = [originals] + [augment_batch(pipeline, originals) for _ in range(copies)]
-    images = np.concatenate(blocks) if copies else originals
-    n = len(originals)
-    source_index = np.tile(np.arange(n, dtype=np.int64), copies + 1)
-    copy_index = np.repeat(np.arange(copies + 1, dtype=np.int64), n)
+    copies = spec.offline_copies if reals else 0
+    if spec.offline_copies and not reals:
+        notes.append(f"offline_copies={spec.offline_copies} skipped: no transform acts on the real images (they would be exact duplicates)")
+    policy = {
+        "format": POLICY_FORMAT,
+        "reals": {
+            "transforms": [spec.transforms[i].name for i in reals],
+            "pipeline": PIPELINE_FILE,
+            "applied": "offline copies" if copies else ("per batch, seeded by (seed, step, rank)" if reals else "none"),
+            "offline_copies": copies,
+        },
+        "discriminator": {"ops": d_ops, "ada": spec.ada, "applied": "to real and generated images alike on D's input (differentiable)" if d_ops else "none"},
+        "routes": [r.as_dict() for r in routes],
+    }
+    policy_json = (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode()
 
     out = paths.augmented
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # a half-updated folder never looks complete
+    n = len(originals)
     n_preview = min(spec.preview, n)
-    columns = 1 if identity else PREVIEW_COLUMNS
-    preview_png, scale = _preview(pipeline_from_dict(json.loads(pipeline_json), source), originals[:n_preview], columns)
-    images_npz = npz_bytes({"images": images, "source_index": source_index, "copy_index": copy_index})
-
+    columns = PREVIEW_COLUMNS if routes else 1
+    preview_png, scale = _preview(pipeline_from_dict(json.loads(pipeline_json), source), d_ops, originals[:n_preview], columns, spec.seed)
+    files = {}
+    if copies:
+        # Copies come from one freshly seeded pipeline, in a fixed order: the same seed
+        # and inputs always give the same rows. Training then reads them instead of
+        # augmenting per batch.
+        seed_pipeline(pipeline, spec.seed)
+        images = np.concatenate([originals] + [augment_batch(pipeline, originals) for _ in range(copies)])
+        images_npz = npz_bytes({
+            "images": images,
+            "source_index": np.tile(np.arange(n, dtype=np.int64), copies + 1),
+            "copy_index": np.repeat(np.arange(copies + 1, dtype=np.int64), n),
+        })
+        atomic_write_bytes(out / IMAGES_FILE, images_npz)
+        files[IMAGES_FILE] = _sha256(images_npz)
+    else:
+        (out / IMAGES_FILE).unlink(missing_ok=True)  # training reads the validated images
     pipeline_path = atomic_write_bytes(out / PIPELINE_FILE, pipeline_json)
-    images_path = atomic_write_bytes(out / IMAGES_FILE, images_npz)
+    policy_path = atomic_write_bytes(out / POLICY_FILE, policy_json)
     preview_path = atomic_write_bytes(out / PREVIEW_FILE, preview_png)
-    chash = content_hash(images, pipeline_json)
+    files.update({PIPELINE_FILE: _sha256(pipeline_json), POLICY_FILE: _sha256(policy_json), PREVIEW_FILE: _sha256(preview_png)})
+    validated_sha = _sha256((paths.validated / IMAGES_FILE).read_bytes())
+    chash = content_hash(validated_sha, files)
     A = _albu()
     manifest = {
         "scenario": scenario.name,
-        "n_images": int(len(images)),
         "n_original": int(n),
+        "n_images": int(n * (copies + 1)),
         "offline_copies": copies,
         "offline_copies_requested": spec.offline_copies,
         "content_hash": chash,
-        "content_hash_of": "sha256(f'{shape}|{dtype}|' + images bytes + pipeline.json bytes)",
+        "content_hash_of": "pipelines.steps.augment.content_hash(input.sha256, files)",
         "size": size,
         "channels": channels,
         "seed": spec.seed,
         "transforms": [t.name for t in spec.transforms],
+        "routes": policy["routes"],
         "albumentations_version": A.__version__,
-        "preview": {"rows": n_preview, "columns": columns, "scale": scale, "padding": PREVIEW_PADDING},
-        "layout": "images: originals first, then copy 1 of every image, copy 2, ...; source_index: row -> original row; copy_index: 0 = original",
-        "input": {"path": (paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(), "sha256": _sha256((paths.validated / IMAGES_FILE).read_bytes())},
-        "files": {PIPELINE_FILE: _sha256(pipeline_json), IMAGES_FILE: _sha256(images_npz), PREVIEW_FILE: _sha256(preview_png)},
+        "preview": {"rows": n_preview, "columns": columns, "scale": scale, "padding": PREVIEW_PADDING, "shows": "each original, then views of it as D sees a real image in training"},
+        "training_reads": (paths.augmented / IMAGES_FILE if copies else paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(),
+        "layout": "images.npz (only with offline copies): originals first, then copy 1 of every image, copy 2, ...; source_index: row -> original row; copy_index: 0 = original",
+        "input": {"path": (paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(), "sha256": validated_sha},
+        "files": files,
         "notes": notes,
     }
     manifest_path = atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return AugmentResult(
         scenario=scenario.name,
         n_original=int(n),
-        n_images=int(len(images)),
+        n_images=int(n * (copies + 1)),
         offline_copies=copies,
         content_hash=chash,
-        images_path=images_path,
+        images_path=out / IMAGES_FILE if copies else paths.validated / IMAGES_FILE,
         pipeline_path=pipeline_path,
+        policy_path=policy_path,
         preview_path=preview_path,
         manifest_path=manifest_path,
         transforms=[t.name for t in spec.transforms],
+        routes=policy["routes"],
         notes=notes,
     )
+
+
+def read_policy(paths: ScenarioPaths) -> dict[str, Any]:
+    """``policy.json`` of a finished augmentation step: what training applies where."""
+    f = paths.augmented / POLICY_FILE
+    if not f.is_file() or not (paths.augmented / MANIFEST_FILE).is_file():
+        raise MissingInputError(f"{f} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
+    policy = json.loads(f.read_text(encoding="utf-8"))
+    if policy.get("format") != POLICY_FORMAT:
+        raise AugmentationError(f"{f}: format {policy.get('format')!r}, expected {POLICY_FORMAT!r}; rerun the augment step")
+    return policy

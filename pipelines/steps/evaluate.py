@@ -16,7 +16,7 @@ from gan_core.checkpoint import atomic_write_bytes
 from ..model_card import write_model_card
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
-from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_augmented
+from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_originals
 
 
 @dataclass
@@ -51,14 +51,11 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
     split_path = paths.model / SPLIT_FILE
     if not gen_path.is_file() or not split_path.is_file():
         raise TrainingInputError(f"{gen_path} is missing: train scenario {scenario.name!r} first")
-    images, source = load_augmented(paths)
+    images = load_originals(paths)
     held = np.asarray(json.loads(split_path.read_text())["heldout_originals"], dtype=np.int64)
-    # rows that are originals: the first occurrence of each source index
-    _, first = np.unique(source, return_index=True)
-    originals = np.sort(first)
-    is_held = np.isin(source[originals], held)
+    is_held = np.isin(np.arange(len(images)), held)
     to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    real_train, real_held = to_t(images[originals[~is_held]]), to_t(images[originals[is_held]])
+    real_train, real_held = to_t(images[~is_held]), to_t(images[is_held])
     g, _, meta = load_generator(gen_path)
     ev = scenario.evaluation
     result = evaluate_generator(g, real_train, real_held, out_dir=paths.evaluation, n_audit=ev.n_audit, seed=ev.seed, feature_steps=ev.feature_steps)

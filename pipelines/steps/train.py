@@ -1,4 +1,12 @@
-"""Training step: the augmented dataset of one scenario -> a generator (gan_core).
+"""Training step: the validated images of one scenario and its augmentation policy
+-> a generator (gan_core).
+
+What training applies comes from the augment step's ``policy.json``: the real images go
+through the scenario's albumentations pipeline per batch (seeded by (seed, step, rank),
+so retrains are byte-identical and resumes exact) or, with offline copies, are read
+from ``augmented/images.npz``; the ops routed to D's input go into ``train.augment``
+(with ``train.ada`` from ``augmentation.ada``). The generator file, ``summary.json`` and
+the model card record it.
 
 The held-out split is made here, on original images (an image and its augmented
 copies are always on the same side), and saved as ``split.json`` beside the model so
@@ -43,17 +51,34 @@ class TrainStepResult:
     n_heldout: int
     gpu_budget: bool
     model_hash: str
+    training_saw: dict
+    """What the real images went through and what D's input ops were (see the module doc)."""
+    ada_p: float | None = None
 
 
-def load_augmented(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 NHWC, source_index) of the augmented dataset."""
-    f = paths.augmented / "images.npz"
-    if not f.is_file() or not (paths.augmented / "manifest.json").is_file():
-        raise TrainingInputError(f"{f} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
+def load_training_images(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 NHWC, source_index: row -> original row) that training reads: the
+    augment step's offline copies when it wrote them, else the validated images."""
+    manifest = paths.augmented / "manifest.json"
+    if not manifest.is_file():
+        raise TrainingInputError(f"{manifest} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
+    copies = paths.augmented / "images.npz"
+    f = copies if copies.is_file() else paths.validated / "images.npz"
+    if not f.is_file():
+        raise TrainingInputError(f"{f} is missing: rerun validation and augmentation of scenario {paths.name!r}")
     with np.load(f, allow_pickle=False) as z:
         images = z["images"]
         source = z["source_index"] if "source_index" in z.files else np.arange(len(images))
     return images, source
+
+
+def load_originals(paths: ScenarioPaths) -> np.ndarray:
+    """The validated images (one row per original), uint8 NHWC."""
+    f = paths.validated / "images.npz"
+    if not f.is_file():
+        raise TrainingInputError(f"{f} is missing: rerun validation of scenario {paths.name!r}")
+    with np.load(f, allow_pickle=False) as z:
+        return z["images"]
 
 
 def heldout_originals(source_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -96,18 +121,32 @@ def train_step(
 
     from gan_core.trainer import Trainer
 
-    images, source = load_augmented(paths)
+    from .augment import batch_transform, load_pipeline, read_policy
+
+    policy = read_policy(paths)
+    images, source = load_training_images(paths)
     ev = scenario.evaluation
     held = heldout_originals(source, ev.heldout_fraction, ev.seed)
     train_mask = ~np.isin(source, held)
     use_gpu = torch.cuda.is_available() if gpu is None else gpu
-    cfg = scenario.gan_config(gpu=use_gpu)
+    cfg = scenario.gan_config(gpu=use_gpu, augment=policy["discriminator"]["ops"])
+    per_batch = bool(policy["reals"]["transforms"]) and not policy["reals"]["offline_copies"]
+    real_transform = batch_transform(load_pipeline(paths.augmented / "pipeline.json")) if per_batch else None
+    saw = {
+        "reals": policy["reals"],
+        "discriminator": {"ops": cfg.d_augment_ops, "ada": cfg.train.ada},
+        "images": int(train_mask.sum()),
+        "held_out_originals": len(held),
+    }
     paths.model.mkdir(parents=True, exist_ok=True)
     split = {"heldout_originals": held.tolist(), "n_train_rows": int(train_mask.sum()), "seed": ev.seed, "fraction": ev.heldout_fraction}
     atomic_write_bytes(paths.model / SPLIT_FILE, json.dumps(split).encode())
     # Checkpoints are resumed only by a run on the same data, split and budget.
-    run_key = hashlib.sha256(file_sha256(paths.augmented / "images.npz").encode() + json.dumps(split, sort_keys=True).encode()).hexdigest()
-    trainer = Trainer(cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key)
+    run_key = hashlib.sha256(json.dumps({"augmented": json.loads((paths.augmented / "manifest.json").read_text())["content_hash"], "split": split}, sort_keys=True).encode()).hexdigest()
+    trainer = Trainer(
+        cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key,
+        real_transform=real_transform, describe=saw,
+    )
     r = trainer.fit()
     write_loss_csv(paths.model / "metrics.jsonl", paths.model / LOSS_CSV)
     # Checkpoints exist to resume an interrupted run; a finished run keeps only its
@@ -126,4 +165,6 @@ def train_step(
         n_heldout=len(held),
         gpu_budget=use_gpu,
         model_hash=file_sha256(r.generator_path),
+        training_saw=saw,
+        ada_p=r.ada_p,
     )
