@@ -50,7 +50,7 @@ def remove_stale_temp_files(paths: ScenarioPaths) -> list[Path]:
     scenario is alive, so every such file is debris: removed, never read, and never
     recorded by DVC as part of an output."""
     removed = []
-    for d in (paths.ingested, paths.validated, paths.augmented, paths.model, paths.model / "checkpoints", paths.evaluation):
+    for d in (paths.ingested, paths.validated, paths.augmented, paths.ruler, paths.model, paths.model / "checkpoints", paths.evaluation):
         removed += [p for p in d.glob(".*.tmp") if p.is_file()] if d.is_dir() else []
     removed += [p for p in paths.metrics.parent.glob(f".{paths.metrics.name}.*.tmp") if p.is_file()]
     for p in removed:
@@ -99,8 +99,9 @@ def _code_version(base: Path) -> str:
 
 
 # The asset each pipeline step materializes, and the step upstream of it.
-STEP_ASSETS = {"ingest": "raw_images", "validate": "validated_images", "augment": "augmented_images", "train": "generator", "evaluate": "evaluation"}
-UPSTREAM_STEP = {"validate": "ingest", "augment": "validate", "train": "augment", "evaluate": "train"}
+STEP_ASSETS = {"ingest": "raw_images", "validate": "validated_images", "augment": "augmented_images", "ruler": "ruler", "train": "generator", "evaluate": "evaluation"}
+# The upstream assets each asset declares (its data versions are recorded as inputs).
+UPSTREAM_STEPS = {"validate": ("ingest",), "augment": ("validate",), "ruler": ("validate",), "train": ("augment",), "evaluate": ("train", "ruler")}
 
 
 def _asset_code_version(step: str) -> str | None:
@@ -121,8 +122,7 @@ def report_materialization(step: str, name: str, base: Path, summary: dict[str, 
     instance = instance or dg.DagsterInstance.get()
     key = dg.AssetKey(STEP_ASSETS[step])
     tags = {"dagster/data_version": data_version(step, name, base), "dagster/code_version": _asset_code_version(step) or "1"}
-    up = UPSTREAM_STEP.get(step)
-    if up:
+    for up in UPSTREAM_STEPS.get(step, ()):
         up_key = dg.AssetKey(STEP_ASSETS[up])
         tags[f"dagster/input_data_version/{up_key.to_user_string()}"] = data_version(up, name, base)
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=up_key, asset_partitions=[name]), limit=1).records

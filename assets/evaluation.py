@@ -11,14 +11,21 @@ PROMOTE_CHECK = "check_promotable"
 @dg.asset(
     partitions_def=scenario_partitions,
     group_name=GROUP,
-    deps=["generator"],
+    deps=["generator", "ruler"],
     kinds={"pytorch"},
     code_version="1",
-    check_specs=[dg.AssetCheckSpec(PROMOTE_CHECK, asset="evaluation", blocking=True, description="FID/floor and near-copy share within the scenario's promotion bar")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROMOTE_CHECK, asset="evaluation", blocking=True,
+            description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness) and memorization (near-copies) within the scenario's promotion bar",
+        )
+    ],
 )
 def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Score the generator against held-out real images with the offline metrics and
-    their floor, audit memorization, and draw sample and interpolation grids."""
+    """Score the generator with the scenario's ruler (each number beside its floor:
+    held-out real images), test whether a classifier tells samples from real images
+    and whether they are as sharp, audit memorization, draw sample and interpolation
+    grids, and decide promotion: the verdict names every criterion that fails."""
     from pipelines.steps.evaluate import evaluate_step
 
     name = context.partition_key
@@ -27,9 +34,19 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
         r = evaluate_step(project.scenario(name), paths)
     version, lineage = record_lineage(context, "evaluate", name, project)
     m = r.metrics
-    floats = {k: dg.MetadataValue.float(float(m[k])) for k in ("fid", "fid_floor", "fid_over_floor", "kid", "precision", "recall", "near_copy_share")}
+    floats = {
+        k: dg.MetadataValue.float(round(float(m[k]), 4))
+        for k in ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "fid", "fid_floor", "kid")
+    }
+    checks = "\n".join(
+        ["| criterion | measure | model | bar | |", "|---|---|---|---|---|"]
+        + [f"| {c['criterion']} | {c['measure']} | {c['value']:.3f} | {c['op']} {c['bar']:.3f} | {'ok' if c['passed'] else '**fails**'} |" for c in m["verdict"]["checks"]]
+    )
+    verdict = ("promoted" if r.promote else f"not promoted: fails {', '.join(m['verdict']['failed_criteria'])}")
     return dg.MaterializeResult(
         metadata={
+            "verdict": dg.MetadataValue.text(verdict),
+            "checks": dg.MetadataValue.md(checks),
             **floats,
             "samples": png_markdown(r.samples_png, f"{name} samples"),
             "interpolation": png_markdown(r.interpolation_png, f"{name} latent interpolation"),
@@ -42,7 +59,12 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
                 check_name=PROMOTE_CHECK,
                 passed=r.promote,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"reasons": dg.MetadataValue.text("; ".join(r.reasons) or "meets the promotion bar"), **floats},
+                metadata={
+                    "failed_criteria": dg.MetadataValue.text(", ".join(m["verdict"]["failed_criteria"]) or "none"),
+                    "reasons": dg.MetadataValue.text("; ".join(r.reasons) or "meets the promotion bar"),
+                    "checks": dg.MetadataValue.md(checks),
+                    **floats,
+                },
             )
         ],
         data_version=version,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("ingest", "validate", "augment", "train", "evaluate")
+from pipelines.dvcio import STEPS  # noqa: E402 - the pipeline's steps, in order
 
 
 def _tiny(directory: Path, steps: int) -> Path:

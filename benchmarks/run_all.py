@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ("ingest", "augment", "train", "orchestration", "gpu", "quality")
+ORDER = ("ingest", "augment", "contamination", "train", "train_augment", "orchestration", "gpu", "quality", "verdict", "ablation")
 
 
 def cuda_available() -> bool:
@@ -58,10 +58,14 @@ def commands(out_dir: Path, quick: bool, cuda: bool, pool_dir: str | None) -> di
     return {
         "ingest": (ingest, None),
         "augment": (["benchmarks.bench_augment", *q, "--out", j["augment"]], None),
+        "contamination": (["benchmarks.bench_contamination", *q, "--out", j["contamination"]], None),
         "train": (["benchmarks.bench_train", *q, "--json", j["train"]], None),
+        "train_augment": (["benchmarks.bench_train_augment", *q, "--out", j["train_augment"]], None),
         "orchestration": (["benchmarks.bench_orchestration", *q, "--out", j["orchestration"]], None),
         "gpu": gpu,
         "quality": (quality, None),
+        "verdict": (["benchmarks.bench_verdict", *q, "--out", j["verdict"]], None),
+        "ablation": (["benchmarks.bench_ablation", *q, "--out", j["ablation"]] + (["--scenarios", "faces", "--variants", "none", "both"] if quick else []), None),
     }
 
 

@@ -39,6 +39,9 @@ def evaluate_generator(
       for ``real_heldout`` as the floor (:func:`gan_core.metrics.evaluate_samples`);
     - memorization: nearest-training-image distances of ``n_audit`` samples
       (:func:`gan_core.metrics.memorization_audit`);
+    - realism: a classifier two-sample test and the sharpness ratio of the samples
+      against ``real_train`` (:func:`gan_core.verdict.realism_metrics`): what the ruler
+      is blind to (blur, grain, missing fine structure);
     - the feature extractor defaults to a small CNN trained by rotation prediction on
       ``real_train`` (:mod:`gan_core.features`), saved beside the metrics so that a
       later evaluation can reuse the same ruler.
@@ -48,22 +51,25 @@ def evaluate_generator(
     """
     from .features import save_feature_net, train_feature_net
     from .metrics import as_float_images, evaluate_samples, memorization_audit
+    from .verdict import realism_metrics
 
     train = as_float_images(real_train, name="real_train")
     held = as_float_images(real_heldout, name="real_heldout")
-    if extractor is None:
+    trained_here = extractor is None
+    if trained_here:
         extractor = train_feature_net(train, seed=seed, steps=feature_steps)
     n = max(len(held), n_audit)
     fake = generate(generator, latents(n, generator.z_dim, seed=seed + 1))
     quality = evaluate_samples(train, held, fake, extractor=extractor, seed=seed)
     audit = memorization_audit(train, fake[:n_audit])
-    result = {"quality": quality, "memorization": audit}
+    realism = realism_metrics(train, fake, seed=seed)
+    result = {"quality": quality, "memorization": audit, "realism": realism}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_grid(to_uint8(fake[:64]), out / SAMPLES_FILE, nrow=8, scale=max(1, 128 // fake.shape[-1]))
         save_grid(interpolation_grid(generator, rows=4, steps=8, seed=seed), out / INTERPOLATION_FILE, nrow=8, scale=max(1, 128 // fake.shape[-1]))
-        if hasattr(extractor, "rotation_logits"):
+        if trained_here:  # a ruler passed in is saved by whoever built it
             save_feature_net(extractor, out / FEATURE_NET_FILE)
         atomic_write_bytes(out / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True).encode())
     return result

@@ -247,7 +247,8 @@ def _train(
 ) -> SSLFeatureNet:
     n, c = x.shape[:2]
     gen = torch.Generator().manual_seed(int(seed))
-    net = SSLFeatureNet(c, res, dim)
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+        net = SSLFeatureNet(c, res, dim)
     _init_weights(net, gen)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.99))

@@ -7,6 +7,9 @@ Every loader returns uint8 arrays (N, H, W, C) and never touches the network:
 - ``digits``   — scikit-learn's 1,797 handwritten 8x8 digits;
 - ``textures`` — random crops of scikit-image's brick, grass and gravel textures;
 - ``histology``— random RGB crops of scikit-image's immunohistochemistry slide.
+
+Not sources, but contaminants for measuring validation (:func:`photo_patches`: patches
+of other scikit-image photos; :func:`to_grey`: RGB patches as a grey scenario sees them).
 """
 
 from __future__ import annotations
@@ -69,6 +72,40 @@ def histology(size: int = 32, n: int = 300, crop: int = 64, seed: int = 0) -> np
 
     img = immunohistochemistry().astype(np.float32) / 255.0
     return _resize(_crops(img, n, crop, seed), size)
+
+
+PHOTOS = ("camera", "coins", "moon", "astronaut", "page", "text", "coffee", "chelsea", "rocket")
+"""scikit-image photos (colour ones turned grey) that no built-in source uses."""
+
+
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, H, W, 1) with ITU-R 601 luma, rounded as Pillow's ``L``
+    conversion does; grey input is returned as it is."""
+    if images.shape[-1] == 1:
+        return images
+    rgb = images.astype(np.int32)
+    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+def photo_patches(size: int = 32, n: int = 30, crop: int = 25, scale: float = 1.0, seed: int = 0, names: tuple[str, ...] = PHOTOS) -> np.ndarray:
+    """``n`` grey crop x crop patches of scikit-image photos (``names`` in turn, the photo
+    first resized by ``scale``), resized to ``size`` as :func:`faces` is: at ``crop=25``
+    the same pipeline as lfw_subset's 25x25 faces. uint8 (n, size, size, 1)."""
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = getattr(data, names[i % len(names)])()
+        img = to_grey(img[None, ..., :3])[0, ..., 0] if img.ndim == 3 else img
+        if scale != 1.0:
+            h, w = img.shape
+            img = np.asarray(Image.fromarray(img).resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.LANCZOS))
+        h, w = img.shape
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        out.append(img[y : y + crop, x : x + crop].astype(np.float32) / 255.0)
+    return _resize(np.stack(out)[..., None], size)
 
 
 SOURCES: dict[str, Callable[..., np.ndarray]] = {

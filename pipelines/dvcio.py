@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-STEPS = ("ingest", "validate", "augment", "train", "evaluate")
+STEPS = ("ingest", "validate", "augment", "ruler", "train", "evaluate")
+"""The pipeline's steps in an order that runs each after its inputs (the one list)."""
 
 # The outputs ``dvc.yaml`` declares for each step ({s} = scenario); the first one is the
 # step's data version in Dagster.
@@ -33,11 +34,11 @@ STAGE_OUTS: dict[str, tuple[str, ...]] = {
     "ingest": ("data/{s}/ingested",),
     "validate": ("data/{s}/validated",),
     "augment": ("data/{s}/augmented",),
+    "ruler": ("models/{s}/ruler",),
     "train": ("models/{s}/generator.safetensors", "models/{s}/split.json", "models/{s}/summary.json", "models/{s}/loss.csv"),
     "evaluate": (
         "metrics/{s}.json",
         "models/{s}/eval/metrics.json",
-        "models/{s}/eval/feature_net.safetensors",
         "models/{s}/eval/samples.png",
         "models/{s}/eval/interpolation.png",
         "models/{s}/MODEL_CARD.md",

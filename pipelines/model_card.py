@@ -65,14 +65,17 @@ def write_model_card(
     headline: dict[str, Any],
     quality: dict[str, Any],
     memorization: dict[str, Any],
+    verdict: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``models/<scenario>/MODEL_CARD.md`` atomically and return its path.
 
     ``headline`` is what the evaluation step writes to ``metrics/<scenario>.json``;
     ``quality`` and ``memorization`` are :func:`gan_core.evaluate.evaluate_generator`'s
-    result. The card lives beside ``generator.safetensors`` and links the sample grids
-    in ``eval/`` relatively, so it renders wherever the model directory is copied."""
-    text = render_model_card(scenario, paths, headline, quality, memorization)
+    result, ``verdict`` :meth:`gan_core.verdict.Verdict.to_dict` (every check of the
+    promotion bar). The card lives beside ``generator.safetensors`` and links the
+    sample grids in ``eval/`` relatively, so it renders wherever the model directory
+    is copied."""
+    text = render_model_card(scenario, paths, headline, quality, memorization, verdict)
     return atomic_write_bytes(model_card_path(paths), text.encode("utf-8"))
 
 
@@ -82,6 +85,7 @@ def render_model_card(
     headline: dict[str, Any],
     quality: dict[str, Any],
     memorization: dict[str, Any],
+    verdict: dict[str, Any] | None = None,
 ) -> str:
     """The Markdown text :func:`write_model_card` writes (see there)."""
     base = project_base(paths)
@@ -96,6 +100,8 @@ def render_model_card(
         f"Written by the evaluation step (`{stage_name('evaluate', name)}`); paths are relative to the project directory.",
         "",
     ]
+    lines += _promotion_section(headline, verdict)
+    lines += _samples_section(paths, card)
     lines += _data_section(scenario, paths, base)
     lines += _validation_section(paths, base)
     lines += _augmentation_section(paths, base)
@@ -103,8 +109,6 @@ def render_model_card(
     lines += _training_section(paths, base)
     lines += _metrics_section(headline, quality, paths, base)
     lines += _memorization_section(headline, memorization)
-    lines += _promotion_section(scenario, headline)
-    lines += _samples_section(paths, card)
     lines += _generator_section(headline, paths, base)
     lines += _reproduce_section(name, paths, base)
     while lines and lines[-1] == "":
@@ -221,18 +225,23 @@ def _validation_section(paths: ScenarioPaths, base: Path) -> list[str]:
     if report is None:
         return out + [_missing(report_path, base), ""]
     verdict = "**Passed**" if report.get("passed") else "**Failed**"
+    set_aside = report.get("n_set_aside") or 0
+    aside_file = paths.validated / ((report.get("set_aside") or {}).get("file") or "set_aside.json")
     out += [
         f"{verdict}: training starts only when every blocking expectation passes (great-expectations "
         f"{report.get('great_expectations')}, over the {report.get('n_rows')} rows of the per-image table; "
-        f"the failing files of each expectation are in `{_rel(report_path, base)}`).",
+        f"the failing files of each expectation are in `{_rel(report_path, base)}`). "
+        + (f"{set_aside} image(s) were set aside by the expectations marked `set_aside` and are listed, with the "
+           f"expectation and the value, in `{_rel(aside_file, base)}`; {report.get('n_kept')} were kept." if set_aside else "No image was set aside."),
         "",
-        "| expectation | arguments | blocking | result | unexpected |",
+        "| expectation | arguments | on failure | result | unexpected |",
         "|---|---|---|---|---|",
     ]
     for r in report.get("results", []):
-        result = "pass" if r.get("success") else "**fail**"
+        result = "pass" if r.get("success") else ("set aside" if r.get("on_failure") == "set_aside" else "**fail**")
+        action = r.get("on_failure") or ("block" if r.get("blocking") else "warn")
         out.append(
-            f"| `{_cell(r.get('expectation'))}` | `{_cell(_inline_json(r.get('kwargs', {})))}` | {'yes' if r.get('blocking') else 'no'} "
+            f"| `{_cell(r.get('expectation'))}` | `{_cell(_inline_json(r.get('kwargs', {})))}` | {action} "
             f"| {result} | {r.get('unexpected_count', 0)} |"
         )
     return out + [""]
@@ -371,6 +380,7 @@ def _training_section(paths: ScenarioPaths, base: Path) -> list[str]:
 
 def _metrics_section(headline: dict[str, Any], quality: dict[str, Any], paths: ScenarioPaths, base: Path) -> list[str]:
     q = quality
+    floor = (_read_json(paths.ruler / "ruler.json") or {}).get("floor") or {}
     kid = f"{_num(q.get('kid_mean', headline.get('kid')))} ± {_num(q.get('kid_std'))}"
     kid_floor = f"{_num(q.get('kid_floor_mean'))} ± {_num(q.get('kid_floor_std'))}"
     out = [
@@ -378,8 +388,9 @@ def _metrics_section(headline: dict[str, Any], quality: dict[str, Any], paths: S
         "",
         f"Scored against the {q.get('n_real_train')} training images with {q.get('n_fake')} samples; the floor is the same metric "
         f"for the {q.get('n_heldout')} held-out real images, the best a model can expect. Feature network: "
-        f"`{q.get('extractor')}` ({q.get('feature_dim')} features) trained on this scenario's training images: numbers from "
-        f"another feature network, sample count or split are not comparable. All numbers: `{_rel(paths.metrics, base)}`, "
+        f"`{q.get('extractor')}` ({q.get('feature_dim')} features), the scenario's ruler `{_rel(paths.ruler, base)}` (trained on its "
+        f"training images, DVC md5 {_hash(paths.ruler)}): numbers from another ruler, sample count or split "
+        f"are not comparable. All numbers: `{_rel(paths.metrics, base)}`, "
         f"`{_rel(paths.evaluation / 'metrics.json', base)}`.",
         "",
         "| metric | model | floor (held-out real) |",
@@ -389,6 +400,8 @@ def _metrics_section(headline: dict[str, Any], quality: dict[str, Any], paths: S
         f"| KID ({q.get('kid_subsets')} subsets of {q.get('kid_subset_size')}) | {kid} | {kid_floor} |",
         f"| precision (k={q.get('k')}) | {_num(headline.get('precision'))} | {_num(q.get('precision_floor'))} |",
         f"| recall (k={q.get('k')}) | {_num(headline.get('recall'))} | {_num(q.get('recall_floor'))} |",
+        f"| classifier two-sample accuracy (0.5 = indistinguishable) | {_num(headline.get('c2st_accuracy'))} | {_num(floor.get('c2st_accuracy'))} |",
+        f"| sharpness ratio (1 = as much fine detail as the reals) | {_num(headline.get('sharpness_ratio'))} | {_num(floor.get('sharpness_ratio'))} |",
         "",
     ]
     return out
@@ -415,23 +428,35 @@ def _memorization_section(headline: dict[str, Any], m: dict[str, Any]) -> list[s
     ]
 
 
-def _promotion_section(scenario: Scenario, headline: dict[str, Any]) -> list[str]:
-    bar = scenario.evaluation.promote
+# How each measure of the verdict reads, for people.
+_MEASURES = {
+    "fid_over_floor": "FID / floor",
+    "precision": "precision",
+    "recall": "recall",
+    "c2st_ci_low": "classifier two-sample test (accuracy, lower end of its 95 % interval)",
+    "sharpness_ratio": "sharpness (fine detail of samples / of reals)",
+    "near_copy_share": "near-copy share",
+}
+
+
+def _promotion_section(headline: dict[str, Any], verdict: dict[str, Any] | None) -> list[str]:
     promote = headline.get("promote")
-    reasons = headline.get("promote_reasons") or []
-    out = [
-        "## Promotion",
+    out = ["## Promotion", ""]
+    if verdict is None:
+        reasons = headline.get("promote_reasons") or []
+        return out + [f"**{'Promoted' if promote else 'Not promoted'}.**", ""] + [f"- {r}" for r in reasons] + [""]
+    failed = verdict.get("failed_criteria") or []
+    out += [
+        f"**{'Promoted' if promote else 'Not promoted'}**"
+        + (f": fails {', '.join(failed)}." if failed else ": meets every criterion of the bar (`evaluation.promote`).")
+        + " Each bar is widened, never tightened, by what held-out real images score (the floor).",
         "",
-        f"**{'Promoted' if promote else 'Not promoted'}.** The bar: FID/floor at most {bar.max_fid_over_floor:g} "
-        f"(`evaluation.promote.max_fid_over_floor`) and near-copy share at most {bar.max_near_copy_share:g} "
-        "(`evaluation.promote.max_near_copy_share`).",
-        "",
+        "| criterion | measure | model | bar | |",
+        "|---|---|---|---|---|",
     ]
-    if reasons:
-        out += [f"- {r}" for r in reasons] + [""]
-    else:
-        out += ["Both conditions hold.", ""]
-    return out
+    for c in verdict.get("checks") or []:
+        out.append(f"| {c['criterion']} | {_MEASURES.get(c['measure'], c['measure'])} | {_num(c['value'], '.3f')} | {c['op']} {_num(c['bar'], '.3f')} | {'ok' if c['passed'] else '**fails**'} |")
+    return out + [""]
 
 
 def _samples_section(paths: ScenarioPaths, card: Path) -> list[str]:

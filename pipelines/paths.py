@@ -3,9 +3,10 @@
 
     <data_root>/<scenario>/raw/                 images dropped by users (folder source)
     <data_root>/<scenario>/ingested/            images.npz, table.csv, quarantine.json, manifest.json
-    <data_root>/<scenario>/validated/           images.npz, report.json
+    <data_root>/<scenario>/validated/           images.npz, table.csv (the kept images and their rows), set_aside.json, report.json
     <data_root>/<scenario>/augmented/           images.npz, pipeline.json, preview.png, manifest.json
     <model_root>/<scenario>/                    generator.safetensors, split.json, loss.csv, MODEL_CARD.md, ... (checkpoints/ only while a run is unfinished)
+    <model_root>/<scenario>/ruler/              feature_net.safetensors, ruler.json (the scenario's measuring stick)
     <model_root>/<scenario>/eval/               samples.png, interpolation.png, metrics.json
     <metrics_root>/<scenario>.json              the scenario's headline metrics
 """
@@ -53,6 +54,10 @@ class ScenarioPaths:
     @property
     def model(self) -> Path:
         return self.roots.models / self.name
+
+    @property
+    def ruler(self) -> Path:
+        return self.roots.models / self.name / "ruler"
 
     @property
     def evaluation(self) -> Path:

@@ -1,4 +1,4 @@
-"""Run the whole chain (ingest -> validate -> augment -> train -> evaluate) for
+"""Run the whole chain (ingest -> validate -> augment, ruler -> train -> evaluate) for
 scenarios through Dagster, in this process, recording the runs in DAGSTER_HOME so the
 UI shows them.
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         t0 = time.perf_counter()
-        print(f"== {name}: ingest -> validate -> augment -> train -> evaluate", flush=True)
+        print(f"== {name}: ingest -> validate -> augment, ruler -> train -> evaluate", flush=True)
         result = materialize_scenario(name, base_dir=args.base_dir.resolve(), scenarios_dir=args.scenarios_dir.resolve(), instance=instance)
         wall = time.perf_counter() - t0
         metrics_file = args.base_dir / "metrics" / f"{name}.json"
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             m = json.loads(metrics_file.read_text())
             print(
                 f"== {name}: done in {wall:.0f} s; FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}), precision {m['precision']:.2f}, "
-                f"recall {m['recall']:.2f}, near-copies {m['near_copy_share']:.3f}, promote: {m['promote']}",
+                f"recall {m['recall']:.2f}, classifier {m['c2st_accuracy']:.2f}, sharpness {m['sharpness_ratio']:.2f}, "
+                f"near-copies {m['near_copy_share']:.3f}, promote: {m['promote']}" + (f" (fails {', '.join(m['failed_criteria'])})" if m["failed_criteria"] else ""),
                 flush=True,
             )
         else:

@@ -85,8 +85,15 @@ class Expectation(_Strict):
     """A great-expectations 1.x expectation in snake case, e.g.
     ``expect_column_values_to_be_between``."""
     kwargs: dict[str, Any] = {}
-    blocking: bool = True
-    """A failed blocking expectation stops training for the scenario."""
+    on_failure: Literal["block", "set_aside", "warn"] | None = None
+    """What a failure does (default ``block``): ``block`` stops training for the scenario;
+    ``set_aside`` removes the failing images from the validated dataset and lists each of
+    them, with the expectation and its value, in ``validated/set_aside.json`` (only for
+    expectations that name failing rows, e.g. ``expect_column_values_to_be_between``);
+    ``warn`` reports the failure and keeps every image."""
+    blocking: bool | None = None
+    """The older spelling: ``true`` = ``on_failure: block``, ``false`` = ``on_failure: warn``.
+    Give one of ``on_failure`` and ``blocking``, not both."""
 
     @field_validator("expectation")
     @classmethod
@@ -94,6 +101,23 @@ class Expectation(_Strict):
         if not re.fullmatch(r"expect_[a-z0-9_]+", v):
             raise ValueError(f"{v!r} is not an expectation name like 'expect_column_values_to_be_between'")
         return v
+
+    @model_validator(mode="after")
+    def _one_spelling(self) -> "Expectation":
+        if self.on_failure is not None and self.blocking is not None:
+            alias = "block" if self.blocking else "warn"
+            raise ValueError(
+                f"on_failure: {self.on_failure} and blocking: {str(self.blocking).lower()} are both given; keep on_failure "
+                f"(blocking: {str(self.blocking).lower()} means on_failure: {alias}) and remove blocking"
+            )
+        return self
+
+    @property
+    def action(self) -> str:
+        """``block``, ``set_aside`` or ``warn``: ``on_failure``, else what ``blocking`` says."""
+        if self.on_failure is not None:
+            return self.on_failure
+        return "warn" if self.blocking is False else "block"
 
 
 class ValidationSpec(_Strict):
@@ -125,13 +149,45 @@ class AugmentationSpec(_Strict):
     offline_copies: int = Field(0, ge=0, le=20)
     """Augmented copies of every image written beside the originals, read by training
     instead of augmenting per batch (0 = per batch)."""
+
+    def rotations(self) -> list[int]:
+        """Turns (degrees) that the declared invariances make part of the data: a
+        rotate90 invariance, or flips in two directions (which compose to 180)."""
+        inv = set(self.invariances)
+        if "rotate90" in inv or ("transpose" in inv and inv & {"horizontal_flip", "vertical_flip"}):
+            return [90, 180, 270]
+        return [180] if {"horizontal_flip", "vertical_flip"} <= inv else []
     preview: int = Field(8, ge=1, le=64)
     seed: int = 0
 
 
 class PromoteSpec(_Strict):
-    max_fid_over_floor: float = Field(20.0, gt=0)
-    max_near_copy_share: float = Field(0.05, ge=0, le=1)
+    """The promotion bar (``gan_core.verdict.Bar``): a key left out takes the default
+    measured on good and bad reference models (docs/BENCHMARKS.md, "Ruler and verdict").
+    Every threshold is widened, never tightened, by what held-out real images score."""
+
+    max_fid_over_floor: float | None = Field(None, gt=0)
+    """Fidelity: FID over its floor (default 4)."""
+    min_precision: float | None = Field(None, ge=0, le=1)
+    """Fidelity: share of samples inside the real images' manifold (default 0.5)."""
+    min_recall: float | None = Field(None, ge=0, le=1)
+    """Diversity: share of real images covered by the samples (default 0.3)."""
+    floor_fraction: float | None = Field(None, ge=0, le=1)
+    """Precision/recall bars drop to this share of the held-out reals' own (default 0.6)."""
+    max_c2st_accuracy: float | None = Field(None, ge=0.5, le=1)
+    """Realism: the classifier two-sample test's accuracy, lower end of its 95 % interval (default 0.7)."""
+    min_sharpness_ratio: float | None = Field(None, gt=0, le=1)
+    """Realism: fine detail of the samples over the reals' (default 0.75; blur is below)."""
+    max_sharpness_ratio: float | None = Field(None, ge=1)
+    """Realism: the same, upper end (default 2.0; grain and noise are above)."""
+    max_near_copy_share: float | None = Field(None, ge=0, le=1)
+    """Memorization: share of samples that are near-copies of a training image (default 0.05)."""
+
+    def bar(self):
+        """The ``gan_core.verdict.Bar`` with this scenario's overrides."""
+        from gan_core.verdict import Bar
+
+        return Bar(**{k: v for k, v in self.model_dump().items() if v is not None})
 
 
 class EvaluationSpec(_Strict):
@@ -192,8 +248,15 @@ class Scenario(_Strict):
             bad = [t.name for t in self.augmentation.transforms if t.name in COLOUR_TRANSFORMS]
             if bad:
                 raise ValueError(f"augmentation.transforms {bad} change colours, which carry diagnostic meaning in medical images; remove them for domain 'medical'")
-        self.gan_config()
-        self.gan_config(gpu=True)
+        turns = self.augmentation.rotations()
+        for gpu in (False, True):
+            cfg = self.gan_config(gpu=gpu)
+            if turns and cfg.train.ssl_rotation_d > 0:
+                raise ValueError(
+                    f"{'gpu' if gpu else 'gan'}.train.ssl_rotation_d: D's rotation-prediction loss needs images whose rotation can be "
+                    f"told, but augmentation.invariances {list(self.augmentation.invariances)} put images turned by {turns} degrees "
+                    "into the data; set gan.train.ssl_rotation_d and ssl_rotation_g to 0, or declare fewer invariances"
+                )
         return self
 
     def _gan_dict(self, gpu: bool) -> dict[str, Any]:

@@ -4,6 +4,7 @@ pipeline stages such as DVC's (``cmd: python -m pipelines.stage train faces``).
     python -m pipelines.stage ingest faces
     python -m pipelines.stage validate faces     # exit 1 when a blocking expectation fails
     python -m pipelines.stage augment faces
+    python -m pipelines.stage ruler faces
     python -m pipelines.stage train faces
     python -m pipelines.stage evaluate faces
 
@@ -26,10 +27,10 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.dvcio import STEPS
 from pipelines.scenario import SCENARIO_DIR, ScenarioError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("ingest", "validate", "augment", "train", "evaluate")
 
 
 def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> dict:
@@ -50,12 +51,17 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
             from pipelines.steps.validate import require_passed, validate
 
             r = require_passed(validate(scenario, paths))
-            return {"passed": r.passed, "n_expectations": len(r.results), "content_hash": r.content_hash}
+            return {"passed": r.passed, "n_expectations": len(r.results), "n_set_aside": r.n_set_aside, "n_kept": r.n_kept, "content_hash": r.content_hash}
         if step == "augment":
             from pipelines.steps.augment import augment
 
             r = augment(scenario, paths)
             return {"n_images": r.n_images, "content_hash": r.content_hash}
+        if step == "ruler":
+            from pipelines.steps.ruler import build_ruler
+
+            r = build_ruler(scenario, paths)
+            return {"n_train": r.n_train, "n_heldout": r.n_heldout, "fid_floor": r.floor["fid_floor"]}
         if step == "train":
             from pipelines.steps.train import train_step
 
@@ -66,7 +72,7 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
             from pipelines.steps.evaluate import evaluate_step
 
             r = evaluate_step(scenario, paths)
-            return {k: r.metrics[k] for k in ("fid", "fid_floor", "precision", "recall", "near_copy_share", "promote")}
+            return {k: r.metrics[k] for k in ("fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "promote", "failed_criteria")}
     raise ValueError(f"unknown step {step!r}; allowed: {list(STEPS)}")
 
 

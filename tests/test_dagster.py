@@ -26,7 +26,7 @@ from pipelines.dvcio import dvc_hash
 
 from .dagster_support import tiny_scenario
 
-ASSETS = ["raw_images", "validated_images", "augmented_images", "generator", "evaluation"]
+ASSETS = ["raw_images", "validated_images", "augmented_images", "ruler", "generator", "evaluation"]
 
 
 def project(tmp_path: Path) -> ScenarioGanResource:
@@ -58,12 +58,13 @@ def test_raw_images_called_directly(tmp_path):
 def test_each_asset_called_directly_in_order(tmp_path):
     from assets.augmentation import augmented_images
     from assets.evaluation import evaluation
+    from assets.ruler import ruler
     from assets.training import generator
     from assets.validation import validated_images
 
     tiny_scenario(tmp_path / "scenarios")
     results = {}
-    for asset in (raw_images, validated_images, augmented_images, generator, evaluation):
+    for asset in (raw_images, validated_images, augmented_images, ruler, generator, evaluation):
         with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
             results[asset.key.to_user_string()] = asset(ctx)
 
@@ -73,8 +74,9 @@ def test_each_asset_called_directly_in_order(tmp_path):
 
     assert meta("validated_images", "passed") is True
     assert all(c.passed for c in results["validated_images"].check_results)
-    assert meta("augmented_images", "n_images") == 1797
+    assert meta("augmented_images", "n_images") == meta("ruler", "n_train") + meta("ruler", "n_heldout")  # the validated images
     assert meta("generator", "steps") == 6
+    assert meta("ruler", "n_heldout") == round(0.2 * (meta("ruler", "n_train") + meta("ruler", "n_heldout"))) and meta("ruler", "fid_floor") > 0
     assert results["evaluation"].check_results[0].check_name == "check_promotable"
     assert 0 <= meta("evaluation", "precision") <= 1
 

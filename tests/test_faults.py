@@ -98,7 +98,7 @@ def reference(tmp_path_factory):
     return {"base": base, "scenarios": scenarios, "writes": writes, "hashes": hashes}
 
 
-NEXT = {"ingest": "validate", "validate": "augment", "augment": "train", "train": "evaluate"}
+NEXT = {"ingest": "validate", "validate": "augment", "augment": "train", "ruler": "evaluate", "train": "evaluate"}
 
 
 @pytest.mark.slow

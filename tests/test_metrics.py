@@ -335,3 +335,11 @@ def test_clear_errors(digits, net):
     with pytest.raises(ValueError, match="num_features"):
         M.FeatureAdapter(PixelFeatures())
     assert M.as_float_images(np.zeros((2, 1, 16, 16), dtype=np.uint8)).min() == -1.0
+
+
+def test_feature_net_training_leaves_the_global_rng_alone(digits):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_feature_net(digits["train"][:64], seed=0, steps=2, batch_size=16)
+    assert torch.equal(torch.rand(3), expected)

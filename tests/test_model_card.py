@@ -26,6 +26,7 @@ def evaluated(tmp_path_factory, one_torch_thread):
     from pipelines.steps.augment import augment
     from pipelines.steps.evaluate import evaluate_step
     from pipelines.steps.ingest import ingest
+    from pipelines.steps.ruler import build_ruler
     from pipelines.steps.train import train_step
     from pipelines.steps.validate import require_passed, validate
 
@@ -35,6 +36,7 @@ def evaluated(tmp_path_factory, one_torch_thread):
     ingest(scenario, paths)
     require_passed(validate(scenario, paths))
     augment(scenario, paths)
+    build_ruler(scenario, paths)
     train_step(scenario, paths, progress=False, gpu=False)
     return scenario, paths, evaluate_step(scenario, paths)
 
@@ -63,7 +65,10 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
     assert "| 0 | `Affine` | discriminator |" in text
     assert "Trained with the CPU budget" in text and "  steps: 6\n" in text and "  width: 8\n" in text
     assert "- Steps: 6 (96 images seen)" in text
-    assert "Near-copy share:" in text and "**Promoted.**" in text
+    assert "Near-copy share:" in text and "**Promoted**: meets every criterion of the bar" in text
+    # every check of the bar, with the model's value (the scenario's lenient test bar)
+    assert f"| realism | sharpness (fine detail of samples / of reals) | {metrics['sharpness_ratio']:.3f} | >= 0.000 | ok |" in text
+    assert text.index("## Promotion") < text.index("## Data")  # the verdict comes first
     # the sample grids, linked relative to the card
     for link in ("](eval/samples.png)", "](eval/interpolation.png)"):
         assert link in text
@@ -89,7 +94,7 @@ def test_card_is_byte_identical_for_identical_inputs(evaluated, tmp_path):
     shutil.copytree(paths.roots.data.parent, moved)
     elsewhere = ScenarioPaths(scenario.name, Roots.under(moved))
     m = again.metrics
-    assert render_model_card(scenario, elsewhere, m, m["quality"], m["memorization"]).encode("utf-8") == first
+    assert render_model_card(scenario, elsewhere, m, m["quality"], m["memorization"], m["verdict"]).encode("utf-8") == first
 
 
 def test_card_names_the_budget_and_why_a_model_is_not_promoted(evaluated):
@@ -101,15 +106,20 @@ def test_card_names_the_budget_and_why_a_model_is_not_promoted(evaluated):
         gan = {"model": raw["gan"]["model"], "train": {**raw["gan"]["train"], "steps": cpu_steps}}
         return parse_scenario({**raw, "gan": gan, "gpu": {"train": {"steps": gpu_steps}}})
 
-    gpu_text = render_model_card(variant(100, 6), paths, m, m["quality"], m["memorization"])
+    gpu_text = render_model_card(variant(100, 6), paths, m, m["quality"], m["memorization"], m["verdict"])
     assert "Trained with the GPU budget" in gpu_text
-    other = render_model_card(variant(100, 200), paths, m, m["quality"], m["memorization"])
+    other = render_model_card(variant(100, 200), paths, m, m["quality"], m["memorization"], m["verdict"])
     assert "neither of the scenario's budgets" in other and "`train.steps`" in other
 
-    reason = "FID/floor 1590.29 > evaluation.promote.max_fid_over_floor 20.0"
-    failed = {**m, "promote": False, "promote_reasons": [reason]}
-    text = render_model_card(scenario, paths, failed, m["quality"], m["memorization"])
-    assert "**Not promoted.**" in text and f"- {reason}" in text
+    # The default bar refuses a six-step model, naming each failed criterion.
+    from gan_core.verdict import Bar, judge
+
+    v = judge(m, Bar())
+    assert not v.passed and "fidelity" in v.failed_criteria
+    failed = {**m, "promote": False, "promote_reasons": v.reasons, "failed_criteria": v.failed_criteria}
+    text = render_model_card(scenario, paths, failed, m["quality"], m["memorization"], v.to_dict())
+    assert f"**Not promoted**: fails {', '.join(v.failed_criteria)}." in text
+    assert f"| fidelity | FID / floor | {m['fid_over_floor']:.3f} | <= 4.000 | **fails** |" in text
 
 
 def test_card_says_what_is_missing_instead_of_failing(evaluated, tmp_path):
@@ -119,7 +129,7 @@ def test_card_says_what_is_missing_instead_of_failing(evaluated, tmp_path):
     partial = ScenarioPaths(scenario.name, Roots.under(moved))
     shutil.rmtree(partial.ingested)
     m = result.metrics
-    text = render_model_card(scenario, partial, m, m["quality"], m["memorization"])
+    text = render_model_card(scenario, partial, m, m["quality"], m["memorization"], m["verdict"])
     assert "_Not recorded: `data/digits/ingested/manifest.json` is missing" in text
     assert "| ingested | `data/digits/ingested` | _missing_ |" in text
 
@@ -170,7 +180,7 @@ def test_card_of_a_git_project_names_the_commit(evaluated, tmp_path):
     _git(repo, "commit", "-q", "-m", "first")
     head = _git(repo, "rev-parse", "HEAD")
     m = result.metrics
-    text = render_model_card(scenario, ScenarioPaths(scenario.name, Roots.under(repo)), m, m["quality"], m["memorization"])
+    text = render_model_card(scenario, ScenarioPaths(scenario.name, Roots.under(repo)), m, m["quality"], m["memorization"], m["verdict"])
     assert f"Code: git commit {head}; check it out" in text
     # the parameters block is YAML for the config the model was trained with
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]

@@ -3,6 +3,7 @@ names the file, the key and the fix."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,19 @@ def test_data_path_stays_inside_the_data_root(tmp_path):
         sc.data_path(Roots.under(tmp_path).data)
     ok = parse_scenario({"name": "x", "data": {"source": "folder"}})
     assert ok.data_path(Roots.under(tmp_path).data) == (tmp_path / "data" / "x" / "raw").resolve()
+
+
+@pytest.mark.parametrize(
+    "invariances,turns",
+    [(["horizontal_flip", "vertical_flip"], "[180]"), (["rotate90"], "[90, 180, 270]"), (["transpose", "vertical_flip"], "[90, 180, 270]")],
+)
+def test_rotation_loss_is_refused_when_the_data_is_invariant_to_a_turn(invariances, turns):
+    raw = {
+        "name": "t", "data": {"source": "folder"},
+        "augmentation": {"invariances": invariances},
+        "gan": {"train": {"ssl_rotation_d": 1.0, "ssl_rotation_g": 0.2}},
+    }
+    with pytest.raises(ScenarioError, match=rf"gan.train.ssl_rotation_d: .*turned by {re.escape(turns)} degrees"):
+        parse_scenario(raw, "scenarios/t.yaml")
+    raw["augmentation"]["invariances"] = ["horizontal_flip"]  # a mirror alone leaves every turn tellable
+    parse_scenario(raw, "scenarios/t.yaml")

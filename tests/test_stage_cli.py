@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,12 +27,16 @@ def stage(step: str, tmp_path: Path, name: str = "digits") -> subprocess.Complet
 def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
     tiny_scenario(tmp_path / "scenarios")
     out = {}
-    for step in ("ingest", "validate", "augment", "train", "evaluate"):
+    from pipelines.dvcio import STEPS
+
+    for step in STEPS:
         proc = stage(step, tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[step] = json.loads(proc.stdout.splitlines()[-1])
     assert out["ingest"]["n_images"] == 1797 and out["validate"]["passed"] is True
     assert out["train"]["steps"] == 6
+    n_validated = len(np.load(tmp_path / "base/data/digits/validated/images.npz")["images"])
+    assert out["ruler"]["n_train"] + out["ruler"]["n_heldout"] == n_validated and out["ruler"]["n_heldout"] == round(0.2 * n_validated)
     base = tmp_path / "base"
     metrics = json.loads((base / "metrics/digits.json").read_text())
     assert metrics["model_sha256"] == out["train"]["model_sha256"]

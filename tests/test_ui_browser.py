@@ -1,5 +1,5 @@
 """The real Dagster UI in headless Chromium (Playwright), started as users start it
-(``python -m pipelines.ui``): the asset graph shows the five stages, an asset shows the
+(``python -m pipelines.ui``): the asset graph shows the six stages, an asset shows the
 scenario partitions, a materialization of the whole chain for ``digits`` launched from
 the UI succeeds, and the evaluation's sample grid renders from its metadata.
 
@@ -45,7 +45,7 @@ from .ui_support import CHROMIUM_ARGS, Artifacts, DagsterUI, start_ui, stop_ui  
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ASSETS = ["raw_images", "validated_images", "augmented_images", "generator", "evaluation"]
+ASSETS = ["raw_images", "validated_images", "augmented_images", "ruler", "generator", "evaluation"]
 SCENARIOS = ["digits", "faces", "histology", "textures"]
 RUN_TIMEOUT_S = 8 * 60
 UI_TIMEOUT_MS = 60_000  # two busy CPU cores: pages can take a while to load
@@ -130,7 +130,7 @@ def test_materialize_digits_from_the_ui(dagster_ui: DagsterUI, page, artifacts: 
     ui = dagster_ui
     t0 = time.monotonic()
     try:
-        # 1. The asset graph (Lineage) shows the five stages.
+        # 1. The asset graph (Lineage) shows the six stages.
         page.goto(ui.url + "/")
         nav(page, "Lineage").click()
         graph_nodes = page.locator("svg foreignObject")
@@ -147,15 +147,15 @@ def test_materialize_digits_from_the_ui(dagster_ui: DagsterUI, page, artifacts: 
             expect(page.get_by_text(name, exact=True).first).to_be_visible()
         artifacts.shot(page, "raw_images-partitions")
 
-        # 3. Materialize all five for the digits partition, with the resource pointed at
+        # 3. Materialize all six for the digits partition, with the resource pointed at
         #    the temporary base dir and the tiny scenario.
         nav(page, "Lineage").click()
         page.get_by_role("button").filter(has_text=re.compile(r"^\s*Materialize all")).click()
         dialog = page.get_by_role("dialog")
-        expect(dialog.get_by_text("Launch runs to materialize 5 assets")).to_be_visible()
+        expect(dialog.get_by_text("Launch runs to materialize 6 assets")).to_be_visible()
         dialog.get_by_text("Select a partition or create one").click()
         page.get_by_role("menuitem", name="digits").click()
-        dialog.get_by_text("Launch runs to materialize 5 assets").click()  # closes the partition list
+        dialog.get_by_text("Launch runs to materialize 6 assets").click()  # closes the partition list
         expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
         dialog.get_by_text("Config", exact=True).click()
         dialog.get_by_role("button", name="Add config").click()

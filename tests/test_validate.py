@@ -14,7 +14,7 @@ from PIL import Image
 from pipelines import builtin_data
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import SCENARIO_DIR, load_scenario, parse_scenario
-from pipelines.steps.ingest import ingest
+from pipelines.steps.ingest import ingest, load_images, read_table
 from pipelines.steps.validate import ValidationConfigError, ValidationFailed, check_name, check_names, require_passed, validate
 
 DAGSTER_CHECK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -114,8 +114,8 @@ def test_contaminated_faces_are_blocked(tmp_path):
     checks = by_name(res)
     for name in ("expect_column_values_to_be_between__mean", "expect_column_values_to_be_between__std", "expect_column_values_to_be_between__max"):
         r = checks[name]
-        assert r["blocking"] and not r["success"] and r["unexpected_count"] > 0
-        assert 0 < len(r["unexpected_files"]) <= 20
+        assert r["blocking"] and r["on_failure"] == "block" and not r["success"] and r["unexpected_count"] > 0
+        assert len(r["unexpected_files"]) == r["unexpected_count"]  # every failing file, not the first 20
         assert all(f.startswith("nonface_") for f in r["unexpected_files"]), r["unexpected_files"]
     assert checks["expect_column_values_to_be_between__mean"]["unexpected_count"] >= 50
     # symmetry only warns, and does not name a single real face
@@ -127,6 +127,7 @@ def test_contaminated_faces_are_blocked(tmp_path):
         require_passed(res)
     assert info.value.result is res
     assert "face_0" not in str(info.value).replace("nonface_", "")
+    assert f"more; full list in {res.report_path}" in str(info.value)  # summaries name the first 20
 
 
 def test_non_blocking_failure_still_passes(tmp_path):
@@ -209,3 +210,157 @@ def test_validate_requires_completed_ingest(tmp_path):
     sc = faces_scenario()
     with pytest.raises(FileNotFoundError, match="run the ingest step first"):
         validate(sc, ScenarioPaths("faces", Roots.under(tmp_path)))
+
+
+# --------------------------------------------------------------------------- on_failure: block | set_aside | warn
+
+OUTLIER = {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "outlier_score", "max_value": 4.0}}
+
+
+@pytest.fixture(scope="module")
+def contaminated(tmp_path_factory):
+    """100 faces and 30 of lfw's non-face patches in one folder, ingested once."""
+    roots = Roots.under(tmp_path_factory.mktemp("contaminated"))
+    raw = roots.data / "faces" / "raw"
+    raw.mkdir(parents=True)
+    for i, a in enumerate(builtin_data.faces(32)):
+        (raw / f"face_{i:03d}.png").write_bytes(_png(a))
+    for i in np.random.default_rng(0).choice(100, 30, replace=False):
+        (raw / f"nonface_{i:03d}.png").write_bytes(_png(builtin_data.nonfaces(32)[i]))
+    paths = ScenarioPaths("faces", roots)
+    ingest(faces_scenario([], source={"source": "folder"}), paths)
+    return paths
+
+
+def test_set_aside_removes_and_lists_the_failing_images(contaminated):
+    paths = contaminated
+    # 30 of 130 is more than the default 20 % a scenario may lose (quarantined + set aside).
+    sc = faces_scenario([{**OUTLIER, "on_failure": "set_aside"}, FACE_EXPECTATIONS[0]], source={"source": "folder"}, max_quarantined_share=0.3)
+    res = validate(sc, paths)
+    assert res.passed, res.summary()
+    r = by_name(res)["expect_column_values_to_be_between__outlier_score"]
+    assert r["on_failure"] == "set_aside" and not r["blocking"] and not r["success"] and r["rows"] == "ingested"
+    aside = json.loads((paths.validated / "set_aside.json").read_text())
+    assert aside == res.set_aside and r["set_aside_count"] == len(aside) == res.n_set_aside
+    files = [a["file"] for a in aside]
+    nonfaces = [f for f in files if f.startswith("nonface_")]
+    assert len(nonfaces) >= 27  # >= 90 % of the 30 contaminants
+    assert len(files) - len(nonfaces) <= 5  # <= 5 % of the 100 faces
+    ingested = read_table(paths.ingested / "table.csv")
+    for a in aside:  # file, sha256, the check and the offending value: nothing dropped silently
+        row = ingested.iloc[a["index"]]
+        assert a["file"] == row["file"] and a["sha256"] == row["sha256"]
+        assert a["checks"] == ["expect_column_values_to_be_between__outlier_score"]
+        assert a["values"]["expect_column_values_to_be_between__outlier_score"] == row["outlier_score"] > 4.0
+    # The validated images are the kept rows, in order, and validated/table.csv maps them.
+    kept = read_table(paths.validated / "table.csv")
+    assert len(kept) == res.n_kept == 130 - len(aside) and not set(kept["file"]) & set(files)
+    images = load_images(paths.ingested / "images.npz")
+    np.testing.assert_array_equal(load_images(paths.validated / "images.npz"), images[kept["index"].to_numpy()])
+    assert res.content_hash != res.ingest_content_hash
+    report = json.loads(res.report_path.read_text())
+    assert report["n_set_aside"] == len(aside) and report["n_kept"] == len(kept)
+    assert report["set_aside"] == {"file": "set_aside.json", "count": len(aside), "by_check": {r["name"]: len(aside)}}
+    assert f"set aside {len(aside)} of 130 images" in res.summary()
+    # Checks that block judge the kept rows: the row count is that of the kept images.
+    assert by_name(res)["min_images"]["observed_value"] == len(kept) and by_name(res)["expect_column_values_to_be_unique__sha256"]["rows"] == "kept"
+
+
+def test_block_and_warn_keep_every_image(contaminated):
+    paths = contaminated
+    blocked = validate(faces_scenario([{**OUTLIER, "on_failure": "block"}], source={"source": "folder"}), paths)
+    r = by_name(blocked)["expect_column_values_to_be_between__outlier_score"]
+    assert not blocked.passed and r["blocking"] and r["unexpected_count"] >= 27
+    assert not (paths.validated / "images.npz").exists() and not (paths.validated / "table.csv").exists()
+    assert json.loads((paths.validated / "set_aside.json").read_text()) == [] and blocked.n_set_aside == 0
+    with pytest.raises(ValidationFailed, match="BLOCKING expect_column_values_to_be_between__outlier_score"):
+        require_passed(blocked)
+
+    warned = validate(faces_scenario([{**OUTLIER, "on_failure": "warn"}], source={"source": "folder"}), paths)
+    r = by_name(warned)["expect_column_values_to_be_between__outlier_score"]
+    assert warned.passed and not r["success"] and r["on_failure"] == "warn" and warned.n_set_aside == 0
+    assert (paths.validated / "images.npz").read_bytes() == (paths.ingested / "images.npz").read_bytes()
+    assert (paths.validated / "table.csv").read_bytes() == (paths.ingested / "table.csv").read_bytes()
+    assert warned.content_hash == warned.ingest_content_hash
+    assert "warning expect_column_values_to_be_between__outlier_score" in warned.summary()
+
+
+def test_min_images_and_quarantine_share_are_judged_after_setting_aside(contaminated):
+    paths = contaminated
+    exps = [{**OUTLIER, "on_failure": "set_aside"}]
+    res = validate(faces_scenario(exps, source={"source": "folder"}, min_images=120, max_quarantined_share=0.3), paths)
+    r = by_name(res)["min_images"]
+    assert not res.passed and not r["success"] and r["observed_value"] == res.n_kept < 120  # 130 ingested
+    assert not (paths.validated / "images.npz").exists()
+    res = validate(faces_scenario(exps, source={"source": "folder"}, max_quarantined_share=0.1), paths)
+    r = by_name(res)["max_quarantined_share"]
+    assert not res.passed and not r["success"] and r["observed_value"] == pytest.approx(res.n_set_aside / 130, abs=1e-6)
+    assert r["detail"] == {"quarantined": 0, "set_aside": res.n_set_aside, "source_files": 130}
+    assert sorted(r["unexpected_files"]) == sorted(a["file"] for a in res.set_aside)
+
+
+def test_report_lists_every_failing_file(tmp_path):
+    exps = [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "std", "max_value": 0.2}, "on_failure": "warn"}]
+    sc = faces_scenario(exps)
+    res = validate(sc, ingested(tmp_path, sc))
+    r = by_name(res)["expect_column_values_to_be_between__std"]
+    assert r["unexpected_count"] > 30
+    report = {e["name"]: e for e in json.loads(res.report_path.read_text())["results"]}
+    assert report["expect_column_values_to_be_between__std"]["unexpected_files"] == r["unexpected_files"]
+    assert len(r["unexpected_files"]) == len(r["unexpected_values"]) == r["unexpected_count"]
+    line = next(ln for ln in res.summary().splitlines() if "__std" in ln)
+    assert line.count("builtin:faces#") == 20 and f"and {r['unexpected_count'] - 20} more; full list in {res.report_path}" in line
+
+
+def test_on_failure_errors_name_the_file_and_the_key(tmp_path):
+    from pipelines.scenario import ScenarioError
+
+    def write(entry: str):
+        p = tmp_path / "faces.yaml"
+        p.write_text("name: faces\ndata: {source: builtin, builtin: faces}\nvalidation:\n  expectations:\n    - " + entry + "\n")
+        return p
+
+    p = write("{expectation: expect_column_values_to_be_null, kwargs: {column: near_duplicate_of}, on_failure: skip}")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    assert str(p) in str(info.value) and "validation.expectations.0.on_failure" in str(info.value)
+    assert "'block', 'set_aside' or 'warn'" in str(info.value)
+    p = write("{expectation: expect_column_values_to_be_null, kwargs: {column: near_duplicate_of}, on_failure: warn, blocking: true}")
+    with pytest.raises(ScenarioError, match=r"validation\.expectations\.0: on_failure: warn and blocking: true are both given.*remove blocking"):
+        load_scenario(p)
+    p = write("{expectation: expect_column_values_to_be_null, kwargs: {column: near_duplicate_of}, blocking: false}")
+    assert load_scenario(p).validation.expectations[0].action == "warn"  # the older spelling still works
+    sc = faces_scenario([{"expectation": "expect_column_mean_to_be_between", "kwargs": {"column": "mean", "min_value": 0.3}, "on_failure": "set_aside"}])
+    with pytest.raises(ValidationConfigError, match=r"scenarios/faces\.yaml: validation\.expectations\[0\]\.on_failure: set_aside needs an expectation that judges each row"):
+        validate(sc, ingested(tmp_path, sc))
+
+
+def test_dagster_checks_show_set_aside_counts(contaminated, tmp_path):
+    """The asset's checks, called directly: the outlier check passes once its images
+    are set aside and says how many; the summary check names them, capped at 20."""
+    import shutil
+
+    import dagster as dg
+    import yaml
+
+    from assets.common import ScenarioGanResource
+    from assets.validation import SUMMARY_CHECK, validated_images
+
+    from .dagster_support import tiny_scenario
+
+    shipped = yaml.safe_load((SCENARIO_DIR / "faces.yaml").read_text())["validation"]
+    tiny_scenario(tmp_path / "scenarios", name="faces", data={"source": "folder"}, validation={**shipped, "max_quarantined_share": 0.3})
+    shutil.copytree(contaminated.roots.data / "faces" / "ingested", tmp_path / "base" / "data" / "faces" / "ingested")
+    project = ScenarioGanResource(base_dir=str(tmp_path / "base"), scenarios_dir=str(tmp_path / "scenarios"))
+    with dg.build_asset_context(partition_key="faces", resources={"project": project}) as ctx:
+        out = validated_images(ctx)
+    checks = {c.check_name: c for c in out.check_results}
+    meta = {k: getattr(v, "value", v) for k, v in checks["expect_column_values_to_be_between__outlier_score"].metadata.items()}
+    assert checks["expect_column_values_to_be_between__outlier_score"].passed and meta["on_failure"] == "set_aside"
+    n = meta["set_aside_count"]
+    assert n >= 27 and meta["unexpected_count"] == n and len(meta["unexpected_files"]) == 20
+    assert meta["unexpected_files_more"].startswith(f"and {n - 20} more; full list in ") and meta["unexpected_files_more"].endswith("report.json")
+    summary = {k: getattr(v, "value", v) for k, v in checks[SUMMARY_CHECK].metadata.items()}
+    total = summary["set_aside_count"]
+    assert checks[SUMMARY_CHECK].passed and total >= n and summary["set_aside"].endswith(f"and {total - 20} more; full list in {summary['set_aside_list']}")
+    assert getattr(out.metadata["n_set_aside"], "value", None) == total and getattr(out.metadata["n_kept"], "value", None) == 130 - total

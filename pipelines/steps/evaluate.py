@@ -13,9 +13,11 @@ import numpy as np
 
 from gan_core.checkpoint import atomic_write_bytes
 
+from ..dvcio import dvc_hash
 from ..model_card import write_model_card
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
+from .ruler import load_ruler
 from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_originals
 
 
@@ -30,15 +32,14 @@ class EvaluationStepResult:
     model_card: Path
 
 
-def promotion(scenario: Scenario, quality: dict[str, Any], audit: dict[str, Any]) -> tuple[bool, list[str]]:
-    """Does the model meet the scenario's promotion bar? Returns (ok, reasons)."""
-    bar = scenario.evaluation.promote
-    reasons = []
-    if not quality["fid_over_floor"] <= bar.max_fid_over_floor:
-        reasons.append(f"FID/floor {quality['fid_over_floor']:.2f} > evaluation.promote.max_fid_over_floor {bar.max_fid_over_floor}")
-    if not audit["near_copy_share"] <= bar.max_near_copy_share:
-        reasons.append(f"near-copy share {audit['near_copy_share']:.3f} > evaluation.promote.max_near_copy_share {bar.max_near_copy_share}")
-    return not reasons, reasons
+def promotion(scenario: Scenario, result: dict[str, Any]) -> tuple[bool, list[str], dict[str, Any]]:
+    """Does the model meet the scenario's promotion bar? ``(ok, reasons, verdict)``:
+    the reasons name each failed criterion with its value and bar
+    (:func:`gan_core.verdict.judge`)."""
+    from gan_core.verdict import judge
+
+    v = judge(result, scenario.evaluation.promote.bar())
+    return v.passed, v.reasons, v.to_dict()
 
 
 def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepResult:
@@ -52,15 +53,17 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
     if not gen_path.is_file() or not split_path.is_file():
         raise TrainingInputError(f"{gen_path} is missing: train scenario {scenario.name!r} first")
     images = load_originals(paths)
-    held = np.asarray(json.loads(split_path.read_text())["heldout_originals"], dtype=np.int64)
+    split = json.loads(split_path.read_text())
+    extractor, ruler = load_ruler(paths, split)
+    held = np.asarray(split["heldout_originals"], dtype=np.int64)
     is_held = np.isin(np.arange(len(images)), held)
     to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     real_train, real_held = to_t(images[~is_held]), to_t(images[is_held])
     g, _, meta = load_generator(gen_path)
     ev = scenario.evaluation
-    result = evaluate_generator(g, real_train, real_held, out_dir=paths.evaluation, n_audit=ev.n_audit, seed=ev.seed, feature_steps=ev.feature_steps)
-    ok, reasons = promotion(scenario, result["quality"], result["memorization"])
-    q, m = result["quality"], result["memorization"]
+    result = evaluate_generator(g, real_train, real_held, out_dir=paths.evaluation, extractor=extractor, n_audit=ev.n_audit, seed=ev.seed)
+    ok, reasons, verdict = promotion(scenario, result)
+    q, m, realism = result["quality"], result["memorization"], result["realism"]
     headline = {
         "scenario": scenario.name,
         "fid": q["fid"],
@@ -69,17 +72,22 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         "kid": q["kid_mean"],
         "precision": q["precision"],
         "recall": q["recall"],
+        "c2st_accuracy": realism["c2st_accuracy"],
+        "c2st_ci_low": realism["c2st_ci_low"],
+        "sharpness_ratio": realism["sharpness_ratio"],
         "near_copy_share": m["near_copy_share"],
         "steps": meta.get("step"),
         "model_sha256": file_sha256(gen_path),
         "promote": ok,
         "promote_reasons": reasons,
+        "failed_criteria": verdict["failed_criteria"],
+        "ruler_md5": dvc_hash(paths.ruler),
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
-    card = write_model_card(scenario, paths, headline, q, m)
+    card = write_model_card(scenario, paths, headline, q, m, verdict)
     return EvaluationStepResult(
-        metrics={**headline, "quality": q, "memorization": m},
+        metrics={**headline, "quality": q, "memorization": m, "realism": realism, "verdict": verdict},
         promote=ok,
         reasons=reasons,
         samples_png=paths.evaluation / "samples.png",

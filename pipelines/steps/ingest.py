@@ -46,6 +46,20 @@ Pearson correlation of the image with its left-right mirror (1.0 for an image th
 has no variance, which is trivially mirror-identical); ``duplicate_of`` is the index
 of the first row with the same ``sha256`` (empty when none).
 
+Contamination columns (:mod:`pipelines.contamination`, computed over the scenario's own
+normalized images after all of them are decoded; numbers in docs/BENCHMARKS.md):
+
+- ``phash`` — 64-bit DCT perceptual hash of the grey image, 16 hex digits;
+- ``near_duplicate_of`` — the index of the first earlier row this image is a perceptual
+  copy of (re-encoded, brightened, slightly blurred or noised: ``phash`` within
+  ``NEAR_HASH_BITS`` bits and the same pixels up to a linear brightness/contrast map),
+  empty when none; pixel-identical copies are in ``duplicate_of`` instead;
+- ``outlier_score`` — how unlike its scenario the image is, as a robust z-score (median
+  and MAD of the scenario's own scores) of its k-NN distance in a standardized space of
+  texture, contrast, spectrum and colour features; one bound such as
+  ``max_value: 4.0`` means the same in every scenario. Linear in N (each image is
+  compared with a fixed, seeded sample of at most 2,000 images); 0 below 5 images.
+
 All outputs are written atomically (``images.npz`` is streamed from the decoded images,
 so peak memory stays near the size of the output); ``manifest.json`` is removed
 first and written last, so its presence marks a complete, consistent ingestion.
@@ -74,11 +88,16 @@ import numpy as np
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
 
-FORMAT = "scenario-gan.ingest/1"
+FORMAT = "scenario-gan.ingest/2"
 TABLE_COLUMNS = (
     "index", "file", "source_sha256", "sha256", "orig_width", "orig_height", "orig_mode",
     "n_frames", "width", "height", "channels", "mean", "std", "min", "max", "symmetry", "duplicate_of",
+    "phash", "near_duplicate_of", "outlier_score",
 )
+"""The columns of ``table.csv``, in order, each described in the module docstring; the
+last three are the contamination columns (:mod:`pipelines.contamination`)."""
+CONTAMINATION_COLUMNS = ("phash", "near_duplicate_of", "outlier_score")
+"""Computed once all images are decoded (they compare images with each other)."""
 MIN_SIDE = 8
 """Images with a side shorter than this (after EXIF orientation) are quarantined."""
 MAX_IMAGE_PIXELS = 64_000_000
@@ -112,6 +131,8 @@ class IngestResult:
     quarantine_path: Path
     manifest_path: Path
     source: dict[str, Any] = field(default_factory=dict)
+    n_near_duplicates: int = 0
+    """Rows with a ``near_duplicate_of``."""
 
     @property
     def quarantined_share(self) -> float:
@@ -196,16 +217,18 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
 def read_table(path: str | os.PathLike[str]):
     """Read ``table.csv`` with the column types of the contract (file names such as
-    ``NA`` stay strings; ``duplicate_of`` is a nullable integer)."""
+    ``NA`` stay strings; ``duplicate_of`` and ``near_duplicate_of`` are nullable integers)."""
     import pandas as pd
 
     df = pd.read_csv(
         path,
-        dtype={"file": str, "source_sha256": str, "sha256": str, "orig_mode": str},
+        dtype={"file": str, "source_sha256": str, "sha256": str, "orig_mode": str, "phash": str},
         keep_default_na=False,
-        na_values={"duplicate_of": [""]},
+        na_values={"duplicate_of": [""], "near_duplicate_of": [""]},
     )
-    df["duplicate_of"] = df["duplicate_of"].astype("Int64")
+    for col in ("duplicate_of", "near_duplicate_of"):
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
     return df
 
 
@@ -654,12 +677,19 @@ def ingest(
 
     import pandas as pd
 
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    from pipelines import contamination
+
+    table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c not in CONTAMINATION_COLUMNS])
     del rows
-    table["duplicate_of"] = table["duplicate_of"].astype("Int64")
+    for col, values in contamination.columns(images, table["duplicate_of"].notna().tolist()).items():
+        table[col] = values
+    table = table[list(TABLE_COLUMNS)]
+    for col in ("duplicate_of", "near_duplicate_of"):
+        table[col] = table[col].astype("Int64")
     shape = [len(images), *images[0].shape]
     content_hash = _sha256("\n".join(table["sha256"]).encode("ascii"))
     n_dup = int(table["duplicate_of"].notna().sum())
+    n_near = int(table["near_duplicate_of"].notna().sum())
 
     table_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
     quarantine_bytes = _json_bytes(quarantine)
@@ -686,6 +716,14 @@ def ingest(
         "n_images": shape[0],
         "n_quarantined": len(quarantine),
         "n_duplicates": n_dup,
+        "n_near_duplicates": n_near,
+        "contamination": {
+            "features": len(contamination.FEATURE_NAMES_RGB if scenario.image.channels == 3 else contamination.FEATURE_NAMES_GREY),
+            "k": contamination.K,
+            "reference_size": min(shape[0], contamination.REFERENCE_SIZE),
+            "near_hash_bits": contamination.NEAR_HASH_BITS,
+            "near_residual": contamination.NEAR_RESIDUAL,
+        },
         "content_hash": content_hash,
         "source": source,
         "image": {"size": scenario.image.size, "channels": scenario.image.channels, "fit": scenario.image.fit},
@@ -696,7 +734,7 @@ def ingest(
     return IngestResult(
         scenario=scenario.name, n_images=shape[0], n_quarantined=len(quarantine), n_duplicates=n_dup,
         content_hash=content_hash, quarantine=quarantine, images_path=out["images"], table_path=out["table"],
-        quarantine_path=out["quarantine"], manifest_path=out["manifest"], source=source,
+        quarantine_path=out["quarantine"], manifest_path=out["manifest"], source=source, n_near_duplicates=n_near,
     )
 
 

@@ -7,20 +7,42 @@
 Each entry of ``scenario.validation.expectations`` becomes one GX Expectation object
 (``expect_column_values_to_be_between`` -> ``gx.expectations.ExpectColumnValuesToBeBetween``),
 run in an ephemeral context against a pandas data source over ``table.csv`` with a
-whole-dataframe batch definition. Two built-in blocking checks run beside them:
+whole-dataframe batch definition. Each entry's ``on_failure`` says what a failure does:
 
-- ``min_images`` — ``ExpectTableRowCountToBeBetween(min_value=validation.min_images)``;
-- ``max_quarantined_share`` — quarantined files / all source files <= the bound
-  (a plain check with the same result shape: the quarantine is not part of the table).
+- ``set_aside`` — entries run first, over every ingested row; the rows any of them
+  fails are removed from the validated dataset and listed in ``set_aside.json``
+  (``index``, ``file``, ``sha256``, the check names, each offending value and, for a
+  copy set aside by a ``duplicate_of``/``near_duplicate_of`` check, ``copy_of``: the
+  earlier file it repeats), never dropped silently. Only expectations that name failing rows qualify (column-map ones
+  such as ``expect_column_values_to_be_between`` or ``expect_column_values_to_be_null``);
+  an entry whose run errors blocks instead, since its rows are unknown;
+- ``block`` and ``warn`` — entries run over the rows that remain (the dataset training
+  will see); a failed ``block`` entry stops training, a ``warn`` entry only reports.
+
+Two built-in blocking checks judge the dataset after setting aside:
+
+- ``min_images`` — ``ExpectTableRowCountToBeBetween(min_value=validation.min_images)``
+  over the kept rows: training needs that many real images, whatever was removed;
+- ``max_quarantined_share`` — (quarantined files + set-aside images) / all source files
+  <= the bound: setting aside can never quietly shrink a scenario by more than the share
+  that counts as a broken source (a plain check with the same result shape: the
+  quarantine is not part of the table).
 
 Every result carries a stable ``name`` that is a valid Dagster asset-check name, e.g.
 ``expect_column_values_to_be_between__std`` (a ``__2``, ``__3``, ... suffix keeps
-repeated expectations on the same column apart, in file order).
+repeated expectations on the same column apart, in file order), and lists **every**
+failing file in ``report.json``; one-line summaries and the Dagster UI show the first
+:data:`MAX_FILES` and say how many more there are and where the full list is.
 
-``validated/images.npz`` (the ingested images, unchanged: rows that fail only
-non-blocking expectations are kept) is written only when every blocking check passes;
-a stale one is removed first, so training can never read data that did not pass.
-``report.json`` is written in both cases, last.
+Outputs in ``paths.validated`` (stale ones are removed first, so training can never read
+data that did not pass):
+
+- ``images.npz`` — the kept images, in ingested order (byte-identical to the ingested
+  file when nothing is set aside), and ``table.csv`` — their rows of the ingested table
+  (row i of one is row i of the other; ``index`` is the ingested row): both only when
+  every blocking check passes;
+- ``set_aside.json`` — the set-aside images (an empty list when none), in both cases;
+- ``report.json`` — in both cases, last.
 """
 
 from __future__ import annotations
@@ -29,16 +51,18 @@ import difflib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
 
-FORMAT = "scenario-gan.validate/1"
+FORMAT = "scenario-gan.validate/2"
 MAX_FILES = 20
-"""At most this many unexpected file names per result."""
+"""At most this many file names per result in one-line summaries and the Dagster UI;
+``report.json`` lists every one."""
+SET_ASIDE_FILE = "set_aside.json"
 
 
 class ValidationConfigError(ValueError):
@@ -53,23 +77,50 @@ class ValidationFailed(Exception):
         super().__init__(result.summary())
 
 
+def capped_files(files: list[str], total: int | None = None, full_list: Path | str | None = None, limit: int = MAX_FILES) -> str:
+    """``a, b, c and 12 more; full list in <full_list>``: the first ``limit`` of ``files``
+    (``total`` of them in all, default ``len(files)``) for one-line summaries."""
+    total = len(files) if total is None else total
+    text = ", ".join(files[:limit])
+    more = total - min(len(files), limit)
+    if more > 0:
+        text += f" and {more} more" + (f"; full list in {full_list}" if full_list else "")
+    return text
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     scenario: str
     passed: bool
     """True when every blocking check succeeded."""
     results: list[dict[str, Any]]
-    """One dict per check: name, expectation, kwargs, blocking, success,
-    unexpected_count, unexpected_files (<= 20), observed_value (+ unexpected_values,
-    error where applicable)."""
+    """One dict per check: name, expectation, kwargs, on_failure, blocking (on_failure is
+    ``block``), rows (``ingested`` or ``kept``: the rows it ran on), success,
+    unexpected_count, unexpected_files (every one), observed_value (+ unexpected_values,
+    set_aside_count, detail, error where applicable)."""
     n_rows: int
+    """Rows of the ingested table."""
     content_hash: str | None
-    """The validated dataset's content hash (= the ingest ``content_hash``; the images
-    pass through unchanged) when passed, else None: a Dagster data version."""
+    """The validated dataset's content hash when passed, else None: a Dagster data
+    version. sha256 over the kept rows' ``sha256`` values, one per line: the ingest
+    ``content_hash`` when nothing is set aside."""
     ingest_content_hash: str
     report_path: Path
     images_path: Path | None
     """``validated/images.npz`` when passed, else None (and the file does not exist)."""
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
+    """Every set-aside image: index, file, sha256, checks, values (as in set_aside.json)."""
+    set_aside_path: Path | None = None
+    table_path: Path | None = None
+    """``validated/table.csv`` (the kept rows) when passed, else None."""
+
+    @property
+    def n_set_aside(self) -> int:
+        return len(self.set_aside)
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_rows - len(self.set_aside)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -77,23 +128,41 @@ class ValidationResult:
 
     @property
     def failed_blocking(self) -> list[dict[str, Any]]:
-        return [r for r in self.results if r["blocking"] and not r["success"]]
+        return [r for r in self.results if blocks(r)]
 
     def summary(self) -> str:
         if self.passed and not self.failed:
             return f"scenario {self.scenario}: all {len(self.results)} checks passed on {self.n_rows} images"
         lines = [f"scenario {self.scenario}: " + ("passed" if self.passed else "validation FAILED; training is blocked")]
+        label = {"block": "BLOCKING", "set_aside": "set aside", "warn": "warning"}
         for r in self.failed:
-            files = ", ".join(r["unexpected_files"])
-            more = r["unexpected_count"] - len(r["unexpected_files"]) if r["unexpected_count"] else 0
+            n = r["unexpected_count"]
+            files = capped_files(r["unexpected_files"], max(n, len(r["unexpected_files"])), self.report_path)
             lines.append(
-                f"  {'BLOCKING' if r['blocking'] else 'warning'} {r['name']} ({r['expectation']} {json.dumps(r['kwargs'], sort_keys=True)}): "
-                + (f"{r['unexpected_count']} unexpected rows" if r["unexpected_count"] else f"observed {r['observed_value']!r}")
-                + (f"; files: {files}" + (f" and {more} more" if more > 0 else "") if files else "")
+                f"  {'BLOCKING' if blocks(r) else label[r['on_failure']]} {r['name']} ({r['expectation']} {json.dumps(r['kwargs'], sort_keys=True)}): "
+                + (f"{n} unexpected rows" if n else f"observed {r['observed_value']!r}")
+                + (
+                    f" (share {r['observed_value']}: {r['detail']['quarantined']} quarantined + {r['detail']['set_aside']} set aside "
+                    f"of {r['detail']['source_files']} source files)" if r.get("detail") else ""
+                )
+                + (f"; files: {files}" if files else "")
                 + (f"; error: {r['error']}" if r.get("error") else "")
+            )
+        if self.set_aside:
+            lines.append(
+                f"  set aside {len(self.set_aside)} of {self.n_rows} images, kept {self.n_kept}: "
+                + capped_files([e["file"] for e in self.set_aside], full_list=self.set_aside_path)
             )
         lines.append(f"  report: {self.report_path}")
         return "\n".join(lines)
+
+
+def blocks(result: dict[str, Any]) -> bool:
+    """Whether a failed check stops training: a failed ``block`` check, or a
+    ``set_aside`` check whose failing rows could not be named (its run errored)."""
+    if result["success"]:
+        return False
+    return result["on_failure"] == "block" or (result["on_failure"] == "set_aside" and bool(result.get("error")))
 
 
 def require_passed(result: ValidationResult) -> ValidationResult:
@@ -177,12 +246,28 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _is_missing(v: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
 def _columns_in(kwargs: dict[str, Any]) -> list[str]:
     cols = [kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)]
     for k in ("column_list", "column_set"):
         if isinstance(kwargs.get(k), (list, tuple)):
             cols += [c for c in kwargs[k] if isinstance(c, str)]
     return cols
+
+
+def _names_rows(cls: type) -> bool:
+    """Whether a GX expectation class judges rows one by one (and so names failing rows)."""
+    from great_expectations.expectations.expectation import ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation
+
+    return issubclass(cls, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
 
 
 def _build(scenario: Scenario, columns: list[str]) -> list[tuple[dict[str, Any], Any]]:
@@ -200,6 +285,12 @@ def _build(scenario: Scenario, columns: list[str]) -> list[tuple[dict[str, Any],
                 f"{where}: {key}.expectation: {exp.expectation!r} is not a great-expectations 1.x expectation; "
                 f"did you mean one of {examples}? ({len(classes)} are available, e.g. expect_column_mean_to_be_between)"
             )
+        if exp.action == "set_aside" and not _names_rows(cls):
+            raise ValidationConfigError(
+                f"{where}: {key}.on_failure: set_aside needs an expectation that judges each row and so names the failing "
+                f"images (e.g. expect_column_values_to_be_between, expect_column_values_to_be_null); {exp.expectation} "
+                "judges the table as a whole: use on_failure: block or warn"
+            )
         missing = [c for c in _columns_in(exp.kwargs) if c not in columns]
         if missing:
             raise ValidationConfigError(f"{where}: {key}.kwargs: column(s) {missing} are not in the ingested table; columns are {columns}")
@@ -207,11 +298,14 @@ def _build(scenario: Scenario, columns: list[str]) -> list[tuple[dict[str, Any],
             obj = cls(**exp.kwargs)
         except Exception as e:  # noqa: BLE001 - pydantic errors from GX
             raise ValidationConfigError(f"{where}: {key}.kwargs are not valid for {exp.expectation}: {e}") from None
-        built.append(({"expectation": exp.expectation, "kwargs": dict(exp.kwargs), "blocking": exp.blocking}, obj))
+        meta = {"expectation": exp.expectation, "kwargs": dict(exp.kwargs), "on_failure": exp.action, "blocking": exp.action == "block"}
+        built.append((meta, obj))
     return built
 
 
-def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> dict[str, Any]:
+def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> tuple[dict[str, Any], list[int]]:
+    """(result entry, ingested ``index`` of every failing row) from a GX validation
+    result; every failing file is listed, in the order GX reports them."""
     r = res.result or {}
     err = None
     info = res.exception_info or {}
@@ -224,15 +318,14 @@ def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> dict[str, Any]:
                 break
     idx = r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or []
     names: list[str] = []
+    rows: list[int] = []
     for item in idx:
         if isinstance(item, dict) and "file" in item:
             names.append(str(item["file"]))
+            if item.get("index") is not None:
+                rows.append(int(item["index"]))
         elif isinstance(item, int) and 0 <= item < len(files):
             names.append(str(files[item]))
-    seen: list[str] = []
-    for n in names:  # keep order, drop repeats
-        if n not in seen:
-            seen.append(n)
     unexpected_count = r.get("unexpected_count")
     observed = r.get("observed_value")
     if observed is None and "unexpected_percent" in r:
@@ -241,14 +334,17 @@ def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> dict[str, Any]:
         **meta,
         "success": bool(res.success) and err is None,
         "unexpected_count": int(unexpected_count) if unexpected_count is not None else 0,
-        "unexpected_files": seen[:MAX_FILES],
+        "unexpected_files": list(dict.fromkeys(names)),  # keep order, drop repeats
         "observed_value": _jsonable(observed),
     }
-    if r.get("partial_unexpected_list"):
-        out["unexpected_values"] = _jsonable(r["partial_unexpected_list"][:MAX_FILES])
+    values = r.get("unexpected_list") or r.get("partial_unexpected_list")
+    if values:
+        out["unexpected_values"] = _jsonable(values)
     if err:
         out["error"] = str(err)
-    return out
+    elif meta.get("on_failure") == "set_aside" and len(set(rows)) < out["unexpected_count"]:
+        out["error"] = f"great-expectations named {len(set(rows))} of the {out['unexpected_count']} failing rows, so they cannot be set aside"
+    return out, sorted(set(rows))
 
 
 def _quiet_context():
@@ -267,23 +363,37 @@ def _quiet_context():
 # ----------------------------------------------------------------------------- the step
 
 
+def _kept_table_bytes(table_path: Path, keep: list[int], n_rows: int) -> bytes:
+    """The header and the ``keep`` rows (positions) of ``table.csv``, byte for byte.
+    Ingestion writes one line per row (file names are printable: no raw newlines)."""
+    lines = table_path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if len(lines) != n_rows + 1:
+        raise RuntimeError(f"{table_path} has {len(lines) - 1} lines for {n_rows} rows; rerun the ingest step")
+    return b"".join(lines[i] + b"\n" for i in (0, *(k + 1 for k in keep)))
+
+
 def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     """Run the scenario's expectations (plus ``min_images`` and ``max_quarantined_share``)
-    over ``paths.ingested/table.csv``; write ``paths.validated/report.json`` and, only when
-    every blocking check passed, ``paths.validated/images.npz``. Returns the result either
-    way; raises :class:`ValidationConfigError` for a broken scenario configuration and
+    over ``paths.ingested/table.csv``, setting aside the rows that ``set_aside``
+    expectations fail; write ``set_aside.json`` and ``report.json`` to
+    ``paths.validated`` and, only when every blocking check passed, the kept rows'
+    ``images.npz`` and ``table.csv``. Returns the result either way; raises
+    :class:`ValidationConfigError` for a broken scenario configuration and
     FileNotFoundError when ingestion has not completed (RuntimeError when its outputs
     disagree with each other)."""
-    from pipelines.steps.ingest import _atomic_write, _json_bytes, read_table
+    from pipelines.steps.ingest import _atomic_write, _json_bytes, _sha256, read_table
 
     ing, out_dir = paths.ingested, paths.validated
     manifest_path, table_path = ing / "manifest.json", ing / "table.csv"
     images_in, quarantine_path = ing / "images.npz", ing / "quarantine.json"
-    report_path, images_out = out_dir / "report.json", out_dir / "images.npz"
+    report_path, images_out, table_out = out_dir / "report.json", out_dir / "images.npz", out_dir / "table.csv"
+    set_aside_path = out_dir / SET_ASIDE_FILE
 
     # Nothing stale may survive a failed or crashed validation.
-    images_out.unlink(missing_ok=True)
-    report_path.unlink(missing_ok=True)
+    for stale in (images_out, table_out, set_aside_path, report_path):
+        stale.unlink(missing_ok=True)
 
     if not manifest_path.is_file():
         raise FileNotFoundError(
@@ -294,70 +404,131 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     quarantine = json.loads(quarantine_path.read_text(encoding="utf-8")) if quarantine_path.is_file() else []
     if len(df) != manifest.get("n_images"):
         raise RuntimeError(f"scenario {scenario.name}: {table_path} has {len(df)} rows but the manifest says {manifest.get('n_images')}; rerun the ingest step")
+    if "index" not in df.columns or df["index"].tolist() != list(range(len(df))):
+        raise RuntimeError(f"scenario {scenario.name}: {table_path}: column 'index' must number the rows 0..{len(df) - 1}; rerun the ingest step")
 
     built = _build(scenario, list(df.columns))  # config errors before any GX run
 
     import great_expectations as gx
 
     spec = scenario.validation
-    row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
     ctx = _quiet_context()
     ds = ctx.data_sources.add_pandas(name=f"scenario_{scenario.name}")
     asset = ds.add_dataframe_asset(name="ingested_table")
     batch_def = asset.add_batch_definition_whole_dataframe("whole_table")
-    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-    # One validation per expectation: results map to scenario entries by position, and
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["index", "file"]}
+
+    # 1. set_aside entries over every ingested row; 2. the rest over the kept rows. One
+    # validation per expectation: results map to scenario entries by position, and
     # identical entries (which an ExpectationSuite would merge) stay separate.
-    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["file"]}
-    gx_results = [batch.validate(obj, result_format=fmt) for _, obj in built]
-    row_count_result = batch.validate(row_count, result_format=fmt)
+    full = batch_def.get_batch(batch_parameters={"dataframe": df})
     files = df["file"].tolist()
+    entries: dict[int, dict[str, Any]] = {}
+    failing: dict[int, list[int]] = {}  # ingested row -> positions of the entries it failed
+    for pos, (meta, obj) in enumerate(built):
+        if meta["on_failure"] != "set_aside":
+            continue
+        entry, rows = _from_gx({**meta, "rows": "ingested"}, full.validate(obj, result_format=fmt), files)
+        entries[pos] = entry
+        if not entry.get("error"):
+            for row in rows:
+                failing.setdefault(row, []).append(pos)
+            entry["set_aside_count"] = len(rows)
+    aside_rows = sorted(failing)
+    keep = [i for i in range(len(df)) if i not in failing]
+    kept_df = df.iloc[keep].reset_index(drop=True) if aside_rows else df
+    batch = batch_def.get_batch(batch_parameters={"dataframe": kept_df}) if aside_rows else full
+    kept_files = kept_df["file"].tolist()
+    for pos, (meta, obj) in enumerate(built):
+        if meta["on_failure"] != "set_aside":
+            entries[pos] = _from_gx({**meta, "rows": "kept"}, batch.validate(obj, result_format=fmt), kept_files)[0]
+    row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
+    row_count_result = batch.validate(row_count, result_format=fmt)
 
     results: list[dict[str, Any]] = []
     names = iter(check_names(scenario))
+    keys = ("name", "expectation", "kwargs", "on_failure", "blocking", "rows", "success", "unexpected_count", "unexpected_files", "observed_value")
 
     def add(entry: dict[str, Any]) -> None:  # in check_names() order
         entry["name"] = next(names)
-        results.append({k: entry[k] for k in ("name", "expectation", "kwargs", "blocking", "success", "unexpected_count", "unexpected_files", "observed_value")} | {k: v for k, v in entry.items() if k in ("unexpected_values", "error")})
+        results.append({k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")})
 
-    rc = _from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, "blocking": True}, row_count_result, files)
-    add(rc)
-    n_q, total = len(quarantine), len(df) + len(quarantine)
-    share = n_q / total if total else 0.0
+    builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
+    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, kept_files)[0])
+    n_q, n_aside, total = len(quarantine), len(aside_rows), len(df) + len(quarantine)
+    share = (n_q + n_aside) / total if total else 0.0
+    over = share > spec.max_quarantined_share
     add({
-        "expectation": "max_quarantined_share", "kwargs": {"max_value": spec.max_quarantined_share}, "blocking": True,
-        "success": share <= spec.max_quarantined_share, "unexpected_count": n_q if share > spec.max_quarantined_share else 0,
-        "unexpected_files": [q["file"] for q in quarantine][:MAX_FILES] if share > spec.max_quarantined_share else [],
-        "observed_value": round(share, 6),
+        "expectation": "max_quarantined_share", "kwargs": {"max_value": spec.max_quarantined_share}, **builtin, "rows": "ingested",
+        "success": not over, "unexpected_count": n_q + n_aside if over else 0,
+        "unexpected_files": [q["file"] for q in quarantine] + [files[i] for i in aside_rows] if over else [],
+        "observed_value": round(share, 6), "detail": {"quarantined": n_q, "set_aside": n_aside, "source_files": total},
     })
-    for (meta, _), res in zip(built, gx_results):
-        add(_from_gx(meta, res, files))
+    for pos in range(len(built)):
+        add(entries[pos])
 
-    passed = all(r["success"] for r in results if r["blocking"])
+    # Which check set each row aside, and the value it objected to.
+    check_of = {pos: results[len(BUILTIN_CHECKS) + pos]["name"] for pos in range(len(built))}
+    set_aside: list[dict[str, Any]] = []
+    for row in aside_rows:
+        values = {}
+        for pos in failing[row]:
+            cols = _columns_in(built[pos][0]["kwargs"])
+            vals = {c: _jsonable(df.at[row, c]) for c in cols}
+            values[check_of[pos]] = vals[cols[0]] if len(cols) == 1 else vals
+        entry = {"index": row, "file": files[row], "sha256": df.at[row, "sha256"], "checks": [check_of[p] for p in failing[row]], "values": values}
+        for col in ("duplicate_of", "near_duplicate_of"):  # name the earlier image a copy repeats
+            cols_used = {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])}
+            if col in cols_used and col in df.columns and not _is_missing(df.at[row, col]):
+                entry["copy_of"] = files[int(df.at[row, col])]
+        set_aside.append(entry)
+
+    passed = not any(blocks(r) for r in results)
+    content_hash = _sha256("\n".join(kept_df["sha256"]).encode("ascii")) if passed else None
     report = {
         "format": FORMAT,
         "scenario": scenario.name,
         "passed": passed,
         "n_rows": len(df),
+        "n_kept": len(keep),
+        "n_set_aside": n_aside,
         "n_quarantined": n_q,
+        "set_aside": {"file": SET_ASIDE_FILE, "count": n_aside, "by_check": {check_of[p]: entries[p].get("set_aside_count", 0) for p in range(len(built)) if built[p][0]["on_failure"] == "set_aside"}},
         "ingest_content_hash": manifest.get("content_hash"),
+        "content_hash": content_hash,
         "great_expectations": gx.__version__,
         "results": results,
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(set_aside_path, _json_bytes(_jsonable(set_aside)))
     if passed:
-        data = images_in.read_bytes()
-        import io
-
         import numpy as np
 
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            n_images = len(npz["images"])
+        from pipelines.steps.ingest import load_images, write_images_npz
+
+        # Unchanged images are copied byte for byte; otherwise the kept rows are streamed
+        # into a new archive (peak memory: the ingested array once).
+        data = None if aside_rows else images_in.read_bytes()
+        if data is not None:
+            import io
+
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                n_images = len(npz["images"])
+        else:
+            images = load_images(images_in)
+            n_images = len(images)
         if n_images != len(df):
             raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {len(df)} rows; rerun the ingest step")
-        _atomic_write(images_out, data)
+        if data is not None:
+            _atomic_write(images_out, data)
+        else:
+            write_images_npz(images_out, [images[i] for i in keep])
+            del images
+        _atomic_write(table_out, _kept_table_bytes(table_path, keep, len(df)))
     _atomic_write(report_path, _json_bytes(_jsonable(report)))
     return ValidationResult(
         scenario=scenario.name, passed=passed, results=results, n_rows=len(df),
-        content_hash=manifest.get("content_hash") if passed else None, ingest_content_hash=manifest.get("content_hash"),
+        content_hash=content_hash, ingest_content_hash=manifest.get("content_hash"),
         report_path=report_path, images_path=images_out if passed else None,
+        set_aside=set_aside, set_aside_path=set_aside_path, table_path=table_out if passed else None,
     )

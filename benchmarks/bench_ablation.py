@@ -1,0 +1,168 @@
+"""Augmentation ablation per default scenario, at equal budget: which augmentation buys
+quality, measured with the scenario's own ruler and verdict.
+
+For each scenario the real pipeline steps run (ingest and validate once, then per variant
+augment -> train -> evaluate with one shared ruler), with the scenario's recipe and
+budget, changing only the augmentation:
+
+- ``none``            no transform at all;
+- ``albumentations``  the scenario's transforms as routed (symmetries to the real images
+                      per batch, the rest on D's input at their listed p), ADA off;
+- ``ada``             only the transforms on D's input, their probability adapted by ADA
+                      (a scenario with none gets ``Affine`` translate 1/8, p 1: DiffAugment's
+                      translation);
+- ``both``            the scenario's transforms as routed, ADA on (with that translation
+                      added when the scenario has nothing on D's input).
+
+Reported per variant: FID/floor, precision, recall, the classifier two-sample accuracy,
+the sharpness ratio, the verdict, ADA's final p and the training wall time.
+
+    python -m benchmarks.bench_ablation --out ablation.json                    # 4 scenarios x 4 variants (~1 h on 2 cores)
+    python -m benchmarks.bench_ablation --scenarios faces --variants none both
+    python -m benchmarks.bench_ablation --quick --out /tmp/ablation.json       # seconds: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = ("none", "albumentations", "ada", "both")
+TRANSLATION = {"name": "Affine", "params": {"translate_percent": [-0.125, 0.125], "p": 1.0}}
+SYMMETRIES = {"HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "SquareSymmetry", "D4"}
+
+
+def variant_augmentation(aug: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The scenario's ``augmentation`` block changed for ``variant``."""
+    transforms = list(aug.get("transforms") or [])
+    d_side = [t for t in transforms if t["name"] not in SYMMETRIES]
+    if variant == "none":
+        return {**aug, "transforms": [], "ada": False}
+    if variant == "albumentations":
+        return {**aug, "ada": False}
+    if variant == "ada":
+        return {**aug, "transforms": d_side or [TRANSLATION], "ada": True}
+    return {**aug, "transforms": transforms if d_side else transforms + [TRANSLATION], "ada": True}
+
+
+def run_scenario(name: str, opts: argparse.Namespace, work: Path, log) -> dict[str, Any]:
+    import yaml
+
+    from pipelines.paths import Roots, ScenarioPaths
+    from pipelines.scenario import SCENARIO_DIR, parse_scenario
+    from pipelines.steps.augment import augment
+    from pipelines.steps.evaluate import evaluate_step
+    from pipelines.steps.ingest import ingest
+    from pipelines.steps.ruler import build_ruler
+    from pipelines.steps.train import train_step
+    from pipelines.steps.validate import require_passed, validate
+
+    raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
+    train = raw.setdefault("gan", {}).setdefault("train", {})
+    if opts.steps:
+        train["steps"] = opts.steps
+    train["num_threads"] = opts.threads
+    if opts.quick:
+        raw["evaluation"] = {**raw.get("evaluation", {}), "feature_steps": 20, "n_audit": 50}
+    base = parse_scenario(raw, f"scenarios/{name}.yaml")
+    shared = ScenarioPaths(name, Roots.under(work / name / "_data"))
+    ingest(base, shared)
+    require_passed(validate(base, shared))
+    build_ruler(base, shared)
+    rows = {}
+    for v in opts.variants:
+        sc = parse_scenario({**raw, "augmentation": variant_augmentation(raw.get("augmentation") or {}, v)}, f"scenarios/{name}.yaml")
+        paths = ScenarioPaths(name, Roots.under(work / name / v))
+        shutil.copytree(shared.validated, paths.validated)
+        shutil.copytree(shared.ruler, paths.ruler)
+        augment(sc, paths)
+        t0 = time.perf_counter()
+        r = train_step(sc, paths, progress=False, gpu=False)
+        wall = time.perf_counter() - t0
+        m = evaluate_step(sc, paths).metrics
+        rows[v] = {
+            "transforms": [t.name for t in sc.augmentation.transforms],
+            "ada": sc.augmentation.ada,
+            "ada_p": r.ada_p,
+            "steps": r.steps,
+            "train_wall_s": round(wall, 1),
+            **{k: m[k] for k in ("fid_over_floor", "fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "promote", "failed_criteria")},
+        }
+        if opts.keep_grids:
+            grids = Path(opts.keep_grids)
+            grids.mkdir(parents=True, exist_ok=True)
+            shutil.copy(paths.evaluation / "samples.png", grids / f"{name}-{v}.png")
+        log(f"{name}/{v}: FID/floor {m['fid_over_floor']:.2f}, P {m['precision']:.2f}, R {m['recall']:.2f}, C2ST {m['c2st_accuracy']:.2f}, sharpness {m['sharpness_ratio']:.2f}, promote {m['promote']}, {wall:.0f} s")
+    return rows
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [
+        f"### Augmentation ablation at equal budget ({res['settings']['threads']} torch thread(s), loadavg {res['loadavg_before']} -> {res['loadavg_after']})",
+        "",
+        "| scenario | variant | steps | FID/floor | precision | recall | classifier acc. | sharpness | verdict | ADA p | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for name, rows in res["scenarios"].items():
+        for v, r in rows.items():
+            verdict = "promote" if r["promote"] else "refuse: " + ", ".join(r["failed_criteria"])
+            ada = f"{r['ada_p']:.2f}" if r["ada_p"] is not None else "-"
+            lines.append(
+                f"| {name} | {v} | {r['steps']} | {r['fid_over_floor']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} | {r['c2st_accuracy']:.2f} "
+                f"| {r['sharpness_ratio']:.2f} | {verdict} | {ada} | {r['train_wall_s']:.0f} |"
+            )
+    lines += ["", f"(whole run {res['wall_s']} s)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", nargs="+", default=["digits", "faces", "histology", "textures"])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--steps", type=int, help="training steps for every variant (default: the scenario's own budget)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)), help="torch threads (default $OMP_NUM_THREADS or 2)")
+    p.add_argument("--workdir", help="keep the runs here (default: a temporary directory)")
+    p.add_argument("--keep-grids", help="copy each variant's samples.png here as <scenario>-<variant>.png")
+    p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--quick", action="store_true", help="smoke test: 4 training steps, a 20-step ruler")
+    opts = p.parse_args(argv)
+    if opts.quick and not opts.steps:
+        opts.steps = 4
+    import torch
+
+    from benchmarks.bench_ingest import machine_info
+
+    torch.set_num_threads(opts.threads)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(opts.workdir) if opts.workdir else Path(tmp)
+        scenarios = {name: run_scenario(name, opts, work, log) for name in opts.scenarios}
+    res = {
+        "settings": {"steps": opts.steps, "threads": opts.threads, "variants": list(opts.variants)},
+        "machine": machine_info(),
+        "loadavg_before": round(load0, 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "scenarios": scenarios,
+    }
+    print(markdown(res))
+    if opts.out:
+        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""Contamination signals for the per-image table: how unlike the rest of its scenario an
+image is, and which earlier image it is a perceptual copy of.
+
+    from pipelines import contamination
+    cols = contamination.columns(images, exact_duplicate)   # {"phash", "near_duplicate_of", "outlier_score"}
+
+Ingestion calls :func:`columns` once per scenario, over the scenario's own normalized
+images (uint8 ``(H, W, C)``, all the same shape); validation expectations block on, or
+set aside, what the columns say. NumPy only: no torch, no model weights, nothing to download.
+
+``outlier_score`` — a robust z-score of how far an image lies from its scenario's own
+images, on one scale for every scenario: ``4.0`` means the same thing for faces, digits
+and textures, so one bound needs no tuning per contaminant.
+
+1. Every image becomes :data:`N_FEATURES_GREY` (grey) or :data:`N_FEATURES_RGB` (RGB)
+   numbers that describe what kind of picture it is, not where things sit in it
+   (see :func:`image_features`): grey-level quantiles, contrast and gradient energy,
+   the share of spectral power per frequency band, the gradient orientation mix, a
+   local binary pattern histogram, and for RGB channel means/spreads and opponent
+   colours. Translation-free features keep random crops of one texture close together.
+2. The features are standardized with the median and MAD of a reference sample:
+   :data:`REFERENCE_SIZE` images drawn with a fixed seed (every image when the scenario
+   is smaller), so the cost stays linear in N and reruns give the same scores.
+3. Reference images whose k-NN distance (mean distance to their :data:`K` nearest
+   reference images) has a robust z above :data:`OUTLIER_THRESHOLD` are dropped from
+   the reference once, so a group of contaminants stops vouching for itself.
+4. Every image's k-NN distance to the trimmed reference is divided by
+   ``max(global median, median of its neighbours' own k-NN distances)``: a legitimately
+   spread-out mode (brick crops among grass and gravel) is judged by its own spread,
+   while an image whose neighbours are tight is judged by the scenario's typical one.
+5. The result is expressed as a robust z-score: ``(s - median) / (1.4826 * MAD)`` over
+   the trimmed reference. Scenarios with fewer than :data:`MIN_IMAGES` images get 0.
+
+``phash`` — a 64-bit DCT perceptual hash (16 hex digits): the 8x8 lowest frequencies of
+the grey image's 2-D DCT-II, one bit per coefficient above their median. Re-encoding,
+brightness/contrast changes, slight blur or noise move it by a few bits; crops, shifts
+and flips do not keep it (they are not caught as near-duplicates).
+
+``near_duplicate_of`` — the index of the first earlier row that is a perceptual copy of
+this one: its ``phash`` differs in at most :data:`NEAR_HASH_BITS` bits **and** the two
+grey images agree up to a linear brightness/contrast map with an RMS residual of at most
+:data:`NEAR_RESIDUAL` (on the [0, 1] scale). The second test keeps different 8x8 digits
+of one class apart, whose hashes often collide. Pixel-identical copies are already in
+``duplicate_of`` and are not repeated here (their column is empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+K = 50
+"""Neighbours in the k-NN distance. A tight group of more images than this (2.5 % of a
+full reference) counts as a mode of the scenario; smaller groups far from the rest are
+flagged, which catches a batch of up to K images of another kind (30 grey textures among
+300 colour histology patches are all found at K = 50, half of them missed at K = 20)."""
+REFERENCE_SIZE = 2000
+"""At most this many images form the reference that every image is compared with:
+the cost is O(N * REFERENCE_SIZE), linear in the number of images."""
+OUTLIER_THRESHOLD = 4.0
+"""The documented bound for ``outlier_score`` (robust z); also the trimming bound of
+step 3. Measured in docs/BENCHMARKS.md ("Validation: contamination")."""
+MIN_IMAGES = 5
+"""Scenarios with fewer images get ``outlier_score`` 0: there is nothing to compare with."""
+NEAR_HASH_BITS = 4
+"""Hash candidates for ``near_duplicate_of``: at most this many differing ``phash`` bits."""
+NEAR_RESIDUAL = 0.025
+"""Confirmed near-duplicate: RMS residual (grey, [0, 1]) of the best linear map from one
+image to the other, in both directions, at most this."""
+MAX_BUCKET = 256
+"""A hash block value keeps at most this many rows (the earliest): where most images
+share a hash (blank frames), later ones are compared with the first 256, so the cost
+per image stays bounded."""
+_HASH_BLOCKS = ((0, 21), (21, 42), (42, 64))
+"""Multi-index hashing: two hashes within NEAR_HASH_BITS (= 4) bits differ in at most one
+bit in at least one of these 3 bit ranges (pigeonhole: 2 + 2 + 2 > 4), so each row looks
+up its own value of each range and the values one bit away (65 look-ups among ~2 million
+possible values) and only the rows found there are compared."""
+LBP_STEP = 1
+"""A neighbour sets its local-binary-pattern bit when at least this many grey levels brighter."""
+_QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
+_BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1 / 4), (1 / 4, 1 / 2), (1 / 2, 1.0))
+_LUMA = np.array([0.299, 0.587, 0.114])
+_EPS = 1e-3
+_CHUNK_PIXELS = 1 << 18
+"""Images per feature chunk: about this many pixels (small arrays stay in the CPU cache)."""
+_DIST_CHUNK = 1024
+"""Rows per block of distances: 1,024 x 2,000 float64 = 16 MB."""
+FEATURE_NAMES_GREY = (
+    *(f"q{int(q * 100):02d}" for q in _QUANTILES),
+    "log_std", "log_grad_x", "log_grad_y", "log_laplacian",
+    *(f"log_band_{i}" for i in range(len(_BANDS))),
+    *(f"orient_{a}" for a in (0, 45, 90, 135)),
+    *(f"lbp_{i}" for i in range(10)),
+)
+FEATURE_NAMES_RGB = (
+    *FEATURE_NAMES_GREY,
+    "mean_r", "mean_g", "mean_b", "log_std_r", "log_std_g", "log_std_b",
+    "mean_rg", "mean_yb", "log_std_rg", "log_std_yb",
+)
+N_FEATURES_GREY = len(FEATURE_NAMES_GREY)
+N_FEATURES_RGB = len(FEATURE_NAMES_RGB)
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) float in [0, 1] -> (B, H, W) luma (ITU-R 601, as Pillow's ``L``)."""
+    return x[..., 0] if x.shape[-1] == 1 else x @ _LUMA
+
+
+def _lbp_table() -> np.ndarray:
+    """8-bit local binary pattern -> bin: uniform patterns (at most 2 circular 0/1
+    changes) by their number of set bits (0-8), every other pattern 9."""
+    codes = np.arange(256)
+    bits = (codes[:, None] >> np.arange(8)) & 1
+    changes = (bits != np.roll(bits, 1, axis=1)).sum(axis=1)
+    return np.where(changes <= 2, bits.sum(axis=1), 9).astype(np.int64)
+
+
+_LBP_BIN = _lbp_table()
+
+
+def _per_image_hist(values: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(B, ...) integer bins in [0, n_bins) -> (B, n_bins) counts (or summed weights)."""
+    b = values.shape[0]
+    flat = (values.reshape(b, -1) + (np.arange(b) * n_bins)[:, None]).ravel()
+    w = None if weights is None else weights.reshape(-1)
+    return np.bincount(flat, weights=w, minlength=b * n_bins).reshape(b, n_bins)
+
+
+def image_features(batch: np.ndarray) -> np.ndarray:
+    """Features of a uint8 ``(B, H, W, C)`` batch (C = 1 or 3) -> float64 ``(B, D)``, in
+    the order of :data:`FEATURE_NAMES_GREY` / :data:`FEATURE_NAMES_RGB`."""
+    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
+        raise ValueError(f"image_features needs uint8 (B, H, W, 1 or 3) images, got {batch.dtype} {batch.shape}")
+    b, h, w, c = batch.shape
+    n_pix = h * w
+    x = batch.astype(np.float32) / np.float32(255.0)
+    g = x[..., 0] if c == 1 else x @ _LUMA.astype(np.float32)
+    flat = g.reshape(b, -1)
+    # Grey-level quantiles from each image's 256-level histogram (the smallest level
+    # whose cumulative share reaches q): exact for grey images, luma rounded for RGB.
+    levels = batch[..., 0] if c == 1 else np.rint(g * 255).astype(np.uint8)
+    cdf = np.cumsum(_per_image_hist(levels.astype(np.int64), 256), axis=1)
+    cols: list[np.ndarray] = [np.stack([(cdf < q * n_pix).sum(axis=1) for q in _QUANTILES], axis=1) / 255.0]
+
+    gx, gy = np.diff(g, axis=2), np.diff(g, axis=1)
+    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+    cols.append(np.log(np.stack([flat.std(axis=1), np.abs(gx).mean(axis=(1, 2)), np.abs(gy).mean(axis=(1, 2)), np.abs(lap).mean(axis=(1, 2))], axis=1) + _EPS))
+
+    # Spectral power per band from the real FFT: every column but the first (and the
+    # Nyquist one for an even width) stands for two frequencies, +f and -f.
+    power = np.abs(np.fft.rfft2(g - flat.mean(axis=1)[:, None, None], axes=(1, 2))) ** 2
+    r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
+    twice = np.full(r.shape[1], 2.0)
+    twice[0] = 1.0
+    if w % 2 == 0:
+        twice[-1] = 1.0
+    band = np.searchsorted(np.array([hi for _, hi in _BANDS]), r, side="left")  # r in (lo, hi] -> its band
+    band = np.where(r > 0, band, len(_BANDS))  # the DC term in no band
+    bands = _per_image_hist(np.broadcast_to(band, power.shape), len(_BANDS) + 1, power * twice)[:, : len(_BANDS)] + 1e-8
+    cols.append(np.log(bands / bands.sum(axis=1, keepdims=True)))
+
+    # Gradient orientation mix: magnitude-weighted shares of [0, 45), [45, 90), [90, 135)
+    # and [135, 180) degrees (a direction and its opposite are one orientation).
+    gxx, gyy = gx[:, :-1, :], gy[:, :, :-1]
+    ax, ay = np.abs(gxx), np.abs(gyy)
+    same = (gxx * gyy > 0) | ((gyy == 0) & (gxx != 0))  # in [0, 90) once folded
+    obin = np.where(same, ay >= ax, np.where(ay > ax, 2, 3)).astype(np.int64)
+    orient = _per_image_hist(obin, 4, np.sqrt(ax * ax + ay * ay))
+    cols.append(orient / (orient.sum(axis=1, keepdims=True) + 1e-12))
+
+    # Local binary patterns on the 256 grey levels (8 neighbours, radius 1; a neighbour
+    # counts when it is at least LBP_STEP levels brighter), binned by _LBP_BIN.
+    lv = levels.astype(np.int16)
+    centre = lv[:, 1:-1, 1:-1] + LBP_STEP
+    ring = (lv[:, :-2, :-2], lv[:, :-2, 1:-1], lv[:, :-2, 2:], lv[:, 1:-1, 2:], lv[:, 2:, 2:], lv[:, 2:, 1:-1], lv[:, 2:, :-2], lv[:, 1:-1, :-2])
+    code = np.zeros(centre.shape, np.uint8)
+    for bit, v in enumerate(ring):
+        code |= (v >= centre).astype(np.uint8) << np.uint8(bit)
+    lbp = _per_image_hist(_LBP_BIN[code], 10)
+    cols.append(lbp / lbp.sum(axis=1, keepdims=True))
+
+    if c == 3:
+        px = np.ascontiguousarray(x.reshape(b, -1, 3).transpose(0, 2, 1))  # (B, 3, pixels)
+        opp = np.stack([px[:, 0] - px[:, 1], px[:, 2] - (px[:, 0] + px[:, 1]) / 2], axis=1)
+        cols.append(px.mean(axis=2, dtype=np.float64))
+        cols.append(np.log(px.std(axis=2, dtype=np.float64) + _EPS))
+        cols.append(opp.mean(axis=2, dtype=np.float64))
+        cols.append(np.log(opp.std(axis=2, dtype=np.float64) + _EPS))
+    return np.concatenate([np.asarray(col, dtype=np.float64) for col in cols], axis=1)
+
+
+def _chunks(n: int, shape: tuple[int, ...]) -> list[slice]:
+    """Row ranges of about :data:`_CHUNK_PIXELS` pixels each."""
+    per = max(1, _CHUNK_PIXELS // max(1, shape[0] * shape[1]))
+    return [slice(start, min(n, start + per)) for start in range(0, n, per)]
+
+
+def feature_matrix(images: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`image_features` of equal-shape uint8 ``(H, W, C)`` images, computed in
+    small chunks -> float32 ``(N, D)``."""
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, N_FEATURES_GREY), np.float32)
+    shape = images[0].shape
+    out = np.empty((n, N_FEATURES_RGB if shape[-1] == 3 else N_FEATURES_GREY), np.float32)
+    for part in _chunks(n, shape):
+        out[part] = image_features(np.stack(images[part]))
+    return out
+
+
+# ----------------------------------------------------------------------------- outlier score
+
+
+def _robust_scale(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(median, scale) with scale = 1.4826 * MAD; where that is 0 (more than half the
+    values equal), (P90 - P10) / 2.563, then the standard deviation, then 1."""
+    med = np.median(x, axis=axis)
+    scale = 1.4826 * np.median(np.abs(x - med), axis=axis)
+    p10, p90 = np.percentile(x, [10, 90], axis=axis)
+    scale = np.where(scale > 1e-12, scale, (p90 - p10) / 2.5631)
+    scale = np.where(scale > 1e-12, scale, x.std(axis=axis))
+    return med, np.where(scale > 1e-12, scale, 1.0)
+
+
+def _knn(f: np.ndarray, centre: np.ndarray, scale: np.ndarray, rows: np.ndarray, ref: np.ndarray, k: int, ref_values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """For each of ``rows`` of the features ``f`` standardized by ``(f - centre) / scale``:
+    the mean distance to its k nearest reference rows (a row is never its own neighbour)
+    and, given ``ref_values`` (one per reference row), the median of those values over the
+    same neighbours. Standardized in chunks: memory stays O(chunk * len(ref)) beside ``f``."""
+    r = (f[ref] - centre) / scale
+    r2 = (r * r).sum(axis=1)
+    pos = np.full(len(f), -1)
+    pos[ref] = np.arange(len(ref))
+    dk = np.empty(len(rows))
+    local = None if ref_values is None else np.empty(len(rows))
+    for start in range(0, len(rows), _DIST_CHUNK):
+        sel = rows[start : start + _DIST_CHUNK]
+        q = (f[sel].astype(np.float64) - centre) / scale
+        d2 = np.maximum((q * q).sum(axis=1)[:, None] + r2[None, :] - 2.0 * (q @ r.T), 0.0)
+        own = pos[sel]
+        hit = own >= 0
+        d2[np.flatnonzero(hit), own[hit]] = np.inf
+        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        dk[start : start + len(sel)] = np.sqrt(np.take_along_axis(d2, idx, axis=1)).mean(axis=1)
+        if local is not None:
+            local[start : start + len(sel)] = np.median(ref_values[idx], axis=1)
+    return dk, local
+
+
+def reference_rows(n: int, size: int = REFERENCE_SIZE, seed: int = 0) -> np.ndarray:
+    """The reference sample: every row when ``n <= size``, else ``size`` rows drawn with a
+    fixed seed (sorted): deterministic and spread over the whole scenario."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def outlier_scores(features: np.ndarray, *, k: int = K, reference_size: int = REFERENCE_SIZE, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
+    """Robust z-score of every row's distance from the scenario (module docstring, steps
+    2-5): float64 ``(N,)``, 0 for scenarios of fewer than :data:`MIN_IMAGES` rows."""
+    n = len(features)
+    if n < MIN_IMAGES:
+        return np.zeros(n)
+    f = np.asarray(features)
+    ref = reference_rows(n, reference_size)
+    centre, scale = _robust_scale(f[ref].astype(np.float64))
+
+    kk = min(k, len(ref) - 1)
+    dk, _ = _knn(f, centre, scale, ref, ref, kk)
+    c, s = _robust_scale(dk)
+    keep = ref[(dk - c) / s <= threshold]
+    if len(keep) > kk + 1:  # step 3: contaminants stop vouching for each other
+        ref = keep
+    kk = min(k, len(ref) - 1)
+
+    dk_ref, _ = _knn(f, centre, scale, ref, ref, kk)
+    dk, local = _knn(f, centre, scale, np.arange(n), ref, kk, ref_values=dk_ref)
+    typical = float(np.median(dk_ref))
+    denom = np.maximum(local, typical)
+    score = dk / np.where(denom > 1e-12, denom, 1.0)
+    c, s = _robust_scale(score[ref])
+    return (score - c) / s
+
+
+# ----------------------------------------------------------------------------- near duplicates
+
+
+def _dct_matrix(n: int, m: int = 8) -> np.ndarray:
+    """The first ``m`` rows of the orthonormal DCT-II matrix of size ``n``."""
+    i = np.arange(n)
+    mat = np.cos(np.pi * (2 * i[None, :] + 1) * np.arange(m)[:, None] / (2 * n)) * np.sqrt(2.0 / n)
+    mat[0] /= np.sqrt(2.0)
+    return mat
+
+
+def perceptual_hashes(images: Sequence[np.ndarray]) -> np.ndarray:
+    """The 64-bit DCT hash of every image (module docstring) -> uint64 ``(N,)``."""
+    n = len(images)
+    out = np.zeros(n, np.uint64)
+    if n == 0:
+        return out
+    h, w = images[0].shape[:2]
+    dh, dw = _dct_matrix(h), _dct_matrix(w)
+    weights = (np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64))
+    for part in _chunks(n, images[0].shape):
+        g = _grey(np.stack(images[part]).astype(np.float64))
+        low = np.einsum("ah,bhw,cw->bac", dh, g, dw, optimize=True).reshape(len(g), 64)
+        bits = low > np.median(low, axis=1, keepdims=True)
+        out[part] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def hash_hex(h: int | np.integer) -> str:
+    """A hash as 16 lowercase hex digits (the ``phash`` column)."""
+    return f"{int(h):016x}"
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)  # pragma: no cover - numpy < 2
+
+
+def linear_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """RMS residual (grey, [0, 1]) of the best linear map ``a ~ s * b + t``, in the worse
+    of the two directions: 0 for brightness/contrast edits, small for re-encodings."""
+    x = _grey(a[None].astype(np.float64) / 255.0).ravel()
+    y = _grey(b[None].astype(np.float64) / 255.0).ravel()
+
+    def one(u: np.ndarray, v: np.ndarray) -> float:
+        vc = v - v.mean()
+        var = float((vc * vc).sum())
+        uc = u - u.mean()
+        slope = float((uc * vc).sum()) / var if var > 1e-12 else 0.0
+        res = uc - slope * vc
+        return float(np.sqrt((res * res).mean()))
+
+    return max(one(x, y), one(y, x))
+
+
+def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """(i, j) pairs, j < i, both ``eligible``, whose hashes differ in at most
+    :data:`NEAR_HASH_BITS` bits, sorted by i then j: multi-index hashing over
+    :data:`_HASH_BLOCKS`, vectorized (sorted block values and binary search), so memory
+    and time grow with N and the number of close pairs only."""
+    rows = np.flatnonzero(eligible)
+    pairs: list[np.ndarray] = []
+    for lo, hi in _HASH_BLOCKS:
+        key = ((hashes[rows] >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int64)
+        order = np.argsort(key, kind="stable")  # equal values keep row order
+        skey = key[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(skey)) + 1]
+        rank = np.arange(len(skey)) - np.repeat(starts, np.diff(np.r_[starts, len(skey)]))
+        keep = rank < MAX_BUCKET
+        skey, srow = skey[keep], rows[order[keep]]
+        for flip in (0, *(1 << b for b in range(hi - lo))):
+            probe = key ^ flip
+            first = np.searchsorted(skey, probe, "left")
+            count = np.searchsorted(skey, probe, "right") - first
+            if not count.any():
+                continue
+            i = np.repeat(rows, count)
+            offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+            j = srow[np.repeat(first, count) + offsets]
+            sel = j < i
+            i, j = i[sel], j[sel]
+            sel = _popcount(hashes[i] ^ hashes[j]) <= NEAR_HASH_BITS
+            if sel.any():
+                pairs.append(np.stack([i[sel], j[sel]], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(pairs), axis=0)  # sorted by i, then j
+
+
+def near_duplicates(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool]) -> list[int | None]:
+    """For every row, the first earlier row it is a perceptual copy of (module
+    docstring), or None. Rows flagged in ``exact_duplicate`` get None and are not
+    candidates (their first copy is). Only hash-close pairs (:func:`_close_pairs`) have
+    their pixels compared."""
+    n = len(images)
+    out: list[int | None] = [None] * n
+    eligible = ~np.asarray(exact_duplicate, dtype=bool) if n else np.zeros(0, bool)
+    for i, j in _close_pairs(np.asarray(hashes, dtype=np.uint64), eligible).tolist():
+        if out[i] is None and linear_residual(images[i], images[j]) <= NEAR_RESIDUAL:
+            out[i] = j
+    return out
+
+
+def columns(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool]) -> dict[str, list]:
+    """The three table columns for one scenario's normalized images, in row order:
+    ``phash`` (hex strings), ``near_duplicate_of`` (row index or None) and
+    ``outlier_score`` (robust z, rounded to 3 decimals). ``exact_duplicate`` flags the
+    rows that have a ``duplicate_of``."""
+    hashes = perceptual_hashes(images)
+    near = near_duplicates(images, hashes, [bool(d) for d in exact_duplicate])
+    scores = outlier_scores(feature_matrix(images))
+    return {
+        "phash": [hash_hex(h) for h in hashes],
+        "near_duplicate_of": near,
+        "outlier_score": [round(float(s), 3) + 0.0 for s in scores],
+    }
