@@ -31,6 +31,7 @@ def evaluate_generator(
     n_audit: int = 500,
     seed: int = 0,
     feature_steps: int = 300,
+    symmetries: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """Score ``generator`` against real images it was (``real_train``) and was not
     (``real_heldout``) trained on.
@@ -44,7 +45,10 @@ def evaluate_generator(
       is blind to (blur, grain, missing fine structure);
     - the feature extractor defaults to a small CNN trained by rotation prediction on
       ``real_train`` (:mod:`gan_core.features`), saved beside the metrics so that a
-      later evaluation can reuse the same ruler.
+      later evaluation can reuse the same ruler;
+    - ``symmetries``: the flips and turns the data is declared invariant to
+      (:mod:`gan_core.symmetry`): the ruler trained here, the classifier test and the
+      memorization audit do not tell an image from its mirrored or turned views.
 
     With ``out_dir``, writes ``metrics.json``, ``samples.png`` (64 samples),
     ``interpolation.png`` and ``feature_net.safetensors``, each atomically.
@@ -57,12 +61,12 @@ def evaluate_generator(
     held = as_float_images(real_heldout, name="real_heldout")
     trained_here = extractor is None
     if trained_here:
-        extractor = train_feature_net(train, seed=seed, steps=feature_steps)
+        extractor = train_feature_net(train, seed=seed, steps=feature_steps, symmetries=tuple(symmetries))
     n = max(len(held), n_audit)
     fake = generate(generator, latents(n, generator.z_dim, seed=seed + 1))
     quality = evaluate_samples(train, held, fake, extractor=extractor, seed=seed)
-    audit = memorization_audit(train, fake[:n_audit])
-    realism = realism_metrics(train, fake, seed=seed)
+    audit = memorization_audit(train, fake[:n_audit], symmetries=symmetries)
+    realism = realism_metrics(train, fake, seed=seed, symmetries=symmetries)
     result = {"quality": quality, "memorization": audit, "realism": realism}
     if out_dir is not None:
         out = Path(out_dir)

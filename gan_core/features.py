@@ -106,10 +106,21 @@ class SSLFeatureNet(nn.Module):
 
     Inputs: float (N, channels, H, W) in [-1, 1] (uint8 is converted);
     other H, W are resized to ``resolution`` (bilinear, antialiased).
+
+    ``symmetries`` (names of :mod:`gan_core.symmetry`): flips and turns the data
+    is declared invariant to. The features are averaged over the group they
+    generate, so an image and its mirror measure the same. This matters: to
+    tell a 90-degree from a 270-degree turn, rotation prediction learns
+    handedness, and without it mirrored real faces scored FID 182 against a
+    floor of 35.
     """
 
-    def __init__(self, channels: int, resolution: int, dim: int = 128):
+    def __init__(self, channels: int, resolution: int, dim: int = 128, symmetries: tuple[str, ...] = ()):
         super().__init__()
+        from .symmetry import group
+
+        group(symmetries)  # unknown names are an error here, not at the first forward
+        self.symmetries = tuple(symmetries)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         if not isinstance(resolution, int) or not _MIN_RESOLUTION <= resolution <= _MAX_RESOLUTION:
@@ -149,7 +160,7 @@ class SSLFeatureNet(nn.Module):
         self.register_buffer("feature_scale", torch.ones(()))
 
     def config(self) -> dict:
-        return {"channels": self.channels, "resolution": self.resolution, "dim": self.dim}
+        return {"channels": self.channels, "resolution": self.resolution, "dim": self.dim, "symmetries": list(self.symmetries)}
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_float_images(x, name="x", channels=self.channels)
@@ -162,10 +173,17 @@ class SSLFeatureNet(nn.Module):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).mean(dim=(2, 3))
 
+    def _invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features averaged over the declared symmetries (an image and its mirror
+        get the same features when the data is declared mirror-symmetric)."""
+        from .symmetry import symmetrized
+
+        return symmetrized(self._features, self.symmetries)(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, dim) features: pooled penultimate activations, standardized
-        (``(f - feature_shift) * feature_scale``)."""
-        return (self._features(self._prepare(x)) - self.feature_shift) * self.feature_scale
+        """(N, dim) features: pooled penultimate activations averaged over the declared
+        ``symmetries``, standardized (``(f - feature_shift) * feature_scale``)."""
+        return (self._invariant_features(self._prepare(x)) - self.feature_shift) * self.feature_scale
 
     def rotation_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4) logits for a rotation of 0/90/180/270 degrees (training objective)."""
@@ -201,6 +219,7 @@ def train_feature_net(
     lr: float = 2e-3,
     resolution: int | None = None,
     num_threads: int | None = None,
+    symmetries: tuple[str, ...] | list[str] = (),
 ) -> SSLFeatureNet:
     """Train an :class:`SSLFeatureNet` on ``images`` by rotation prediction.
 
@@ -213,7 +232,7 @@ def train_feature_net(
     training images' features (first 4096 images) have mean 0 and mean
     per-dimension variance 1: FID/KID values are then on a comparable
     scale across scenarios and retrainings (still not *equal* -- a retrained
-    extractor is a different ruler).
+    extractor is a different ruler). ``symmetries``: see :class:`SSLFeatureNet`.
 
     ``num_threads``: torch intra-op threads for the duration of the call
     (restored afterwards); None leaves the process setting alone. 1 is
@@ -236,19 +255,19 @@ def train_feature_net(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train(x, res, seed=seed, steps=steps, batch_size=batch_size, dim=dim, lr=lr)
+        return _train(x, res, seed=seed, steps=steps, batch_size=batch_size, dim=dim, lr=lr, symmetries=tuple(symmetries))
     finally:
         if num_threads is not None:
             torch.set_num_threads(prev_threads)
 
 
 def _train(
-    x: torch.Tensor, res: int, *, seed: int, steps: int, batch_size: int, dim: int, lr: float
+    x: torch.Tensor, res: int, *, seed: int, steps: int, batch_size: int, dim: int, lr: float, symmetries: tuple[str, ...] = ()
 ) -> SSLFeatureNet:
     n, c = x.shape[:2]
     gen = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
-        net = SSLFeatureNet(c, res, dim)
+        net = SSLFeatureNet(c, res, dim, symmetries)
     _init_weights(net, gen)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.99))
@@ -269,7 +288,7 @@ def _train(
     net.eval()
     net.requires_grad_(False)
     with torch.no_grad():
-        feats = torch.cat([net._features(net._prepare(b)) for b in x[:4096].split(256)])
+        feats = torch.cat([net._invariant_features(net._prepare(b)) for b in x[:4096].split(256)])
         mean_var = float(feats.var(dim=0).mean()) if feats.shape[0] > 1 else 0.0
         net.feature_shift.copy_(feats.mean(dim=0))
         net.feature_scale.fill_(1.0 / math.sqrt(mean_var) if mean_var > 1e-12 else 1.0)
@@ -343,7 +362,7 @@ def load_feature_net(path: str | os.PathLike) -> SSLFeatureNet:
         )
     try:
         cfg = json.loads(meta["config"])
-        net = SSLFeatureNet(int(cfg["channels"]), int(cfg["resolution"]), int(cfg["dim"]))
+        net = SSLFeatureNet(int(cfg["channels"]), int(cfg["resolution"]), int(cfg["dim"]), tuple(cfg.get("symmetries", ())))
         net.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: feature net config/weights do not match ({type(e).__name__}: {e})") from None

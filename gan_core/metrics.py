@@ -367,12 +367,16 @@ def _within_any_ball(query: torch.Tensor, centers: torch.Tensor, radii: torch.Te
 
 
 def _nearest_k(
-    query: torch.Tensor, ref: torch.Tensor, k: int, chunk_size: int, *, leave_one_out: bool = False
+    query: torch.Tensor, ref: torch.Tensor, k: int, chunk_size: int, *, leave_one_out: bool = False, views: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances, indices), each (Nq, k): every query row's k nearest ref rows, nearest first."""
+    """(distances, indices), each (Nq, k): every query row's k nearest ref rows, nearest first.
+    ``views`` > 1: ``ref`` holds that many blocks of the same N images (e.g. mirrored), and
+    an image's distance is its nearest view's."""
+    n_ref = ref.shape[0] // views
     dists, idxs = [], []
     for i in range(0, query.shape[0], chunk_size):
         d = torch.cdist(query[i : i + chunk_size], ref, compute_mode=_CDIST_MODE)
+        d = d.view(d.shape[0], views, n_ref).amin(dim=1)
         if leave_one_out:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
@@ -421,6 +425,7 @@ def memorization_audit(
     max_relative: float = 0.5,
     n_closest: int = 8,
     chunk_size: int = 1024,
+    symmetries: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """Does the generator copy its training images?
 
@@ -443,6 +448,10 @@ def memorization_audit(
 
     Default space: pixels (:class:`~gan_core.features.PixelFeatures`, downsampled
     to <= 32x32; distances are RMS pixel differences in [-1, 1] units).
+
+    ``symmetries`` (:mod:`gan_core.symmetry`): the flips and turns the data is declared
+    invariant to; a mirrored copy of a training image is then a copy too (distances
+    are to the nearest flipped or turned view of each training image).
 
     **For medical scenarios this is a privacy check**: a generator that
     reproduces a training scan (near-copy) can leak patient data even when only
@@ -470,7 +479,11 @@ def memorization_audit(
     k = min(neighbours, train.shape[0] - 1)
     if extractor is None:
         extractor = PixelFeatures()
+    from .symmetry import group
+
+    views = group(symmetries)
     f_train = extract_features(train, extractor, name="train_images").float()
+    f_views = torch.cat([f_train] + [extract_features(g(train), extractor, name="train_images").float() for g in views[1:]])
     f_samp = extract_features(samp, extractor, name="samples").float()
 
     def d1_and_relative(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -478,8 +491,8 @@ def memorization_audit(
         rest = d[:, 1:].mean(dim=1)
         return d[:, 0], torch.where(rest > 0, d[:, 0] / rest.clamp_min(1e-12), torch.zeros_like(rest))
 
-    train_d, _ = _nearest_k(f_train, f_train, k, chunk_size, leave_one_out=True)
-    samp_d, samp_j = _nearest_k(f_samp, f_train, k, chunk_size)
+    train_d, _ = _nearest_k(f_train, f_views, k, chunk_size, leave_one_out=True, views=len(views))
+    samp_d, samp_j = _nearest_k(f_samp, f_views, k, chunk_size, views=len(views))
     train_nn, train_rel = d1_and_relative(train_d)
     samp_nn, samp_rel = d1_and_relative(samp_d)
     samp_idx = samp_j[:, 0]

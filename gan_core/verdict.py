@@ -112,25 +112,30 @@ def _binomial_p_value(successes: int, trials: int) -> float:
 # --------------------------------------------------------------------------- #
 # Classifier two-sample test
 # --------------------------------------------------------------------------- #
-def _random_feature_stats(x: torch.Tensor, seed: int, batch_size: int = 256) -> torch.Tensor:
+def _random_feature_stats(x: torch.Tensor, seed: int, batch_size: int = 256, symmetries: tuple[str, ...] = ()) -> torch.Tensor:
     """Per-channel mean and standard deviation of the pixels and of every layer of an
     untrained :class:`~gan_core.features.SSLFeatureNet` (Kaiming-uniform weights from
-    ``seed``): multi-scale texture statistics, (N, d) float64."""
+    ``seed``): multi-scale texture statistics, (N, d) float64, averaged over the
+    group of the declared ``symmetries`` (an image and its mirror get the same)."""
+    from .symmetry import symmetrized
+
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
         net = SSLFeatureNet(x.shape[1], x.shape[-1], dim=64)
     _init_weights(net, torch.Generator().manual_seed(int(seed)))
     net.eval()
-    out = []
+
+    def stats_of(b: torch.Tensor) -> torch.Tensor:
+        stats = [b.mean(dim=(2, 3)), b.std(dim=(2, 3))]
+        h = b
+        for layer in net.body:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        return torch.cat(stats, 1)
+
+    stats = symmetrized(stats_of, symmetries)
     with torch.no_grad():
-        for b in x.split(batch_size):
-            stats = [b.mean(dim=(2, 3)), b.std(dim=(2, 3))]
-            h = b
-            for layer in net.body:
-                h = layer(h)
-                if isinstance(layer, nn.LeakyReLU):
-                    stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
-            out.append(torch.cat(stats, 1))
-    return torch.cat(out).double()
+        return torch.cat([stats(b) for b in x.split(batch_size)]).double()
 
 
 def _logistic_fit(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,6 +162,7 @@ def classifier_two_sample_test(
     l2: float = 1e-2,
     max_per_class: int | None = 1000,
     seed: int = 0,
+    symmetries: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """Can a classifier tell ``real`` from ``fake``? (Lopez-Paz & Oquab, 2017.)
 
@@ -203,7 +209,7 @@ def classifier_two_sample_test(
     for cls in (0, 1):
         idx = torch.randperm(n, generator=g) + cls * n
         fold_of[idx] = torch.arange(n) % folds
-    feats = _random_feature_stats(x, seed)
+    feats = _random_feature_stats(x, seed, symmetries=tuple(symmetries))
     pred = torch.empty(2 * n)
     fold_acc = []
     for k in range(folds):
@@ -348,12 +354,14 @@ def one_nn_accuracy(
 # --------------------------------------------------------------------------- #
 # All measures at once
 # --------------------------------------------------------------------------- #
-def realism_metrics(real: Any, fake: Any, *, seed: int = 0, max_per_class: int | None = 1000) -> dict[str, Any]:
+def realism_metrics(real: Any, fake: Any, *, seed: int = 0, max_per_class: int | None = 1000, symmetries: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """The realism measures :func:`judge` reads, flat: the classifier two-sample test
     (``c2st_accuracy``, ``c2st_ci_low``, ``c2st_ci_high``, ``c2st_p_value``, ``c2st_n``)
     and the sharpness ratio with its floor (``sharpness_ratio``,
-    ``sharpness_floor_low``, ``sharpness_floor_high``) of ``fake`` against ``real``."""
-    c2st = classifier_two_sample_test(real, fake, seed=seed, max_per_class=max_per_class)
+    ``sharpness_floor_low``, ``sharpness_floor_high``) of ``fake`` against ``real``.
+    ``symmetries``: the flips and turns the data is declared invariant to
+    (:mod:`gan_core.symmetry`); the classifier does not tell an image from those."""
+    c2st = classifier_two_sample_test(real, fake, seed=seed, max_per_class=max_per_class, symmetries=symmetries)
     return _realism_flat(c2st, sharpness(real, fake, seed=seed))
 
 

@@ -152,7 +152,7 @@ def test_evaluate_samples_reports_floor_and_counts(digits, net):
     r = M.evaluate_samples(train, held, memorized, extractor=net, kid_subsets=20)
     assert r["n_real_train"] == 600 and r["n_heldout"] == r["n_fake"] == 300
     assert r["kid_subset_size"] == 300 and r["k"] == 3
-    assert r["extractor"] == "SSLFeatureNet(channels=1, resolution=16, dim=128)" and r["feature_dim"] == 128
+    assert r["extractor"] == "SSLFeatureNet(channels=1, resolution=16, dim=128, symmetries=[])" and r["feature_dim"] == 128
     for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "fid_floor", "kid_floor_mean",
                 "precision_floor", "recall_floor", "fid_over_floor"):
         assert isinstance(r[key], float), key

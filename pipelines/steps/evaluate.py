@@ -61,7 +61,11 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
     real_train, real_held = to_t(images[~is_held]), to_t(images[is_held])
     g, _, meta = load_generator(gen_path)
     ev = scenario.evaluation
-    result = evaluate_generator(g, real_train, real_held, out_dir=paths.evaluation, extractor=extractor, n_audit=ev.n_audit, seed=ev.seed)
+    # The ruler knows the scenario's declared symmetries; the classifier test and the
+    # audit use the same (a mirrored copy of a training face is a copy).
+    result = evaluate_generator(
+        g, real_train, real_held, out_dir=paths.evaluation, extractor=extractor, n_audit=ev.n_audit, seed=ev.seed, symmetries=extractor.symmetries
+    )
     ok, reasons, verdict = promotion(scenario, result)
     q, m, realism = result["quality"], result["memorization"], result["realism"]
     headline = {

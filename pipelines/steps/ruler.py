@@ -7,7 +7,10 @@ small CNN trained by rotation prediction on the scenario's own training images,
 :mod:`gan_core.features`) is built once per version of the data, on its own stage, and
 every later model is measured with the same file: numbers are comparable across
 retrains, and the ruler is rebuilt only when the real images or its own settings
-(``evaluation.heldout_fraction``, ``seed``, ``feature_steps``) change.
+(``evaluation.heldout_fraction``, ``seed``, ``feature_steps``,
+``augmentation.invariances``) change. The ruler does not tell an image from its
+flipped or turned views that the scenario declares equivalent: by the scenario's own
+declaration they are images of the data.
 
 Outputs (atomic, ``ruler.json`` last):
 
@@ -68,10 +71,11 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
     to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     real_train, real_held = to_t(images[train_rows]), to_t(images[held_rows])
     ev = scenario.evaluation
-    net = train_feature_net(real_train, seed=ev.seed, steps=ev.feature_steps)
+    symmetries = tuple(scenario.augmentation.invariances)
+    net = train_feature_net(real_train, seed=ev.seed, steps=ev.feature_steps, symmetries=symmetries)
     # The floor: what a generator that samples the true distribution would score.
     floor = evaluate_samples(real_train, real_held, real_held, extractor=net, seed=ev.seed)
-    realism = realism_metrics(real_train, real_held, seed=ev.seed)
+    realism = realism_metrics(real_train, real_held, seed=ev.seed, symmetries=symmetries)
     out = paths.ruler
     out.mkdir(parents=True, exist_ok=True)
     (out / RULER_FILE).unlink(missing_ok=True)  # a half-rebuilt ruler never looks complete
@@ -83,6 +87,7 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
         "split": {"heldout_originals": held_rows.tolist(), "fraction": ev.heldout_fraction, "seed": ev.seed},
         "n_train": int(len(train_rows)),
         "n_heldout": int(len(held_rows)),
+        "symmetries": list(symmetries),
         "feature_net": {"file": FEATURE_NET_FILE, "sha256": file_sha256(net_path), "steps": ev.feature_steps, **net.train_info},
         "floor": {
             **{k: floor[k] for k in ("fid_floor", "kid_floor_mean", "precision_floor", "recall_floor", "n_heldout", "extractor")},
