@@ -41,6 +41,10 @@ class ModelConfig(_Strict):
     and rejects this key."""
     spectral_norm: bool = False
     """Spectral normalisation on every D layer (``dcgan`` then drops BatchNorm in D)."""
+    upsample: Literal["transposed", "resize"] = "transposed"
+    """How ``dcgan``'s G doubles the resolution: a 4x4 stride-2 transposed convolution
+    (pytorch/examples), or nearest-neighbour resize + 3x3 convolution, which avoids the
+    checkerboard pattern of overlapping strides (Odena et al., 2016)."""
 
     @field_validator("resolution")
     @classmethod
@@ -181,6 +185,8 @@ class GANConfig(_Strict):
     @model_validator(mode="after")
     def _combinations(self) -> "GANConfig":
         m, t = self.model, self.train
+        if m.arch == "seed-dcgan" and m.upsample != "transposed":
+            raise ValueError("model.upsample applies to arch 'dcgan' only; remove it or use arch 'dcgan'")
         if m.arch == "seed-dcgan" and m.width is not None:
             raise ValueError("model.width does not apply to arch 'seed-dcgan' (fixed 128 filters); remove it or use arch 'dcgan'")
         if t.ada and not (t.diffaug or t.augment):

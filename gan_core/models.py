@@ -8,7 +8,8 @@ Two architectures, both for 1 or 3 channels at 16, 28, 32, 64 or 128 pixels:
   the requested side (s = r/8; 28 px uses 4 -> 7 -> 14 -> 28). D: [Conv2d(C|128, 128,
   3, stride 2) + LeakyReLU(0.01)] x 2 -> flatten -> Linear -> one logit.
 - ``dcgan`` — pytorch/examples DCGAN: 4x4 (7x7 for 28 px) stem, 4x4 stride-2
-  transposed convs with BatchNorm + ReLU, width halving per level; D mirrors it with
+  transposed convs (or, with ``upsample: resize``, nearest resize + 3x3 convs) with
+  BatchNorm + ReLU, width halving per level; D mirrors it with
   LeakyReLU(0.2) and BatchNorm (BatchNorm is dropped in D under spectral norm).
 
 D is split into ``features`` (a flat vector per image) and heads: ``adv`` gives the
@@ -69,6 +70,13 @@ class SeedGenerator(nn.Module):
         return self.body(h)
 
 
+def _up(c_in: int, c_out: int, how: str) -> list[nn.Module]:
+    """Double the side: (B, c_in, s, s) -> (B, c_out, 2s, 2s)."""
+    if how == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)]
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -82,8 +90,8 @@ class DCGANGenerator(nn.Module):
             nn.ReLU(True),
         ]
         for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(chans[-1], cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
+            layers += [*_up(a, b, cfg.upsample), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [*_up(chans[-1], cfg.channels, cfg.upsample), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z) -> (B, C, H, W)

@@ -22,6 +22,17 @@ def test_shapes(arch, resolution, channels):
     assert d.rot(d.features(x)).shape == (3, 4)
 
 
+@pytest.mark.parametrize("resolution", [16, 28, 32, 64])
+def test_resize_upsampling_has_no_transposed_convolution(resolution):
+    cfg = load_config({"model": {"arch": "dcgan", "resolution": resolution, "channels": 3, "width": 8, "upsample": "resize"}})
+    g, _ = build_models(cfg)
+    assert g(torch.randn(2, cfg.model.z_dim)).shape == (2, 3, resolution, resolution)
+    transposed = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(transposed) == 1 and transposed[0].stride == (1, 1)  # only the stem (z -> 4x4 or 7x7)
+    doublings = {16: 2, 28: 2, 32: 3, 64: 4}[resolution]  # 4 -> 16, 7 -> 28, 4 -> 32, 4 -> 64
+    assert sum(isinstance(m, nn.Upsample) for m in g.modules()) == doublings
+
+
 def test_seed_dcgan_is_the_founding_architecture():
     cfg = load_config({"model": {"arch": "seed-dcgan", "resolution": 28, "channels": 1}})
     g, d = build_models(cfg)
