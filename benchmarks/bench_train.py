@@ -49,7 +49,7 @@ load average before and after.
 
 A timer breakdown (``--breakdown N``, separate untimed-for-the-table steps) shows where
 a step's time goes: G/D forward, backward of the D and G losses, optimiser steps,
-DiffAugment, R1, EMA, and the rest (batch assembly, RNG, logs).
+D-side augmentation (DiffAugment/ADA ops), R1, EMA, and the rest (batch assembly, RNG, logs).
 
 ``main(argv)`` is importable and returns the exit status; ``run(args)`` returns the
 result dictionary that ``--json`` writes.
@@ -478,7 +478,7 @@ def breakdown(opts: argparse.Namespace, v: Variant, data: np.ndarray, workdir: P
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patched(torch.Tensor, "backward", timed_backward))
-        stack.enter_context(_patched(gt, "diff_augment", pt.wrap("DiffAugment", gt.diff_augment)))
+        stack.enter_context(_patched(gt, "apply_ops", pt.wrap("D-side augmentation (DiffAugment/ADA ops)", gt.apply_ops)))
         stack.enter_context(_patched(gt, "update_ema", pt.wrap("EMA update", gt.update_ema)))
         stack.enter_context(_patched(gt, "r1_penalty", pt.wrap("R1 grad (double backward)", gt.r1_penalty)))
         t0 = time.perf_counter()
