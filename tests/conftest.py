@@ -34,3 +34,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The modules that take longest on 2 cores (each a chain of subprocesses sharing one
+# module fixture), longest first. With ``-n`` (--dist loadfile, no reordering) a worker
+# takes one whole module at a time in this order, so the other worker fills in around
+# the long ones instead of one of them starting last.
+LONGEST_FIRST = ("test_dvc.py", "test_benchmarks_smoke.py", "test_faults.py", "test_stage_cli.py", "test_dagster.py", "test_ui_browser.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a module and among the rest, the usual order
