@@ -2,7 +2,7 @@
 
 Reads what the main job wrote (``data/<scenario>/validated/images.npz`` and
 ``models/<scenario>/generator.safetensors``) and draws, side by side, 32 held-out real
-images (never trained on) and the first 32 samples of the generator's sample grid
+images (never trained on; fewer where the scenario holds out fewer) and the first 32 samples of the generator's sample grid
 (the same latents as ``models/<scenario>/eval/samples.png``), with the scenario's
 headline numbers underneath.
 
@@ -54,11 +54,12 @@ def real_vs_generated(name: str, base: Path, n: int = 32, nrow: int = 8) -> byte
         f"{'promoted' if m['promote'] else 'not promoted: ' + ', '.join(m['failed_criteria'])}"
     )
     gap, text_h = 16, 24
-    w, h = panels[0].width * 2 + gap, panels[0].height + text_h
-    out = Image.new("RGB", (w, h), "white")
+    # a small scenario holds out fewer than n images: the panels then differ in height
+    top = max(p.height for p in panels)
+    out = Image.new("RGB", (panels[0].width + gap + panels[1].width, top + text_h), "white")
     out.paste(panels[0], (0, 0))
     out.paste(panels[1], (panels[0].width + gap, 0))
-    ImageDraw.Draw(out).text((4, panels[0].height + 6), caption, fill=(0, 0, 0))
+    ImageDraw.Draw(out).text((4, top + 6), caption, fill=(0, 0, 0))
     buf = io.BytesIO()
     out.save(buf, format="PNG")
     return buf.getvalue()
