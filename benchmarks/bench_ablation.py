@@ -25,7 +25,6 @@ the sharpness ratio, the verdict, ADA's final p and the training wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -126,6 +125,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", nargs="+", default=["digits", "faces", "histology", "textures"])
@@ -158,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     print(markdown(res))
-    if opts.out:
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_result(opts.out, res)
     return 0
 
 

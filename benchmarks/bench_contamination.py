@@ -315,12 +315,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     opts = parse_args(argv)
     res = run(opts, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(markdown(res))
-    if opts.out:
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_result(opts.out, res)
     return 0
 
 

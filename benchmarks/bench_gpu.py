@@ -36,7 +36,6 @@ block), so the figure says how large a batch fits.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -249,6 +248,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     opts = parse_args(argv)
     if opts.device.startswith("cuda"):
         import torch
@@ -262,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             return NO_CUDA_EXIT
     res = run(opts, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(markdown(res))
-    if opts.out:
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_result(opts.out, res)
     return 0
 
 

@@ -147,6 +147,8 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_orchestration", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--steps", type=int, default=30, help="training steps of the tiny scenario")
@@ -157,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         args.reps, args.steps = 1, 6
     r = run(args)
     print(format_table(r))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(r, indent=2))
+    write_result(args.out, r)
     return 0
 
 

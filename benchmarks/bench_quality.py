@@ -125,6 +125,8 @@ def to_markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", type=int, nargs="+", default=[300, 1000])
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
@@ -139,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tmp)
         result = run(args.budgets, args.variants, batch_size=args.batch_size, seed=args.seed, threads=args.threads, n_fake=args.n_fake, workdir=workdir)
     print(to_markdown(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     return 0
 
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -766,12 +765,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     opts = parse_args(argv)
     res = run(opts, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(markdown(res))
-    if opts.json:
-        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.json).write_text(json.dumps(res, indent=2) + "\n")
+    write_result(opts.json, res)
     if opts.check and not all(t["met"] for t in res["targets"].values()):
         return 1
     return 0

@@ -21,7 +21,6 @@ Reported: median milliseconds per step and the ratio to ``plain`` (the goal: at 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -141,6 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from benchmarks.bench_ingest import machine_info
 
@@ -157,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     print(markdown(res))
-    if opts.out:
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_result(opts.out, res)
     return 0
 
 

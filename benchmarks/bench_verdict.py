@@ -449,6 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_result
+
     opts = parse_args(argv)
     result = run(opts)
     print(to_markdown(result))
@@ -460,8 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"closest promoted {p['model']} {p['value']:.3g} (bar {p['bar']:.3g}, margin {p['margin']:+.2f}); " if p else "")
             + (f"closest refused {r['model']} {r['value']:.3g} (bar {r['bar']:.3g}, margin {r['margin']:+.2f}), refuses {m['refuses']}" if r else "refuses none")
         )
-    if opts.out:
-        Path(opts.out).write_text(json.dumps(result, indent=2))
+    write_result(opts.out, result)
     return 0
 
 
