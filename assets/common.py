@@ -13,16 +13,15 @@ from typing import Any, Iterator
 import dagster as dg
 
 from pipelines.paths import Roots, ScenarioPaths
-from pipelines.scenario import SCENARIO_DIR, Scenario, load_all, load_scenario
+from pipelines.scenario import SCENARIO_DIR, Scenario, load_scenario, scenario_names
 
 GROUP = "scenario"
 
 
-def scenario_names(directory: Path = SCENARIO_DIR) -> list[str]:
-    return sorted(load_all(directory))
-
-
-scenario_partitions = dg.StaticPartitionsDefinition(scenario_names())
+# One partition per scenario file, named by the file and read lazily: a file that cannot
+# be used (bad YAML, an unknown key, a wrong type) never stops the definitions from
+# loading; its own runs fail with the error that names the file and the key.
+scenario_partitions = dg.StaticPartitionsDefinition(scenario_names(SCENARIO_DIR))
 
 
 class ScenarioGanResource(dg.ConfigurableResource):

@@ -12,7 +12,7 @@ import dagster as dg
 import yaml
 
 from assets.common import GROUP, ScenarioGanResource, scenario_partitions
-from pipelines.scenario import SCENARIO_DIR, load_all
+from pipelines.scenario import SCENARIO_DIR, Scenario, ScenarioError, load_each
 
 PROJECT_FILE = SCENARIO_DIR / "_project.yaml"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00: weekly retraining
@@ -37,11 +37,26 @@ scenario_job = dg.define_asset_job(
 )
 
 
+def usable_scenarios(context: dg.ScheduleEvaluationContext | dg.SensorEvaluationContext, project: ScenarioGanResource) -> dict[str, Scenario]:
+    """The scenarios that load, among the partitions; each file that does not is reported
+    in the tick's log (the UI shows it on the schedule's or sensor's tick) and skipped,
+    so one broken file never stops the others' runs."""
+    good, broken = load_each(Path(project.scenarios_dir))
+    for name, error in sorted(broken.items()):
+        context.log.warning(f"scenario {name!r} skipped: {error}")
+    keys = set(scenario_partitions.get_partition_keys())
+    return {n: sc for n, sc in good.items() if n in keys}
+
+
 @dg.schedule(job=scenario_job, cron_schedule=retrain_cron(), name="weekly_retrain", default_status=dg.DefaultScheduleStatus.STOPPED)
-def weekly_retrain(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    """One run per scenario: periodic retraining on the current data."""
+def weekly_retrain(context: dg.ScheduleEvaluationContext, project: ScenarioGanResource) -> list[dg.RunRequest] | dg.SkipReason:
+    """One run per scenario: periodic retraining on the current data. A scenario file
+    that does not load is skipped and named in the tick's log; the others run."""
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
-    return [dg.RunRequest(partition_key=k, run_key=f"retrain-{k}-{stamp}", tags={"trigger": "schedule"}) for k in scenario_partitions.get_partition_keys()]
+    names = sorted(usable_scenarios(context, project))
+    if not names:
+        return dg.SkipReason(f"no usable scenario file in {project.scenarios_dir} (see this tick's log)")
+    return [dg.RunRequest(partition_key=k, run_key=f"retrain-{k}-{stamp}", tags={"trigger": "schedule"}) for k in names]
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -69,11 +84,15 @@ def raw_data_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanRes
     empty = folder_fingerprint(Path("/nonexistent"))
     requests = []
     now = dict(seen)
-    for name, sc in load_all(Path(project.scenarios_dir)).items():
+    for name, sc in usable_scenarios(context, project).items():  # a broken file: logged, its cursor kept
         if sc.data.source == "builtin":
             continue
-        src = sc.data_path(project.roots().data)
-        fp = folder_fingerprint(src) if src.is_dir() else hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else empty
+        try:
+            src = sc.data_path(project.roots().data)
+            fp = folder_fingerprint(src) if src.is_dir() else hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else empty
+        except (ScenarioError, OSError) as e:  # e.g. a data path that leads outside the data root
+            context.log.warning(f"scenario {name!r} skipped: {e}")
+            continue
         if fp != seen.get(name, empty):
             requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}-{fp[:16]}", tags={"trigger": "new-data"}))
         now[name] = fp

@@ -37,6 +37,19 @@ def materialize_scenario(name: str, *, base_dir: Path, scenarios_dir: Path, inst
     return dg.materialize(assets, partition_key=name, resources=resources, instance=instance, raise_on_error=raise_on_error, tags={"trigger": "cli"}, run_config=quiet)
 
 
+def failure_messages(result) -> list[str]:
+    """What made each failed step of a Dagster run fail: the innermost error's message
+    (Dagster wraps the step's exception; the user needs the scenario's own words)."""
+    out = []
+    for event in result.get_step_failure_events():
+        error = event.event_specific_data.error if event.event_specific_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            out.append(f"{event.step_key}: {error.message.strip()}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
@@ -48,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from pipelines.scenario import load_all
+    from pipelines.scenario import scenario_names
     from pipelines.ui import prepare_home
 
-    known = sorted(load_all(args.scenarios_dir))
+    # every scenario file by name, unread: a file that does not load fails its own run
+    # (with the error naming the file and key) and the others run as usual
+    known = scenario_names(args.scenarios_dir)
     names = args.scenarios or known
     unknown = sorted(set(names) - set(known))
     if unknown:
@@ -77,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             failed.append(name)
-            print(f"== {name}: FAILED after {wall:.0f} s (see the run {result.run_id} in the Dagster UI)", flush=True)
+            why = "; ".join(failure_messages(result))
+            print(f"== {name}: FAILED after {wall:.0f} s (the run {result.run_id} in the Dagster UI){': ' + why if why else ''}", flush=True)
     print(f"\nResults: {args.base_dir / 'models'}/<scenario>/eval/ (samples.png, metrics.json); headline metrics in {args.base_dir / 'metrics'}/")
     print("Runs: python -m pipelines.ui, then open http://127.0.0.1:3000")
     return 1 if failed else 0

@@ -6,7 +6,7 @@ budget, and what a model must reach to be promoted. Everything not given takes t
 documented default below; unknown keys, wrong types, bad values and paths that leave
 the data root are errors naming the file, the key and the fix.
 
-    from pipelines.scenario import load_scenario, load_all
+    from pipelines.scenario import load_scenario, load_all, load_each
     sc = load_scenario("scenarios/faces.yaml")
     sc.gan_config()          # gan_core.GANConfig with resolution/channels from `image`
 """
@@ -351,5 +351,30 @@ def scenario_files(directory: str | Path = SCENARIO_DIR) -> list[Path]:
 
 
 def load_all(directory: str | Path = SCENARIO_DIR) -> dict[str, Scenario]:
-    """Every scenario in ``directory``, by name."""
+    """Every scenario in ``directory``, by name; raises on the first file that does not
+    load (for the project's own checks; the pipeline uses :func:`load_each`)."""
     return {sc.name: sc for sc in (load_scenario(p) for p in scenario_files(directory))}
+
+
+def scenario_names(directory: str | Path = SCENARIO_DIR) -> list[str]:
+    """The scenarios of ``directory`` by file name, without reading the files: one file
+    that cannot be used must not hide or stop the others. A file whose name is not a
+    valid scenario name is left out (:func:`load_each` reports it)."""
+    return [p.stem for p in scenario_files(directory) if NAME_RE.match(p.stem)]
+
+
+def load_each(directory: str | Path = SCENARIO_DIR) -> tuple[dict[str, Scenario], dict[str, str]]:
+    """Every scenario of ``directory`` that loads, by name, and for every file that does
+    not, its error (which names the file and the key): scenarios are isolated, so the
+    caller goes on with the good ones and reports the others."""
+    good: dict[str, Scenario] = {}
+    broken: dict[str, str] = {}
+    for p in scenario_files(directory):
+        if not NAME_RE.match(p.stem):
+            broken[p.stem] = f"{p}: {p.stem!r} is not a scenario name (lowercase letters, digits, '_' and '-', starting with a letter, at most 40); rename the file"
+            continue
+        try:
+            good[p.stem] = load_scenario(p)
+        except ScenarioError as e:
+            broken[p.stem] = str(e)
+    return good, broken

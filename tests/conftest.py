@@ -40,7 +40,7 @@ def one_torch_thread():
 # module fixture), longest first. With ``-n`` (--dist loadfile, no reordering) a worker
 # takes one whole module at a time in this order, so the other worker fills in around
 # the long ones instead of one of them starting last.
-LONGEST_FIRST = ("test_dvc.py", "test_benchmarks_smoke.py", "test_faults.py", "test_stage_cli.py", "test_dagster.py", "test_ui_browser.py")
+LONGEST_FIRST = ("test_dvc.py", "test_benchmarks_smoke.py", "test_faults.py", "test_scenario_isolation.py", "test_stage_cli.py", "test_dagster.py", "test_ui_browser.py")
 
 
 def pytest_collection_modifyitems(config, items):

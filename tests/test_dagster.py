@@ -177,7 +177,7 @@ def test_sensor_fires_once_per_change_of_the_raw_folder(tmp_path):
 
 
 def test_schedule_asks_for_one_run_per_scenario():
-    with dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0)) as ctx:
+    with dg.build_schedule_context(resources={"project": ScenarioGanResource()}, scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0)) as ctx:
         requests = weekly_retrain(ctx)
     keys = sorted(r.partition_key for r in requests)
     assert keys == sorted(scenario_partitions.get_partition_keys())
