@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(_Strict):
@@ -35,7 +35,9 @@ class ModelConfig(_Strict):
     resolution: int = 32
     """Output side in pixels: 16, 28, 32, 64 or 128."""
     channels: Literal[1, 3] = 3
+    """1 (grey) or 3 (RGB)."""
     z_dim: int = Field(100, ge=1, le=1024)
+    """Size of the latent vector G draws images from."""
     width: int | None = Field(None, ge=8, le=512)
     """``dcgan`` base filters (ngf = ndf), default 64. ``seed-dcgan`` has a fixed 128
     and rejects this key."""
@@ -115,13 +117,21 @@ class TrainConfig(_Strict):
     """The training loop: budget, optimiser, loss and the small-data recipe."""
 
     steps: int = Field(1000, ge=1)
+    """Training steps (one D and one G update each): the budget."""
     batch_size: int = Field(64, ge=1)
+    """Real (and generated) images per step."""
     seed: int = 0
+    """Seed of everything random in training: same seed, data and config, same bytes."""
     lr_g: float = Field(2e-4, gt=0)
+    """Adam learning rate of G."""
     lr_d: float = Field(2e-4, gt=0)
+    """Adam learning rate of D."""
     beta1: float = Field(0.5, ge=0, lt=1)
+    """Adam beta1 of both."""
     beta2: float = Field(0.999, ge=0, lt=1)
+    """Adam beta2 of both."""
     loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
+    """GAN loss: the non-saturating logistic loss, or the hinge loss in D."""
     r1_gamma: float = Field(0.0, ge=0)
     """R1 penalty weight on real images (0 = off)."""
     diffaug: str = ""
@@ -136,11 +146,13 @@ class TrainConfig(_Strict):
     with probability ``p * ada_p``; ``ada_p`` starts at ``ada_p_init`` and follows the
     overfitting heuristic r_t = E[sign(D(real))] towards ``ada_target``."""
     ada_target: float = Field(0.6, gt=0, lt=1)
+    """The r_t that ADA steers towards (0.6 in StyleGAN2-ADA)."""
     ada_interval: int = Field(4, ge=1)
     """Steps between adjustments of ada_p (r_t is averaged over them)."""
     ada_speed_images: int = Field(50_000, ge=1)
     """Images over which ada_p can move by 1 (StyleGAN2-ADA: 500k on large data)."""
     ada_p_init: float = Field(0.0, ge=0, le=1)
+    """ADA's probability at step 0."""
     ema_half_life_images: int = Field(0, ge=0)
     """Half-life of the EMA of G in images (0 = no EMA). StyleGAN2-ADA uses 10k-20k."""
     ema_rampup: float = Field(0.05, ge=0)
@@ -150,14 +162,21 @@ class TrainConfig(_Strict):
     ssl_rotation_g: float = Field(0.0, ge=0)
     """Weight of G's rotation loss on fakes (Chen et al. 2019 use 0.2)."""
     checkpoint_every: int = Field(100, ge=1)
+    """Steps between checkpoints (a killed training resumes from the last one)."""
     keep_checkpoints: int = Field(2, ge=1)
+    """Checkpoints kept on disk; older ones are removed."""
     log_every: int = Field(1, ge=1)
+    """Steps between rows of ``loss.csv``."""
     on_divergence: Literal["rollback", "stop"] = "rollback"
+    """A non-finite loss: go back to the last checkpoint with lower learning rates, or stop."""
     divergence_lr_factor: float = Field(0.5, gt=0, lt=1)
+    """Learning rates are multiplied by this on each rollback."""
     max_rollbacks: int = Field(3, ge=0)
+    """Rollbacks before training stops with an error."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     num_threads: int | None = Field(None, ge=1)
+    """torch CPU threads (default: torch's own choice)."""
     amp: Literal["auto", "off", "bf16"] = "auto"
     """Mixed precision: ``auto`` = bf16 autocast on CUDA, off on CPU."""
 

@@ -32,12 +32,19 @@ COLOUR_TRANSFORMS = frozenset(
 )
 
 
+# gan.train keys that the augmentation block sets (refused in a scenario's gan:/gpu:),
+# and gan.model keys that come from image: (refused too).
+ROUTED_GAN_KEYS = ("diffaug", "augment", "ada")
+FROM_IMAGE_GAN_KEYS = ("resolution", "channels")
+
+
 class ScenarioError(ValueError):
     """A scenario file is missing, unreadable, or invalid."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # attribute docstrings become field descriptions: docs/SCENARIO_KEYS.md is made of them
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _relative_path(v: str | None) -> str | None:
@@ -54,9 +61,11 @@ class DataSpec(_Strict):
     """``builtin`` (images shipped with installed packages), ``folder`` (PNG/JPEG/...
     files) or ``npz`` (MedMNIST layout)."""
     builtin: Literal["faces", "nonfaces", "digits", "textures", "histology"] | None = None
+    """For ``source: builtin``: which of the images scikit-image and scikit-learn ship."""
     path: str | None = None
     """For folder/npz: relative to the data root. Default for folder: ``<name>/raw``."""
     npz_key: str = "train_images"
+    """For ``source: npz``: the array of uint8 images (N, H, W) or (N, H, W, C)."""
     limit: int | None = Field(None, ge=1)
     """Use at most this many images (the first ones, in a stable order)."""
 
@@ -75,7 +84,9 @@ class DataSpec(_Strict):
 
 class ImageSpec(_Strict):
     size: Literal[16, 28, 32, 64, 128] = 32
+    """Side in pixels of the square images everything after ingestion works on (and the GAN's resolution)."""
     channels: Literal[1, 3] = 3
+    """1 (grey) or 3 (RGB); images are converted on ingestion."""
     fit: Literal["center_crop", "pad", "stretch"] = "center_crop"
     """How non-square images become square: crop the centre, pad, or stretch."""
 
@@ -85,6 +96,8 @@ class Expectation(_Strict):
     """A great-expectations 1.x expectation in snake case, e.g.
     ``expect_column_values_to_be_between``."""
     kwargs: dict[str, Any] = {}
+    """The expectation's arguments, e.g. ``{column: std, min_value: 0.05}``; columns are
+    those of ``ingested/table.csv``."""
     on_failure: Literal["block", "set_aside", "warn"] | None = None
     """What a failure does (default ``block``): ``block`` stops training for the scenario;
     ``set_aside`` removes the failing images from the validated dataset and lists each of
@@ -122,15 +135,18 @@ class Expectation(_Strict):
 
 class ValidationSpec(_Strict):
     min_images: int = Field(16, ge=2)
+    """Blocking: fewer usable images than this stops the scenario."""
     max_quarantined_share: float = Field(0.2, ge=0, le=1)
     """Blocking: more than this share of quarantined files means the source is broken."""
     expectations: list[Expectation] = []
+    """great-expectations checks over the per-image table (README, "Add a scenario")."""
 
 
 class Transform(_Strict):
     name: str
     """An albumentations transform class, e.g. ``HorizontalFlip``."""
     params: dict[str, Any] = {}
+    """The transform's arguments, e.g. ``{p: 0.5}``."""
 
 
 class AugmentationSpec(_Strict):
@@ -158,7 +174,9 @@ class AugmentationSpec(_Strict):
             return [90, 180, 270]
         return [180] if {"horizontal_flip", "vertical_flip"} <= inv else []
     preview: int = Field(8, ge=1, le=64)
+    """Images in ``augmented/preview.png`` (what D sees, each beside its original)."""
     seed: int = 0
+    """Seed of the augmentation pipeline (per batch it is combined with the step)."""
 
 
 class PromoteSpec(_Strict):
@@ -192,20 +210,32 @@ class PromoteSpec(_Strict):
 
 class EvaluationSpec(_Strict):
     heldout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    """Share of the validated images kept out of training, to measure the model against."""
     n_audit: int = Field(500, ge=10)
+    """Generated samples scored by the metrics and the memorization audit."""
     feature_steps: int = Field(300, ge=10)
+    """Training steps of the ruler's feature network (on the scenario's own images)."""
     seed: int = 0
+    """Seed of the held-out split, the ruler and the samples."""
     promote: PromoteSpec = PromoteSpec()
+    """The promotion bar; every key optional."""
 
 
 class Scenario(_Strict):
     name: str
+    """The file's name without ``.yaml``: lowercase letters, digits, ``_`` and ``-``."""
     description: str = ""
+    """Free text, shown in the model card."""
     domain: Literal["medical", "game", "art", "faces", "handwriting", "other"] = "other"
+    """``medical`` refuses colour-changing transforms (colour carries diagnostic meaning)."""
     data: DataSpec
+    """Where the images come from."""
     image: ImageSpec = ImageSpec()
+    """The images' shape after ingestion."""
     validation: ValidationSpec = ValidationSpec()
+    """The quality gate before training."""
     augmentation: AugmentationSpec = AugmentationSpec()
+    """What training sees besides the images themselves."""
     gan: dict[str, Any] = {}
     """gan_core config (``model:`` and ``train:``): the CPU demo budget. ``model.resolution``
     and ``model.channels`` come from ``image`` and may not be repeated here."""
@@ -234,11 +264,11 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _rules(self) -> "Scenario":
         model = self.gan.get("model", {}) if isinstance(self.gan, dict) else {}
-        for key in ("resolution", "channels"):
+        for key in FROM_IMAGE_GAN_KEYS:
             if key in model:
                 raise ValueError(f"gan.model.{key} comes from image.{'size' if key == 'resolution' else 'channels'}; remove it from gan.model")
         for block, values in (("gan", self.gan), ("gpu", self.gpu)):
-            for key in ("diffaug", "augment", "ada"):
+            for key in ROUTED_GAN_KEYS:
                 if key in (values.get("train") or {}):
                     raise ValueError(
                         f"{block}.train.{key}: what D sees is set in the augmentation block (transforms, ada), so that the "
