@@ -13,7 +13,10 @@ def routes_table(routes: list[dict]) -> str:
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"python"}, code_version="1")
 def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Route each transform of the scenario: symmetries of the data to the real images
+    """Holds `data/<scenario>/augmented/`: the augmentation policy training applies
+    (policy.json, the serialized albumentations pipeline) and a preview of what D sees.
+
+    Route each transform of the scenario: symmetries of the data to the real images
     (an albumentations Compose, serialized with albumentations' own format and applied
     per batch in training, or as offline copies), image-changing transforms to D's input
     for real and generated images alike, anything else refused. Shows originals beside

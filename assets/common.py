@@ -98,7 +98,7 @@ def _code_version(base: Path) -> str:
 
 
 # The asset each pipeline step materializes, and the step upstream of it.
-STEP_ASSETS = {"ingest": "raw_images", "validate": "validated_images", "augment": "augmented_images", "ruler": "ruler", "train": "generator", "evaluate": "evaluation"}
+STEP_ASSETS = {"ingest": "ingested_images", "validate": "validated_images", "augment": "augmented_images", "ruler": "ruler", "train": "generator", "evaluate": "evaluation"}
 # The upstream assets each asset declares (its data versions are recorded as inputs).
 UPSTREAM_STEPS = {"validate": ("ingest",), "augment": ("validate",), "ruler": ("validate",), "train": ("augment",), "evaluate": ("train", "ruler")}
 

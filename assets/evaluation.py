@@ -22,7 +22,10 @@ PROMOTE_CHECK = "check_promotable"
     ],
 )
 def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Score the generator with the scenario's ruler (each number beside its floor:
+    """Holds `models/<scenario>/eval/`, `metrics/<scenario>.json` and the model card:
+    the verdict (promoted or not, and why), the metrics, sample and interpolation grids.
+
+    Score the generator with the scenario's ruler (each number beside its floor:
     held-out real images), test whether a classifier tells samples from real images
     and whether they are as sharp, audit memorization, draw sample and interpolation
     grids, and decide promotion: the verdict names every criterion that fails."""
@@ -50,7 +53,10 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
             **floats,
             "samples": png_markdown(r.samples_png, f"{name} samples"),
             "interpolation": png_markdown(r.interpolation_png, f"{name} latent interpolation"),
-            "closest_to_training": dg.MetadataValue.json(m["memorization"]["closest"][:5]),
+            "closest_to_training": dg.MetadataValue.table(
+                [dg.TableRecord({"sample": int(c["sample_index"]), "training image": int(c["train_index"]), "distance": round(float(c["distance"]), 4), "relative": round(float(c["relative"]), 3)}) for c in m["memorization"]["closest"][:5]],
+                schema=dg.TableSchema([dg.TableColumn("sample", "int"), dg.TableColumn("training image", "int"), dg.TableColumn("distance", "float"), dg.TableColumn("relative", "float")]),
+            ),
             "metrics": dg.MetadataValue.path(rel(r.metrics_path)),
             **lineage,
         },

@@ -6,8 +6,11 @@ from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_pa
 
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, kinds={"python"}, code_version="1")
-def raw_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Decode, orient, convert and resize the scenario's images; write the per-image
+def ingested_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
+    """Holds `data/<scenario>/ingested/`: the scenario's raw files as uniform images
+    (images.npz) and one row per image (table.csv), quarantined files apart.
+
+    Decode, orient, convert and resize the scenario's images; write the per-image
     table (size, mode, mean/std, symmetry, content hash, duplicates). Unreadable or
     unfit files are quarantined with a reason, never dropped silently."""
     from pipelines.steps.ingest import ingest

@@ -7,7 +7,10 @@ from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_pa
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"pytorch"}, code_version="1")
 def ruler(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """The measuring stick of the scenario: a small feature network trained on its real
+    """Holds `models/<scenario>/ruler/`: the network every model of the scenario is
+    measured with, and the metrics' floors.
+
+    The measuring stick of the scenario: a small feature network trained on its real
     training images, the held-out split, and the floor of every metric (held-out real
     images scored like a model). Every model of the scenario is measured with the same
     ruler, so scores are comparable across retrains; rebuilt only when the real images

@@ -7,7 +7,10 @@ from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, re
 
 @dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["augmented_images"], kinds={"pytorch"}, code_version="1")
 def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Train (or resume) the scenario's generator: CPU demo budget, or the scenario's
+    """Holds `models/<scenario>/generator.safetensors`: the trained generator, with its
+    loss curve (loss.csv).
+
+    Train (or resume) the scenario's generator: CPU demo budget, or the scenario's
     GPU budget when CUDA is present. Checkpoints are resumable; a diverged run never
     produces a model."""
     from gan_core.plots import loss_curve_png
@@ -34,15 +37,15 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             "model_sha256": r.model_hash,
             "steps": dg.MetadataValue.int(r.steps),
             "images_seen": dg.MetadataValue.int(r.images_seen),
-            "images_per_s": dg.MetadataValue.float(float(r.images_per_s)),
-            "wall_s": dg.MetadataValue.float(float(r.wall_s)),
+            "images_per_s": dg.MetadataValue.float(round(float(r.images_per_s), 1)),
+            "wall_s": dg.MetadataValue.float(round(float(r.wall_s), 1)),
             "rollbacks": dg.MetadataValue.int(r.rollbacks),
             "n_train_images": dg.MetadataValue.int(r.n_train_images),
             "gpu_budget": r.gpu_budget,
             "real_images_augmented": dg.MetadataValue.text(f"{', '.join(r.training_saw['reals']['transforms']) or 'none'} ({r.training_saw['reals']['applied']})"),
             "d_input_ops": dg.MetadataValue.json(r.training_saw["discriminator"]["ops"]),
             "ada": dg.MetadataValue.text(f"on, final p {r.ada_p:.3f}" if r.ada_p is not None else "off"),
-            **{f"final_{k}": dg.MetadataValue.float(float(v)) for k, v in r.final_logs.items()},
+            **{f"final_{k}": dg.MetadataValue.float(round(float(v), 4)) for k, v in r.final_logs.items()},
             "loss_curve": png_markdown(curve, f"{name} losses"),
             **lineage,
         },

@@ -29,14 +29,17 @@ _CHECKS = _check_names()
 @dg.asset(
     partitions_def=scenario_partitions,
     group_name=GROUP,
-    deps=["raw_images"],
+    deps=["ingested_images"],
     kinds={"python"},
     code_version="2",
     check_specs=[dg.AssetCheckSpec(SUMMARY_CHECK, asset="validated_images", blocking=True, description="all blocking expectations of the scenario passed")]
     + [dg.AssetCheckSpec(n, asset="validated_images", blocking=False) for n in _CHECKS],
 )
 def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Run the scenario's expectations (great-expectations 1.x, ephemeral context) over
+    """Holds `data/<scenario>/validated/`: the images that passed the quality gate, the
+    report of every expectation, and the images set aside.
+
+    Run the scenario's expectations (great-expectations 1.x, ephemeral context) over
     the ingested table. Images failing a ``set_aside`` expectation are removed and listed
     in ``validated/set_aside.json``; only a dataset whose blocking expectations all pass
     is written for augmentation; a failure names the expectation and the files."""

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.augmentation import augmented_images
 from assets.common import ScenarioGanResource
 from assets.evaluation import evaluation
-from assets.ingestion import raw_images
+from assets.ingestion import ingested_images
 from assets.ruler import ruler
 from assets.training import generator
 from assets.validation import validated_images
@@ -16,7 +16,7 @@ from pipelines.automation import raw_data_sensor, scenario_job, weekly_retrain
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 defs = dg.Definitions(
-    assets=[raw_images, validated_images, augmented_images, ruler, generator, evaluation],
+    assets=[ingested_images, validated_images, augmented_images, ruler, generator, evaluation],
     jobs=[scenario_job],
     schedules=[weekly_retrain],
     sensors=[raw_data_sensor],

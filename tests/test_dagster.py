@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from assets.common import ScenarioGanResource
-from assets.ingestion import raw_images
+from assets.ingestion import ingested_images
 from assets.common import scenario_partitions
 from pipelines.automation import raw_data_sensor, weekly_retrain
 from pipelines.definitions import defs
@@ -26,7 +26,7 @@ from pipelines.dvcio import dvc_hash
 
 from .dagster_support import tiny_scenario
 
-ASSETS = ["raw_images", "validated_images", "augmented_images", "ruler", "generator", "evaluation"]
+ASSETS = ["ingested_images", "validated_images", "augmented_images", "ruler", "generator", "evaluation"]
 
 
 def project(tmp_path: Path) -> ScenarioGanResource:
@@ -43,10 +43,10 @@ def test_definitions_load_with_one_partition_per_scenario():
     assert {"check_blocking_expectations", "check_promotable", "expect_column_values_to_be_unique__sha256"} <= checks
 
 
-def test_raw_images_called_directly(tmp_path):
+def test_ingested_images_called_directly(tmp_path):
     tiny_scenario(tmp_path / "scenarios")
     with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
-        result = raw_images(ctx)
+        result = ingested_images(ctx)
     assert getattr(result.metadata["n_images"], "value", result.metadata["n_images"]) == 1797
     # The data version is the hash DVC records for the step's output.
     assert result.data_version.value == dvc_hash(tmp_path / "base/data/digits/ingested")
@@ -64,7 +64,7 @@ def test_each_asset_called_directly_in_order(tmp_path):
 
     tiny_scenario(tmp_path / "scenarios")
     results = {}
-    for asset in (raw_images, validated_images, augmented_images, ruler, generator, evaluation):
+    for asset in (ingested_images, validated_images, augmented_images, ruler, generator, evaluation):
         with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
             results[asset.key.to_user_string()] = asset(ctx)
 

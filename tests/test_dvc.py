@@ -184,7 +184,7 @@ def test_dagster_materialization_is_recorded_in_dvc_and_repro_shows_in_dagster(p
             from dagster._utils.test.data_versions import get_stale_status_resolver
 
             resolver = get_stale_status_resolver(instance, list(defs.assets))
-            assert resolver.get_status(dg.AssetKey("raw_images"), "digits") == StaleStatus.FRESH
+            assert resolver.get_status(dg.AssetKey("ingested_images"), "digits") == StaleStatus.FRESH
             assert resolver.get_status(dg.AssetKey("validated_images"), "digits") == StaleStatus.STALE
     finally:
         del os.environ["DAGSTER_HOME"]
