@@ -88,7 +88,11 @@ def test_default_scenarios_build_and_keep_size_and_channel_axis(name, channels):
     x = images(20, size, channels)
     y = augment_batch(p, x)
     assert y.shape == x.shape and y.dtype == np.uint8  # grey images keep (H, W, 1)
-    assert (y != x).any(axis=(1, 2, 3)).sum() >= 5  # the policy does something
+    changed = (y != x).any(axis=(1, 2, 3)).sum()
+    if sc.augmentation.transforms:
+        assert changed >= 5  # the policy does something
+    else:
+        assert changed == 0  # a scenario without transforms (digits) trains on its images as they are
     # (N, H, W) grey input comes back as (N, H, W)
     assert augment_batch(p, x[..., 0]).shape == x.shape[:3]
 

@@ -31,7 +31,9 @@ def evaluated(tmp_path_factory, one_torch_thread):
     from pipelines.steps.validate import require_passed, validate
 
     tmp = tmp_path_factory.mktemp("card")
-    scenario = load_scenario(tiny_scenario(tmp / "scenarios"))
+    # an op on D's input, so the card's "what training saw" has something to say
+    affine = {"name": "Affine", "params": {"translate_percent": [-0.06, 0.06], "scale": [0.95, 1.05], "p": 0.5}}
+    scenario = load_scenario(tiny_scenario(tmp / "scenarios", augmentation={"invariances": [], "transforms": [affine]}))
     paths = ScenarioPaths(scenario.name, Roots.under(tmp / "base"))
     ingest(scenario, paths)
     require_passed(validate(scenario, paths))
