@@ -56,7 +56,7 @@ def _type(tp: Any) -> str:
     if origin is dict:
         return "mapping"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return "mapping" if not tp.__name__.endswith("Op") else f"`{tp.model_fields['op'].default}` op" if "op" in tp.model_fields else "mapping"
+        return "mapping"
     return getattr(tp, "__name__", str(tp))
 
 

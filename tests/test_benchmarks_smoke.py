@@ -75,7 +75,9 @@ def test_bench_gpu_cpu_smoke(tmp_path):
             assert e["images_per_s"] > 0 and e["s_per_step"] > 0
     assert set(result["ratios"]) == {"bf16_vs_fp32", "recipe_vs_plain_bf16"}
     assert all(r > 0 for per_b in result["ratios"].values() for r in per_b.values())
-    assert result["machine"]["torch"] and result["machine"]["cuda_available"] in (True, False)
+    import torch
+
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["cuda_available"] is torch.cuda.is_available()
 
 
 def test_bench_gpu_without_cuda_says_so(capsys):
