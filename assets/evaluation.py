@@ -17,7 +17,7 @@ PROMOTE_CHECK = "check_promotable"
     check_specs=[
         dg.AssetCheckSpec(
             PROMOTE_CHECK, asset="evaluation", blocking=True,
-            description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness) and memorization (near-copies) within the scenario's promotion bar",
+            description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness), memorization (near-copies) and, for medical scenarios, privacy (membership-inference AUC) within the scenario's promotion bar",
         )
     ],
 )
@@ -27,7 +27,7 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
 
     Score the generator with the scenario's ruler (each number beside its floor:
     held-out real images), test whether a classifier tells samples from real images
-    and whether they are as sharp, audit memorization, draw sample and interpolation
+    and whether they are as sharp, audit memorization and membership inference, draw sample and interpolation
     grids, and decide promotion: the verdict names every criterion that fails."""
     from pipelines.steps.evaluate import evaluate_step
 
@@ -39,7 +39,7 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
     m = r.metrics
     floats = {
         k: dg.MetadataValue.float(round(float(m[k]), 4))
-        for k in ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "fid", "fid_floor", "kid")
+        for k in ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "fid", "fid_floor", "kid")
     }
     checks = "\n".join(
         ["| criterion | measure | model | bar | |", "|---|---|---|---|---|"]

@@ -45,6 +45,11 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             "real_images_augmented": dg.MetadataValue.text(f"{', '.join(r.training_saw['reals']['transforms']) or 'none'} ({r.training_saw['reals']['applied']})"),
             "d_input_ops": dg.MetadataValue.json(r.training_saw["discriminator"]["ops"]),
             "ada": dg.MetadataValue.text(f"on, final p {r.ada_p:.3f}" if r.ada_p is not None else "off"),
+            "differential_privacy": dg.MetadataValue.text(
+                f"epsilon {r.privacy['epsilon_spent']:.3g} spent of {r.privacy['epsilon_budget']:g}, delta {r.privacy['delta']:g} "
+                f"(noise x{r.privacy['noise_multiplier']:.3g}, clip {r.privacy['max_grad_norm']:g})"
+                if r.privacy else "off"
+            ),
             **{f"final_{k}": dg.MetadataValue.float(round(float(v), 4)) for k, v in r.final_logs.items()},
             "loss_curve": png_markdown(curve, f"{name} losses"),
             **lineage,

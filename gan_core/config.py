@@ -43,10 +43,21 @@ class ModelConfig(_Strict):
     and rejects this key."""
     spectral_norm: bool = False
     """Spectral normalisation on every D layer (``dcgan`` then drops BatchNorm in D)."""
+    d_norm: Literal["batch", "group", "none"] | None = None
+    """Normalisation between ``dcgan``'s D convolutions: ``batch`` (pytorch/examples),
+    ``group`` (GroupNorm: per image, so differentially private training can clip each
+    image's influence) or ``none``. Default: ``batch``, ``none`` under spectral_norm."""
     upsample: Literal["transposed", "resize"] = "transposed"
     """How ``dcgan``'s G doubles the resolution: a 4x4 stride-2 transposed convolution
     (pytorch/examples), or nearest-neighbour resize + 3x3 convolution, which avoids the
     checkerboard pattern of overlapping strides (Odena et al., 2016)."""
+
+    @property
+    def d_norm_effective(self) -> str:
+        """D's normalisation as built: ``d_norm``, or its default."""
+        if self.d_norm is not None:
+            return self.d_norm
+        return "none" if self.spectral_norm or self.arch == "seed-dcgan" else "batch"
 
     @field_validator("resolution")
     @classmethod
@@ -111,6 +122,19 @@ class AffineOp(_AugOp):
 AugOp = Annotated[Union[BrightnessOp, ContrastOp, SaturationOp, TranslationOp, CutoutOp, AffineOp], Field(discriminator="op")]
 """One differentiable op on D's input (``gan_core.diffaug``), applied to real and
 generated images alike."""
+
+
+class PrivacyConfig(_Strict):
+    """Differentially private training: DP-SGD on D (the only network that sees real
+    images), the guarantee passed on to G by post-processing."""
+
+    epsilon: float = Field(gt=0)
+    """The privacy budget: the whole training spends at most this epsilon (smaller = more
+    private, noisier). The noise is set so that ``train.steps`` steps spend exactly this."""
+    delta: float = Field(1e-5, gt=0, lt=1)
+    """Probability that the epsilon bound fails; must be below 1 / (number of training images)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Each real image's gradient on D is clipped to this L2 norm before noise is added."""
 
 
 class TrainConfig(_Strict):
@@ -178,7 +202,13 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(None, ge=1)
     """torch CPU threads (default: torch's own choice)."""
     amp: Literal["auto", "off", "bf16"] = "auto"
-    """Mixed precision: ``auto`` = bf16 autocast on CUDA, off on CPU."""
+    """Mixed precision: ``auto`` = bf16 autocast on CUDA, off on CPU (and under ``privacy``)."""
+    privacy: PrivacyConfig | None = None
+    """Differentially private training, e.g. ``{epsilon: 8}`` (also ``delta``,
+    ``max_grad_norm``): D is trained with DP-SGD (opacus: per-image clipping, Gaussian
+    noise, Poisson sampling, RDP accountant); the spent (epsilon, delta) is recorded with
+    the generator. Needs a D without BatchNorm (``model.d_norm: group``, or arch
+    ``seed-dcgan``) and no ADA, R1 or rotation loss on real images."""
 
     @field_validator("diffaug")
     @classmethod
@@ -212,7 +242,30 @@ class GANConfig(_Strict):
             raise ValueError("train.ada needs augmentations to adapt: set train.diffaug and/or train.augment")
         if t.ssl_rotation_g > 0 and t.ssl_rotation_d == 0:
             raise ValueError("train.ssl_rotation_g > 0 needs train.ssl_rotation_d > 0: D's rotation head is only trained by the D loss")
+        if m.spectral_norm and m.d_norm == "batch":
+            raise ValueError("model.d_norm 'batch' does not combine with model.spectral_norm (spectral norm replaces BatchNorm in D); use 'none' or 'group'")
+        if m.arch == "seed-dcgan" and m.d_norm is not None:
+            raise ValueError("model.d_norm applies to arch 'dcgan' only (seed-dcgan's D has no normalisation); remove it")
+        if t.privacy is not None:
+            self._check_private(m, t)
         return self
+
+    @staticmethod
+    def _check_private(m: ModelConfig, t: TrainConfig) -> None:
+        why = "train.privacy clips and noises each real image's gradient on D"
+        if m.arch == "dcgan" and m.d_norm_effective == "batch":
+            raise ValueError(
+                f"{why}, but BatchNorm in D mixes the images of a batch, so one image's influence cannot be bounded: "
+                "set model.d_norm: group (or none), or use arch seed-dcgan"
+            )
+        if m.spectral_norm:
+            raise ValueError(f"{why}; spectral_norm's power iteration has no per-image gradient: set model.spectral_norm: false (and model.d_norm: group)")
+        if t.ada:
+            raise ValueError(f"{why}; train.ada steers by D's outputs on the real images, a statistic of the private data outside the guarantee: set train.ada: false")
+        if t.r1_gamma > 0:
+            raise ValueError(f"{why}; the R1 penalty on real images is not clipped: set train.r1_gamma: 0")
+        if t.ssl_rotation_d > 0 or t.ssl_rotation_g > 0:
+            raise ValueError(f"{why}; the rotation loss on real images is not clipped: set train.ssl_rotation_d and ssl_rotation_g to 0")
 
     @property
     def uses_ema(self) -> bool:

@@ -32,6 +32,7 @@ def evaluate_generator(
     seed: int = 0,
     feature_steps: int = 300,
     symmetries: tuple[str, ...] | list[str] = (),
+    n_attack: int = 2000,
 ) -> dict[str, Any]:
     """Score ``generator`` against real images it was (``real_train``) and was not
     (``real_heldout``) trained on.
@@ -40,6 +41,8 @@ def evaluate_generator(
       for ``real_heldout`` as the floor (:func:`gan_core.metrics.evaluate_samples`);
     - memorization: nearest-training-image distances of ``n_audit`` samples
       (:func:`gan_core.metrics.memorization_audit`);
+    - privacy: a membership-inference attack with ``n_attack`` samples: can they tell
+      ``real_train`` from ``real_heldout``? ROC AUC, 0.5 = no (:func:`gan_core.privacy.membership_inference_audit`);
     - realism: a classifier two-sample test and the sharpness ratio of the samples
       against ``real_train`` (:func:`gan_core.verdict.realism_metrics`): what the ruler
       is blind to (blur, grain, missing fine structure);
@@ -55,6 +58,7 @@ def evaluate_generator(
     """
     from .features import save_feature_net, train_feature_net
     from .metrics import as_float_images, evaluate_samples, memorization_audit
+    from .privacy import membership_inference_audit
     from .verdict import realism_metrics
 
     train = as_float_images(real_train, name="real_train")
@@ -67,7 +71,9 @@ def evaluate_generator(
     quality = evaluate_samples(train, held, fake, extractor=extractor, seed=seed)
     audit = memorization_audit(train, fake[:n_audit], symmetries=symmetries)
     realism = realism_metrics(train, fake, seed=seed, symmetries=symmetries)
-    result = {"quality": quality, "memorization": audit, "realism": realism}
+    attack_samples = generate(generator, latents(n_attack, generator.z_dim, seed=seed + 2))
+    privacy = membership_inference_audit(train, held, attack_samples, symmetries=symmetries, seed=seed)
+    result = {"quality": quality, "memorization": audit, "realism": realism, "privacy": privacy}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,24 @@ import torch.nn.functional as F
 
 
 def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    return d_loss_real(kind, d_real) + d_loss_fake(kind, d_fake)
+
+
+def d_loss_real(kind: str, d_real: torch.Tensor) -> torch.Tensor:
+    """The real images' half of :func:`d_loss` (DP-SGD clips its per-image gradients)."""
     if kind == "nonsaturating":
-        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        return F.softplus(-d_real).mean()
     if kind == "hinge":
-        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        return F.relu(1.0 - d_real).mean()
+    raise ValueError(f"unknown loss {kind!r}; allowed: 'nonsaturating', 'hinge'")
+
+
+def d_loss_fake(kind: str, d_fake: torch.Tensor) -> torch.Tensor:
+    """The generated images' half of :func:`d_loss`."""
+    if kind == "nonsaturating":
+        return F.softplus(d_fake).mean()
+    if kind == "hinge":
+        return F.relu(1.0 + d_fake).mean()
     raise ValueError(f"unknown loss {kind!r}; allowed: 'nonsaturating', 'hinge'")
 
 

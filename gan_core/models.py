@@ -10,7 +10,8 @@ Two architectures, both for 1 or 3 channels at 16, 28, 32, 64 or 128 pixels:
 - ``dcgan`` — pytorch/examples DCGAN: 4x4 (7x7 for 28 px) stem, 4x4 stride-2
   transposed convs (or, with ``upsample: resize``, nearest resize + 3x3 convs) with
   BatchNorm + ReLU, width halving per level; D mirrors it with
-  LeakyReLU(0.2) and BatchNorm (BatchNorm is dropped in D under spectral norm).
+  LeakyReLU(0.2) and BatchNorm (``model.d_norm``: GroupNorm or none instead; none
+  under spectral norm).
 
 D is split into ``features`` (a flat vector per image) and heads: ``adv`` gives the
 real/fake logit and, when asked for, ``rot`` predicts one of four rotations (the
@@ -134,10 +135,13 @@ def _dcgan_discriminator(cfg: ModelConfig, rotation: bool) -> Discriminator:
     w = cfg.width or DCGAN_WIDTH
     chans = [w * _mult(i) for i in range(n_down)]  # e.g. 64px: w, 2w, 4w, 8w
     layers: list[nn.Module] = [wrap(nn.Conv2d(cfg.channels, chans[0], 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
+    norm = cfg.d_norm_effective
     for a, b in zip(chans[:-1], chans[1:]):
         layers.append(wrap(nn.Conv2d(a, b, 4, 2, 1, bias=False)))
-        if not cfg.spectral_norm:
+        if norm == "batch":
             layers.append(nn.BatchNorm2d(b))
+        elif norm == "group":
+            layers.append(nn.GroupNorm(math.gcd(b, 16), b))
         layers.append(nn.LeakyReLU(0.2, True))
     return Discriminator(nn.Sequential(*layers), chans[-1] * base * base, rotation=rotation, sn=cfg.spectral_norm)
 
@@ -148,7 +152,7 @@ def _dcgan_init(m: nn.Module) -> None:
     if "Conv" in name:
         weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
         nn.init.normal_(weight, 0.0, 0.02)
-    elif "BatchNorm" in name:
+    elif "BatchNorm" in name or "GroupNorm" in name:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 

@@ -55,12 +55,18 @@ def _set(cfg: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or "." not in key:
         raise SystemExit(f"--set {assignment!r}: expected section.key=value, e.g. train.steps=100")
-    section, name = key.split(".", 1)
+    *parents, name = key.split(".")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    cfg.setdefault(section, {})[name] = value
+    node = cfg
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise SystemExit(f"--set {assignment!r}: {p!r} holds {child!r}, not a section")
+        node = child
+    node[name] = value
 
 
 def init_distributed() -> bool:

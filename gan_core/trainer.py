@@ -26,7 +26,7 @@ from . import checkpoint as ck
 from .config import GANConfig
 from .diffaug import apply_ops
 from .ema import ema_beta, make_ema, update_ema
-from .losses import d_loss, g_loss, r1_penalty, rotation_loss
+from .losses import d_loss, d_loss_fake, d_loss_real, g_loss, r1_penalty, rotation_loss
 from .models import build_models
 
 # Settings that may change between a run and its resumption without changing the maths.
@@ -63,6 +63,9 @@ class TrainResult:
     """ADA's final strength (None when ADA is off)."""
     real_transform: Any = None
     """What the real images went through (the ``describe`` given to the Trainer)."""
+    privacy: dict[str, Any] | None = None
+    """Differentially private training: the (epsilon, delta) spent and how
+    (:meth:`gan_core.privacy.DPAccounting.to_dict`); None when ``train.privacy`` is off."""
 
 
 Callback = Callable[[TrainEvent], None]
@@ -194,8 +197,42 @@ class Trainer:
         self.lr_scale = 1.0
         self.rollbacks = 0
         self._perm_cache: dict[int, torch.Tensor] = {}
+        self.dp = None  # gan_core.privacy.DPAccounting, set when training starts
+        if t.privacy is not None:
+            self._init_private()
         if self.world > 1:
             self._broadcast(list(self.G.parameters()) + list(self.D.parameters()))
+
+    def _init_private(self) -> None:
+        """DP-SGD on D with opacus: per-image gradients of the real images' loss
+        (GradSampleModule hooks on D's layers, switched on for that backward pass only),
+        clipped and noised by a DPOptimizer around D's Adam; the noise is drawn from a
+        generator seeded per step, so a resumed run replays it."""
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        from .privacy import has_batchnorm
+
+        if self.world > 1:
+            raise ValueError("train.privacy trains in one process; run it without torchrun")
+        if has_batchnorm(self.D):  # the config refuses this; a guard for hand-built models
+            raise ValueError("train.privacy needs a discriminator without BatchNorm; set model.d_norm: group")
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+        self.amp = False
+        self.D.to(memory_format=torch.contiguous_format)  # opacus writes D's gradients contiguous
+        for m in self.D.modules():  # opacus' backward hooks forbid in-place ops on hooked outputs
+            if hasattr(m, "inplace"):
+                m.inplace = False
+        p = self.cfg.train.privacy
+        self._d_grad_sample = GradSampleModule(self.D, loss_reduction="mean", strict=True)
+        self._d_grad_sample.disable_hooks()
+        self._dp_noise = torch.Generator(device=self.device)
+        expected = max(1, round(min(1.0, self.cfg.train.batch_size / self.n) * self.n))
+        self._dp_opt = DPOptimizer(
+            self.opt_d, noise_multiplier=0.0, max_grad_norm=p.max_grad_norm, expected_batch_size=expected, loss_reduction="mean", generator=self._dp_noise
+        )
 
     # ------------------------------------------------------------------ data, z
     def _epoch_perm(self, epoch: int) -> torch.Tensor:
@@ -205,6 +242,17 @@ class Trainer:
         return self._perm_cache[epoch]
 
     def _batch_indices(self, step: int) -> torch.Tensor:
+        if self.dp is not None:
+            return self._poisson_indices(step)
+        return self._epoch_indices(step)
+
+    def _poisson_indices(self, step: int) -> torch.Tensor:
+        """DP-SGD's sampling: each image joins the step's batch with probability q,
+        independently (the accountant's analysis assumes it); the batch size varies."""
+        g = torch.Generator().manual_seed(_step_seed(self.cfg.train.seed, step, 104729))
+        return torch.nonzero(torch.rand(self.n, generator=g) < self.dp.sample_rate).flatten()
+
+    def _epoch_indices(self, step: int) -> torch.Tensor:
         """Global sample positions (step, rank, j) walk through per-epoch permutations,
         so every image is seen once per epoch and ranks read disjoint shards."""
         b = self.cfg.train.batch_size
@@ -279,7 +327,8 @@ class Trainer:
         t = self.cfg.train
         g = torch.Generator(device=self.device).manual_seed(_step_seed(t.seed, step, self.rank))
         real = _to_float(self._real_batch(step))
-        z = torch.randn(real.shape[0], self.cfg.model.z_dim, generator=g, device=self.device)
+        n_fake = t.batch_size if self.dp is not None else real.shape[0]  # DP: the real batch size varies (Poisson)
+        z = torch.randn(n_fake, self.cfg.model.z_dim, generator=g, device=self.device)
         ops, p_scale = self.d_ops, self.ada_p
         aug = (lambda x: apply_ops(x, ops, g, p_scale)) if ops else (lambda x: x)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -287,26 +336,29 @@ class Trainer:
 
         # (1) update D: real -> 1, fake -> 0 (+ R1 on real, + rotation prediction on real)
         self.D.requires_grad_(True)
-        if t.r1_gamma > 0:
-            real.requires_grad_(True)
-        with autocast:
-            fake = self.G(z)
-            d_real = self.D(aug(real))
-            d_fake = self.D(aug(fake.detach()))
-            loss_d = d_loss(t.loss, d_real.float(), d_fake.float())
-            if t.ssl_rotation_d > 0:
-                xr, yr = self._rotated(aug(real.detach()), g)
-                rot_d = rotation_loss(self.D.rot(self.D.features(xr)), yr)
-                loss_d = loss_d + t.ssl_rotation_d * rot_d
-                logs["rot_d"] = rot_d.detach()
-        if t.r1_gamma > 0:
-            r1 = r1_penalty(d_real.float(), real)
-            loss_d = loss_d + 0.5 * t.r1_gamma * r1
-            logs["r1"] = r1.detach()
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self._all_reduce_grads(self.D)
-        self.opt_d.step()
+        if self.dp is not None:
+            fake, d_real, d_fake, loss_d = self._private_d_update(step, real, z, aug)
+        else:
+            if t.r1_gamma > 0:
+                real.requires_grad_(True)
+            with autocast:
+                fake = self.G(z)
+                d_real = self.D(aug(real))
+                d_fake = self.D(aug(fake.detach()))
+                loss_d = d_loss(t.loss, d_real.float(), d_fake.float())
+                if t.ssl_rotation_d > 0:
+                    xr, yr = self._rotated(aug(real.detach()), g)
+                    rot_d = rotation_loss(self.D.rot(self.D.features(xr)), yr)
+                    loss_d = loss_d + t.ssl_rotation_d * rot_d
+                    logs["rot_d"] = rot_d.detach()
+            if t.r1_gamma > 0:
+                r1 = r1_penalty(d_real.float(), real)
+                loss_d = loss_d + 0.5 * t.r1_gamma * r1
+                logs["r1"] = r1.detach()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self._all_reduce_grads(self.D)
+            self.opt_d.step()
 
         # (2) update G through the just-updated D (D frozen: no wasted weight grads)
         self.D.requires_grad_(False)
@@ -332,7 +384,8 @@ class Trainer:
             update_ema(self.G_ema, self.G, beta)
             logs["ema_beta"] = torch.tensor(beta)
 
-        logs.update(loss_d=loss_d.detach(), loss_g=loss_g.detach(), d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean())
+        d_real_mean = d_real.detach().float().mean() if d_real.numel() else torch.zeros((), device=self.device)
+        logs.update(loss_d=loss_d.detach(), loss_g=loss_g.detach(), d_real=d_real_mean, d_fake=d_fake.detach().float().mean())
         if t.ada:
             logs["d_real_sign"] = torch.sign(d_real.detach().float()).mean()
         names = list(logs)
@@ -345,6 +398,39 @@ class Trainer:
             if self.ada_rt is not None:
                 values["ada_rt"] = self.ada_rt
         return values
+
+    def _private_d_update(self, step: int, real: torch.Tensor, z: torch.Tensor, aug: Callable[[torch.Tensor], torch.Tensor]):
+        """D's step under DP-SGD: the real images' mean loss gives one gradient per
+        image (clipped to ``max_grad_norm``, summed, plus Gaussian noise, over the expected
+        batch size); the generated images' loss adds its ordinary gradient, which depends
+        on the data only through D and G, both already private."""
+        t = self.cfg.train
+        self._dp_opt.zero_grad(set_to_none=True)  # grads, per-image grads and sums
+        fake = self.G(z)
+        if real.shape[0] > 0:
+            # opacus' convolution grad sampler misreads channels-last activations (a (B, 1, H, W)
+            # batch can have such strides): D gets the real images in the standard layout
+            x = aug(real).clone(memory_format=torch.contiguous_format)
+            self._d_grad_sample.enable_hooks()
+            try:
+                d_real = self.D(x)
+                loss_real = d_loss_real(t.loss, d_real)
+                loss_real.backward()
+            finally:
+                self._d_grad_sample.disable_hooks()
+        else:  # an empty Poisson draw: noise only
+            d_real = torch.zeros(0, device=self.device)
+            loss_real = torch.zeros((), device=self.device)
+            for p in self.D.parameters():
+                p.grad_sample = torch.zeros((1, *p.shape), device=p.device, dtype=p.dtype)
+        self._dp_noise.manual_seed(_step_seed(t.seed ^ 0xD1FF, step, self.rank))
+        self._dp_opt.pre_step()  # clip, add noise, scale: p.grad is now private
+        d_fake = self.D(aug(fake.detach()))
+        loss_fake = d_loss_fake(t.loss, d_fake)
+        loss_fake.backward()  # accumulates onto the private gradient
+        self.opt_d.step()
+        self.dp.record_step()
+        return fake, d_real, d_fake, loss_real.detach() + loss_fake.detach()
 
     # ------------------------------------------------------------------ state
     def _state_meta(self) -> dict[str, Any]:
@@ -359,6 +445,7 @@ class Trainer:
             "torch": torch.__version__,
             "run_key": self.run_key,
             "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": list(self._ada_acc)},
+            "privacy": self.dp.to_dict() if self.dp is not None else None,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -377,7 +464,7 @@ class Trainer:
             old.unlink(missing_ok=True)
         return path
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path, *, keep_privacy: bool = False) -> None:
         tensors, meta = ck.load_tensors(path)
         if meta.get("kind") != "training-state":
             raise ck.CheckpointError(f"{path} is not a training checkpoint (kind {meta.get('kind')!r})")
@@ -397,6 +484,12 @@ class Trainer:
         ada = meta.get("ada") or {}
         if self.cfg.train.ada:
             self.ada_p, self.ada_rt, self._ada_acc = ada["p"], ada["rt"], [float(ada["acc"][0]), int(ada["acc"][1])]
+        if self.cfg.train.privacy is not None and not keep_privacy:
+            from .privacy import DPAccounting
+
+            if not meta.get("privacy"):
+                raise ck.CheckpointError(f"{path} has no privacy accounting; train.privacy cannot resume from it")
+            self._set_accounting(DPAccounting.from_dict(meta["privacy"]))
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
         now = self.cfg.model_dump(mode="json")
@@ -443,13 +536,27 @@ class Trainer:
         found = ck.list_checkpoints(self.ckpt_dir)
         if found:
             self.load_checkpoint(found[-1][1])
+            if self.dp is not None:
+                self.dp.check_budget(self.cfg.train.steps)
             if self.is_main:
                 self._rewrite_metrics_upto(self.step)
             return self.step
         if self.is_main:  # a fresh start: no log lines of an earlier run
             (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
+        if self.cfg.train.privacy is not None:
+            from .privacy import DPAccounting
+
+            p, t = self.cfg.train.privacy, self.cfg.train
+            self._set_accounting(
+                DPAccounting.calibrate(epsilon=p.epsilon, delta=p.delta, max_grad_norm=p.max_grad_norm, n_images=self.n, batch_size=t.batch_size, steps=t.steps)
+            )
         self.save_checkpoint()
         return None
+
+    def _set_accounting(self, acct: Any) -> None:
+        self.dp = acct
+        self._dp_opt.noise_multiplier = acct.noise_multiplier
+        self._dp_max_steps = acct.max_steps()
 
     def _checkpoints_match_run_key(self) -> bool:
         """Checkpoints written for another ``run_key`` (e.g. other training data) are not
@@ -475,7 +582,7 @@ class Trainer:
         lr_scale = self.lr_scale * t.divergence_lr_factor
         if self.world > 1:
             dist.barrier()
-        self.load_checkpoint(where)
+        self.load_checkpoint(where, keep_privacy=True)  # the steps rolled back were spent all the same
         self.rollbacks, self.lr_scale = rollbacks, lr_scale
         for opt, lr in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
             for group in opt.param_groups:
@@ -505,6 +612,14 @@ class Trainer:
         try:
             while self.step < t.steps:
                 step = self.step + 1
+                if self.dp is not None and self.dp.steps_taken() >= self._dp_max_steps:
+                    from .privacy import PrivacyBudgetError
+
+                    raise PrivacyBudgetError(
+                        f"the privacy budget (epsilon {self.dp.epsilon:g}) is spent after {self.dp.steps_taken()} noisy steps "
+                        f"({self.rollbacks} rollback(s) replayed some); training stopped at step {self.step} of {t.steps} and no "
+                        "generator was written. Lower the learning rates or raise train.privacy.epsilon, and train again."
+                    )
                 logs = self.train_step(step)
                 if not all(math.isfinite(v) for v in logs.values()):
                     if metrics:
@@ -545,12 +660,13 @@ class Trainer:
             final_logs=logs,
             ada_p=self.ada_p if t.ada else None,
             real_transform=self.real_transform_info,
+            privacy=self.dp.to_dict() if self.dp is not None else None,
         )
         if self.is_main:
             final_g = self.G_ema if self.G_ema is not None else self.G
             ck.save_generator(
                 gen_path, final_g, self.cfg, step=self.step, images_seen=result.images_seen, ema=self.G_ema is not None,
-                ada_p=result.ada_p, real_transform=self.real_transform_info,
+                ada_p=result.ada_p, real_transform=self.real_transform_info, privacy=result.privacy,
             )
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
             ck.atomic_write_bytes(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())

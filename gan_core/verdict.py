@@ -472,10 +472,15 @@ class Bar:
     min_sharpness_ratio: float = 0.75
     max_sharpness_ratio: float = 2.0
     max_near_copy_share: float = 0.05
+    max_membership_auc: float | None = None
+    """Privacy: the membership-inference attack's ROC AUC must stay at or below this
+    (None: reported, not gated; scenarios of domain ``medical`` default to 0.6)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
+            if v is None and f.name == "max_membership_auc":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"Bar.{f.name} must be a finite number, got {v!r}")
         if not self.max_fid_over_floor > 0:
@@ -483,6 +488,8 @@ class Bar:
         for name in ("min_precision", "min_recall", "floor_fraction", "max_near_copy_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"Bar.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_membership_auc is not None and not 0.5 <= self.max_membership_auc <= 1:
+            raise ValueError(f"Bar.max_membership_auc must be in [0.5, 1], got {self.max_membership_auc}")
         if not 0.5 <= self.max_c2st_accuracy <= 1:
             raise ValueError(f"Bar.max_c2st_accuracy must be in [0.5, 1], got {self.max_c2st_accuracy}")
         if not 0 < self.min_sharpness_ratio <= 1 <= self.max_sharpness_ratio:
@@ -496,7 +503,7 @@ class Bar:
 class Check:
     """One criterion: ``measure`` ``op`` ``bar`` (``op`` is "<=" or ">=")."""
 
-    criterion: str  # fidelity, diversity, realism, memorization
+    criterion: str  # fidelity, diversity, realism, memorization, privacy
     measure: str
     value: float
     op: str
@@ -529,7 +536,7 @@ class Verdict:
 
     @property
     def failed_criteria(self) -> list[str]:
-        """Names of the failed criteria (fidelity, diversity, realism, memorization), each once."""
+        """Names of the failed criteria (fidelity, diversity, realism, memorization, privacy), each once."""
         return list(dict.fromkeys(c.criterion for c in self.failed))
 
     @property
@@ -553,6 +560,7 @@ _REQUIRED = {
     "near_copy_share": "gan_core.metrics.memorization_audit",
     "c2st_ci_low": "gan_core.verdict.classifier_two_sample_test (ci_low)",
     "sharpness_ratio": "gan_core.verdict.sharpness",
+    "membership_auc": "gan_core.privacy.membership_inference_audit",
 }
 
 
@@ -566,6 +574,9 @@ def _flatten(metrics: Mapping[str, Any]) -> dict[str, Any]:
     mem = metrics.get("memorization")
     if isinstance(mem, Mapping) and "near_copy_share" in mem:
         flat["near_copy_share"] = mem["near_copy_share"]
+    priv = metrics.get("privacy")
+    if isinstance(priv, Mapping) and "membership_auc" in priv:
+        flat["membership_auc"] = priv["membership_auc"]
     return flat
 
 
@@ -590,7 +601,8 @@ def judge(metrics: Mapping[str, Any], bar: Bar | None = None) -> Verdict:
       classifier test's 95 % interval) and ``sharpness_ratio`` within
       ``[min(min_sharpness_ratio, sharpness_floor_low), max(max_sharpness_ratio,
       sharpness_floor_high)]``;
-    * memorization -- ``near_copy_share <= max_near_copy_share``.
+    * memorization -- ``near_copy_share <= max_near_copy_share``;
+    * privacy -- ``membership_auc <= max_membership_auc``, when the bar sets one.
 
     Floors (``precision_floor``, ``recall_floor``, ``sharpness_floor_*``) are
     optional keys; without them the fixed thresholds apply.
@@ -622,4 +634,6 @@ def judge(metrics: Mapping[str, Any], bar: Bar | None = None) -> Verdict:
         check("realism", "sharpness_ratio", s, "<=", s_hi),
         check("memorization", "near_copy_share", get("near_copy_share"), "<=", bar.max_near_copy_share),
     )
+    if bar.max_membership_auc is not None:
+        checks += (check("privacy", "membership_auc", get("membership_auc"), "<=", bar.max_membership_auc),)
     return Verdict(passed=all(c.passed for c in checks), checks=checks, bar=bar)

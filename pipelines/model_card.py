@@ -38,7 +38,7 @@ from gan_core.checkpoint import atomic_write_bytes
 from .dvcio import dvc_hash, stage_name
 from .lineage import NOT_A_GIT_CHECKOUT, code_version
 from .paths import ScenarioPaths
-from .scenario import Scenario
+from .scenario import MEDICAL_MAX_MEMBERSHIP_AUC, Scenario
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 GENERATOR_FILE = "generator.safetensors"
@@ -66,16 +66,18 @@ def write_model_card(
     quality: dict[str, Any],
     memorization: dict[str, Any],
     verdict: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``models/<scenario>/MODEL_CARD.md`` atomically and return its path.
 
     ``headline`` is what the evaluation step writes to ``metrics/<scenario>.json``;
     ``quality`` and ``memorization`` are :func:`gan_core.evaluate.evaluate_generator`'s
     result, ``verdict`` :meth:`gan_core.verdict.Verdict.to_dict` (every check of the
-    promotion bar). The card lives beside ``generator.safetensors`` and links the
+    promotion bar), ``privacy`` the membership-inference audit
+    (:func:`gan_core.privacy.membership_inference_audit`). The card lives beside ``generator.safetensors`` and links the
     sample grids in ``eval/`` relatively, so it renders wherever the model directory
     is copied."""
-    text = render_model_card(scenario, paths, headline, quality, memorization, verdict)
+    text = render_model_card(scenario, paths, headline, quality, memorization, verdict, privacy)
     return atomic_write_bytes(model_card_path(paths), text.encode("utf-8"))
 
 
@@ -86,6 +88,7 @@ def render_model_card(
     quality: dict[str, Any],
     memorization: dict[str, Any],
     verdict: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> str:
     """The Markdown text :func:`write_model_card` writes (see there)."""
     base = project_base(paths)
@@ -109,6 +112,7 @@ def render_model_card(
     lines += _training_section(paths, base)
     lines += _metrics_section(headline, quality, paths, base)
     lines += _memorization_section(headline, memorization)
+    lines += _privacy_section(headline, privacy or {}, paths)
     lines += _generator_section(headline, paths, base)
     lines += _reproduce_section(name, paths, base)
     while lines and lines[-1] == "":
@@ -428,6 +432,35 @@ def _memorization_section(headline: dict[str, Any], m: dict[str, Any]) -> list[s
     ]
 
 
+def _privacy_section(headline: dict[str, Any], p: dict[str, Any], paths: ScenarioPaths) -> list[str]:
+    auc = headline.get("membership_auc", p.get("membership_auc"))
+    out = [
+        "## Privacy",
+        "",
+        f"- Membership-inference audit: ROC AUC {_num(auc, '.3f')} (95 % interval {_num(p.get('auc_ci_low'), '.3f')}–"
+        f"{_num(p.get('auc_ci_high'), '.3f')}): an attacker holding {p.get('n_samples')} samples tells the "
+        f"{p.get('n_members')} training images from the {p.get('n_non_members')} held-out ones by their distance to the "
+        "nearest sample. 0.5 = no better than a coin; the bar of a medical scenario is "
+        f"`evaluation.promote.max_membership_auc` (default {MEDICAL_MAX_MEMBERSHIP_AUC}).",
+    ]
+    dp = (_read_json(paths.model / "summary.json") or {}).get("privacy")
+    if dp:
+        out.append(
+            f"- Differentially private training: (ε = {_num(dp.get('epsilon_spent'), '.3g')}, δ = {dp.get('delta'):g}) spent of a budget "
+            f"ε = {_num(dp.get('epsilon_budget'), '.3g')}: DP-SGD on the discriminator (per-image gradients clipped to "
+            f"{_num(dp.get('max_grad_norm'), '.3g')}, Gaussian noise × {_num(dp.get('noise_multiplier'), '.3g')}, Poisson sampling at rate "
+            f"{_num(dp.get('sample_rate'), '.3g')}, {dp.get('steps')} steps, opacus RDP accountant). The generator never sees a "
+            "real image; its weights and samples inherit the guarantee. Training logs and this card's metrics are "
+            "computed on the real images and are not covered."
+        )
+    else:
+        out.append(
+            "- Not trained with differential privacy (`gan.train.privacy`): no formal guarantee. A low AUC says this "
+            "attack failed, not that every attack would."
+        )
+    return out + [""]
+
+
 # How each measure of the verdict reads, for people.
 _MEASURES = {
     "fid_over_floor": "FID / floor",
@@ -436,6 +469,7 @@ _MEASURES = {
     "c2st_ci_low": "classifier two-sample test (accuracy, lower end of its 95 % interval)",
     "sharpness_ratio": "sharpness (fine detail of samples / of reals)",
     "near_copy_share": "near-copy share",
+    "membership_auc": "membership-inference AUC (0.5 = no leakage)",
 }
 
 

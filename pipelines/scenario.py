@@ -179,6 +179,10 @@ class AugmentationSpec(_Strict):
     """Seed of the augmentation pipeline (per batch it is combined with the step)."""
 
 
+MEDICAL_MAX_MEMBERSHIP_AUC = 0.6
+"""The promotion bar on the membership-inference AUC for domain ``medical``."""
+
+
 class PromoteSpec(_Strict):
     """The promotion bar (``gan_core.verdict.Bar``): a key left out takes the default
     measured on good and bad reference models (docs/BENCHMARKS.md, "Ruler and verdict").
@@ -200,12 +204,20 @@ class PromoteSpec(_Strict):
     """Realism: the same, upper end (default 2.0; grain and noise are above)."""
     max_near_copy_share: float | None = Field(None, ge=0, le=1)
     """Memorization: share of samples that are near-copies of a training image (default 0.05)."""
+    max_membership_auc: float | None = Field(None, ge=0.5, le=1)
+    """Privacy: ROC AUC of the membership-inference attack (training vs held-out images;
+    0.5 = no leakage). Default 0.6 for domain ``medical``; other domains report it without
+    a bar unless this is set."""
 
-    def bar(self):
-        """The ``gan_core.verdict.Bar`` with this scenario's overrides."""
+    def bar(self, domain: str = "other"):
+        """The ``gan_core.verdict.Bar`` with this scenario's overrides (``domain``
+        ``medical`` gates the membership-inference AUC at 0.6 unless set here)."""
         from gan_core.verdict import Bar
 
-        return Bar(**{k: v for k, v in self.model_dump().items() if v is not None})
+        values = {k: v for k, v in self.model_dump().items() if v is not None}
+        if domain == "medical":
+            values.setdefault("max_membership_auc", MEDICAL_MAX_MEMBERSHIP_AUC)
+        return Bar(**values)
 
 
 class EvaluationSpec(_Strict):

@@ -148,6 +148,24 @@ def test_experiment_on_one_scenarios_parameter(project):
 
 
 @pytest.mark.slow
+def test_an_experiment_with_differential_privacy(project):
+    out = dvc(project, "exp", "run", "-S", "scenarios/digits.yaml:+gan.model.d_norm=group", "-S", "scenarios/digits.yaml:+gan.train.privacy.epsilon=8").stdout
+    assert _ran(out) == {"train@digits", "evaluate@digits"}
+    spent = json.loads((project / "models/digits/summary.json").read_text())["privacy"]
+    assert spent["epsilon_budget"] == 8.0 and 0 < spent["epsilon_spent"] <= 8.0
+    metrics = json.loads((project / "metrics/digits.json").read_text())
+    assert metrics["differential_privacy"]["epsilon_spent"] == spent["epsilon_spent"]
+    assert 0.0 <= metrics["membership_auc_ci_low"] <= metrics["membership_auc"] <= metrics["membership_auc_ci_high"] <= 1.0
+    card = (project / "models/digits/MODEL_CARD.md").read_text()
+    assert "## Privacy" in card and f"ε = {spent['epsilon_spent']:.3g}" in card
+    lock = (project / "dvc.lock").read_text()
+    assert "privacy:" in lock and "epsilon: 8" in lock  # the budget is a parameter of the model's lineage
+    git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
+    dvc(project, "checkout", "-q")
+    assert "up to date" in dvc(project, "status").stdout
+
+
+@pytest.mark.slow
 def test_dagster_materialization_is_recorded_in_dvc_and_repro_shows_in_dagster(project):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "DAGSTER_HOME": str(project / ".dagster")}
     run = subprocess.run([str(project / ".venv/bin/python"), "-m", "pipelines.run", "digits"], cwd=project, env=env, capture_output=True, text=True, timeout=900)

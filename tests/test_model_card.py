@@ -96,7 +96,7 @@ def test_card_is_byte_identical_for_identical_inputs(evaluated, tmp_path):
     shutil.copytree(paths.roots.data.parent, moved)
     elsewhere = ScenarioPaths(scenario.name, Roots.under(moved))
     m = again.metrics
-    assert render_model_card(scenario, elsewhere, m, m["quality"], m["memorization"], m["verdict"]).encode("utf-8") == first
+    assert render_model_card(scenario, elsewhere, m, m["quality"], m["memorization"], m["verdict"], m["privacy"]).encode("utf-8") == first
 
 
 def test_card_names_the_budget_and_why_a_model_is_not_promoted(evaluated):

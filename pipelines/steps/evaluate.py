@@ -38,7 +38,7 @@ def promotion(scenario: Scenario, result: dict[str, Any]) -> tuple[bool, list[st
     (:func:`gan_core.verdict.judge`)."""
     from gan_core.verdict import judge
 
-    v = judge(result, scenario.evaluation.promote.bar())
+    v = judge(result, scenario.evaluation.promote.bar(scenario.domain))
     return v.passed, v.reasons, v.to_dict()
 
 
@@ -67,7 +67,7 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         g, real_train, real_held, out_dir=paths.evaluation, extractor=extractor, n_audit=ev.n_audit, seed=ev.seed, symmetries=extractor.symmetries
     )
     ok, reasons, verdict = promotion(scenario, result)
-    q, m, realism = result["quality"], result["memorization"], result["realism"]
+    q, m, realism, privacy = result["quality"], result["memorization"], result["realism"], result["privacy"]
     headline = {
         "scenario": scenario.name,
         "fid": q["fid"],
@@ -80,6 +80,11 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         "c2st_ci_low": realism["c2st_ci_low"],
         "sharpness_ratio": realism["sharpness_ratio"],
         "near_copy_share": m["near_copy_share"],
+        "membership_auc": privacy["membership_auc"],
+        "membership_auc_ci_low": privacy["auc_ci_low"],
+        "membership_auc_ci_high": privacy["auc_ci_high"],
+        # (epsilon, delta) spent by DP training, without the accountant's history (null: not DP-trained)
+        "differential_privacy": {k: v for k, v in meta["privacy"].items() if k != "history"} if meta.get("privacy") else None,
         "steps": meta.get("step"),
         "model_sha256": file_sha256(gen_path),
         "promote": ok,
@@ -89,9 +94,9 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
-    card = write_model_card(scenario, paths, headline, q, m, verdict)
+    card = write_model_card(scenario, paths, headline, q, m, verdict, privacy)
     return EvaluationStepResult(
-        metrics={**headline, "quality": q, "memorization": m, "realism": realism, "verdict": verdict},
+        metrics={**headline, "quality": q, "memorization": m, "realism": realism, "privacy": privacy, "verdict": verdict},
         promote=ok,
         reasons=reasons,
         samples_png=paths.evaluation / "samples.png",

@@ -54,6 +54,8 @@ class TrainStepResult:
     training_saw: dict
     """What the real images went through and what D's input ops were (see the module doc)."""
     ada_p: float | None = None
+    privacy: dict | None = None
+    """The (epsilon, delta) spent by differentially private training (``gan.train.privacy``), or None."""
 
 
 def load_training_images(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +133,12 @@ def train_step(
     use_gpu = torch.cuda.is_available() if gpu is None else gpu
     cfg = scenario.gan_config(gpu=use_gpu, augment=policy["discriminator"]["ops"])
     per_batch = bool(policy["reals"]["transforms"]) and not policy["reals"]["offline_copies"]
+    if cfg.train.privacy is not None and policy["reals"]["offline_copies"]:
+        raise TrainingInputError(
+            f"scenario {scenario.name!r}: gan.train.privacy protects each training row, but the augment step wrote "
+            f"{policy['reals']['offline_copies']} offline copies of every image, so one image is several rows; "
+            "let the transforms run per batch (augmentation.offline_copies: 0)"
+        )
     real_transform = batch_transform(load_pipeline(paths.augmented / "pipeline.json")) if per_batch else None
     saw = {
         "reals": policy["reals"],
@@ -167,4 +175,5 @@ def train_step(
         model_hash=file_sha256(r.generator_path),
         training_saw=saw,
         ada_p=r.ada_p,
+        privacy=r.privacy,
     )
