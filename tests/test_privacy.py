@@ -208,3 +208,48 @@ def test_the_command_line_sets_a_privacy_budget(tmp_path, capsys):
     _, _, meta = load_generator(tmp_path / "generator.safetensors")
     assert meta["config"]["train"]["privacy"] == {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}
     assert np.isfinite(meta["privacy"]["epsilon_spent"])
+
+
+def test_rollbacks_spend_budget_and_training_stops_when_it_is_gone(digits16, tmp_path, one_torch_thread):
+    cfg = load_config(private_config(steps=12, checkpoint_every=4))
+    tr = Trainer(cfg, digits16, tmp_path, progress=False)
+    poisoned = []
+
+    def poison_once(e):  # a non-finite loss at step 7: rollback to the step-4 checkpoint
+        if e.kind == "step" and e.step == 6 and not poisoned:
+            poisoned.append(e.step)
+            with torch.no_grad():
+                next(tr.G.parameters()).fill_(float("nan"))
+
+    tr.callbacks.append(poison_once)
+    with pytest.raises(PrivacyBudgetError, match=r"spent after 12 noisy steps \(1 rollback\(s\).*stopped at step 9 of 12"):
+        tr.fit()
+    assert tr._dp_max_steps == 12  # the noise was set for exactly the planned steps
+    assert not (tmp_path / "generator.safetensors").exists()
+
+
+def test_offline_copies_are_refused_under_privacy(tmp_path):
+    from pipelines.paths import Roots, ScenarioPaths
+    from pipelines.scenario import parse_scenario
+    from pipelines.steps.augment import augment
+    from pipelines.steps.train import TrainingInputError, train_step
+
+    flips = [{"name": "HorizontalFlip", "params": {"p": 0.5}}]
+    sc = parse_scenario(
+        {
+            "name": "t", "data": {"source": "folder"}, "image": {"size": 16, "channels": 1},
+            "augmentation": {"transforms": flips, "invariances": ["horizontal_flip"], "offline_copies": 2},
+            "gan": {"model": {"arch": "dcgan", "width": 8, "d_norm": "group"}, "train": {"steps": 2, "batch_size": 8, "privacy": {"epsilon": 8, "delta": 1e-4}}},
+        },
+        "scenarios/t.yaml",
+    )
+    paths = ScenarioPaths("t", Roots.under(tmp_path))
+    paths.validated.mkdir(parents=True)
+    from gan_core.train import dry_run_data
+
+    np.savez(paths.validated / "images.npz", images=dry_run_data()[:40, :, :, None])
+    (paths.validated / "report.json").write_text(json.dumps({"passed": True}))
+    augment(sc, paths)
+    with pytest.raises(TrainingInputError, match="offline copies.*offline_copies: 0"):
+        train_step(sc, paths, progress=False, gpu=False)
+    assert not (paths.model / "generator.safetensors").exists()
