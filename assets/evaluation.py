@@ -51,6 +51,10 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
             "verdict": dg.MetadataValue.text(verdict),
             "checks": dg.MetadataValue.md(checks),
             **floats,
+            "membership_auc_95ci": dg.MetadataValue.text(f"{m['membership_auc_ci_low']:.3f}-{m['membership_auc_ci_high']:.3f} (0.5 = the attack cannot tell training from held-out images)"),
+            "differential_privacy": dg.MetadataValue.text(
+                f"epsilon {m['differential_privacy']['epsilon_spent']:.3g} spent, delta {m['differential_privacy']['delta']:g}" if m["differential_privacy"] else "not trained with differential privacy"
+            ),
             "samples": png_markdown(r.samples_png, f"{name} samples"),
             "interpolation": png_markdown(r.interpolation_png, f"{name} latent interpolation"),
             "closest_to_training": dg.MetadataValue.table(

@@ -120,6 +120,9 @@ def test_whole_chain_materializes_and_reports(tmp_path):
     assert sorted(mats) == sorted(ASSETS)
     ev = mats["evaluation"].metadata
     assert isinstance(ev["fid"].value, float) and ev["fid"].value >= 0
+    assert 0.0 <= ev["membership_auc"].value <= 1.0 and "0.5 = the attack cannot tell" in ev["membership_auc_95ci"].value
+    assert ev["differential_privacy"].value == "not trained with differential privacy"
+    assert mats["generator"].metadata["differential_privacy"].value == "off"
     assert "data:image/png;base64," in ev["samples"].value
     assert "data:image/png;base64," in mats["augmented_images"].metadata["preview"].value
     assert "data:image/png;base64," in mats["generator"].metadata["loss_curve"].value
