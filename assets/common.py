@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import dagster as dg
 
 from pipelines.paths import Roots, ScenarioPaths
-from pipelines.scenario import SCENARIO_DIR, Scenario, load_scenario, scenario_names
+from pipelines.scenario import SCENARIO_DIR, ProjectSettings, Scenario, load_project, load_scenario, scenario_names
 
 GROUP = "scenario"
 
@@ -41,6 +41,10 @@ class ScenarioGanResource(dg.ConfigurableResource):
 
     def paths(self, name: str) -> ScenarioPaths:
         return ScenarioPaths(name, self.roots())
+
+    def settings(self) -> ProjectSettings:
+        """``_project.yaml`` of the scenarios folder (training profile, retrain schedule)."""
+        return load_project(self.scenarios_dir)
 
 
 def remove_stale_temp_files(paths: ScenarioPaths) -> list[Path]:

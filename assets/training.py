@@ -10,8 +10,8 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
     """Holds `models/<scenario>/generator.safetensors`: the trained generator, with its
     loss curve (loss.csv).
 
-    Train (or resume) the scenario's generator: CPU demo budget, or the scenario's
-    GPU budget when CUDA is present. Checkpoints are resumable; a diverged run never
+    Train (or resume) the scenario's generator with the budget `profile` of
+    scenarios/_project.yaml names (cpu: `gan:`, gpu: `gan:` + `gpu:`). Checkpoints are resumable; a diverged run never
     produces a model."""
     from gan_core.plots import loss_curve_png
     from pipelines.steps.train import train_step
@@ -28,7 +28,7 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
 
     with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = train_step(scenario, paths, on_event=on_event, progress=False)
+        r = train_step(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
     curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
     version, lineage = record_lineage(context, "train", name, project)
     return dg.MaterializeResult(
@@ -41,7 +41,7 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             "wall_s": dg.MetadataValue.float(round(float(r.wall_s), 1)),
             "rollbacks": dg.MetadataValue.int(r.rollbacks),
             "n_train_images": dg.MetadataValue.int(r.n_train_images),
-            "gpu_budget": r.gpu_budget,
+            "profile": dg.MetadataValue.text(f"{r.profile} (scenarios/_project.yaml: the {'gan: + gpu:' if r.profile == 'gpu' else 'gan:'} budget)"),
             "real_images_augmented": dg.MetadataValue.text(f"{', '.join(r.training_saw['reals']['transforms']) or 'none'} ({r.training_saw['reals']['applied']})"),
             "d_input_ops": dg.MetadataValue.json(r.training_saw["discriminator"]["ops"]),
             "ada": dg.MetadataValue.text(f"on, final p {r.ada_p:.3f}" if r.ada_p is not None else "off"),

@@ -86,7 +86,7 @@ def run_scenario(name: str, opts: argparse.Namespace, work: Path, log) -> dict[s
         shutil.copytree(shared.ruler, paths.ruler)
         augment(sc, paths)
         t0 = time.perf_counter()
-        r = train_step(sc, paths, progress=False, gpu=False)
+        r = train_step(sc, paths, progress=False, profile="cpu")
         wall = time.perf_counter() - t0
         m = evaluate_step(sc, paths).metrics
         rows[v] = {

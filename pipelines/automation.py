@@ -9,24 +9,16 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from assets.common import GROUP, ScenarioGanResource, scenario_partitions
-from pipelines.scenario import SCENARIO_DIR, Scenario, ScenarioError, load_each
+from pipelines.scenario import DEFAULT_CRON, PROJECT_FILE_NAME, SCENARIO_DIR, Scenario, ScenarioError, load_each, load_project
 
-PROJECT_FILE = SCENARIO_DIR / "_project.yaml"
-DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00: weekly retraining
+PROJECT_FILE = SCENARIO_DIR / PROJECT_FILE_NAME
 
 
 def retrain_cron(path: Path = PROJECT_FILE) -> str:
     """``retrain_cron`` from scenarios/_project.yaml (default weekly)."""
-    if path.is_file():
-        raw = yaml.safe_load(path.read_text()) or {}
-        cron = raw.get("retrain_cron", DEFAULT_CRON)
-        if not isinstance(cron, str) or len(cron.split()) != 5:
-            raise ValueError(f"{path}: retrain_cron must be a 5-field cron string such as {DEFAULT_CRON!r}, got {cron!r}")
-        return cron
-    return DEFAULT_CRON
+    return load_project(path.parent).retrain_cron if path.is_file() else DEFAULT_CRON
 
 
 scenario_job = dg.define_asset_job(

@@ -340,7 +340,11 @@ def _parameters_section(scenario: Scenario, paths: ScenarioPaths, base: Path) ->
     ops = ((_read_json(paths.augmented / "policy.json") or {}).get("discriminator") or {}).get("ops")
     cpu = scenario.gan_config(gpu=False, augment=ops).model_dump(mode="json")
     gpu = scenario.gan_config(gpu=True, augment=ops).model_dump(mode="json")
-    if trained == cpu and trained == gpu:
+    profile = (_read_json(paths.model / "summary.json") or {}).get("profile")
+    if profile in ("cpu", "gpu") and trained == (gpu if profile == "gpu" else cpu):
+        blocks = "`gan` block with its `gpu` overrides" if profile == "gpu" else "`gan` block"
+        budget = f"the `{profile}` profile (`profile` in scenarios/_project.yaml, a parameter in dvc.lock): the scenario's {blocks}"
+    elif trained == cpu and trained == gpu:
         budget = "the scenario's `gan` block (it sets no separate `gpu` budget)"
     elif trained == cpu:
         budget = "the CPU budget: the scenario's `gan` block"

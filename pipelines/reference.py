@@ -27,8 +27,8 @@ Every key a `scenarios/<name>.yaml` may hold: its type or allowed values, its de
 and what it does. Generated from the schema the pipeline validates with
 (`python -m pipelines.reference > docs/SCENARIO_KEYS.md`; a test keeps it current).
 A key that is not listed is an error naming the file and the key. `[]` marks a list
-of mappings; `gan:` and `gpu:` take the same keys (`gpu:` is used instead of `gan:`
-when CUDA is present, over the same defaults).
+of mappings; `gan:` and `gpu:` take the same keys (`gpu:` is laid over `gan:` when
+`profile: gpu` is set in scenarios/_project.yaml).
 """
 
 

@@ -252,8 +252,8 @@ class Scenario(_Strict):
     """gan_core config (``model:`` and ``train:``): the CPU demo budget. ``model.resolution``
     and ``model.channels`` come from ``image`` and may not be repeated here."""
     gpu: dict[str, Any] = {}
-    """Overrides applied on a GPU (``train.device: cuda`` or auto with CUDA present),
-    e.g. ``{train: {steps: 20000, batch_size: 128}}``: the documented GPU budget."""
+    """The GPU budget: overrides laid over ``gan:`` when ``scenarios/_project.yaml`` sets
+    ``profile: gpu``, e.g. ``{train: {steps: 20000, batch_size: 128}}``."""
     evaluation: EvaluationSpec = EvaluationSpec()
 
     @field_validator("gan", "gpu")
@@ -420,3 +420,47 @@ def load_each(directory: str | Path = SCENARIO_DIR) -> tuple[dict[str, Scenario]
         except ScenarioError as e:
             broken[p.stem] = str(e)
     return good, broken
+
+
+# --------------------------------------------------------------------------- #
+# Project-wide settings: scenarios/_project.yaml
+# --------------------------------------------------------------------------- #
+PROJECT_FILE_NAME = "_project.yaml"
+DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00: weekly retraining
+
+
+class ProjectSettings(_Strict):
+    """``scenarios/_project.yaml``: settings of every scenario (a file starting with '_'
+    is not a scenario)."""
+
+    retrain_cron: str = DEFAULT_CRON
+    """When the ``weekly_retrain`` schedule runs (5-field cron)."""
+    profile: Literal["cpu", "gpu"] = "cpu"
+    """Training budget of every scenario: ``cpu`` = its ``gan:`` block, ``gpu`` = ``gan:``
+    with its ``gpu:`` block on top. A parameter of every train stage (in ``dvc.lock``),
+    written in each model card; the hardware never chooses it (``gpu`` on a machine
+    without CUDA trains the GPU budget on the CPU)."""
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"retrain_cron must be a 5-field cron string such as {DEFAULT_CRON!r}, got {v!r}")
+        return v
+
+
+def load_project(directory: str | Path = SCENARIO_DIR) -> ProjectSettings:
+    """``<directory>/_project.yaml`` (every key optional; a missing file means the defaults)."""
+    path = Path(directory) / PROJECT_FILE_NAME
+    if not path.is_file():
+        return ProjectSettings()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: project settings must be a YAML mapping (key: value), got {type(raw).__name__}")
+    try:
+        return ProjectSettings.model_validate(raw)
+    except ValidationError as e:
+        raise ScenarioError(_format(e, path)) from None

@@ -37,7 +37,7 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
     """Run ``step`` for scenario ``name``; returns a small JSON-able summary. Raises on failure."""
     from assets.common import step_lock
     from pipelines.paths import Roots, ScenarioPaths
-    from pipelines.scenario import load_scenario
+    from pipelines.scenario import load_project, load_scenario
 
     scenario = load_scenario(scenarios_dir / f"{name}.yaml")
     paths = ScenarioPaths(name, Roots.under(base_dir))
@@ -66,8 +66,8 @@ def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> di
             from pipelines.steps.train import train_step
 
             # A terminal gets the trainer's progress bar; a log (CI, nohup) a line per tenth.
-            r = train_step(scenario, paths, on_event=None if sys.stderr.isatty() else _log_progress(f"train@{name}"))
-            return {"steps": r.steps, "resumed_from": r.resumed_from, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
+            r = train_step(scenario, paths, on_event=None if sys.stderr.isatty() else _log_progress(f"train@{name}"), profile=load_project(scenarios_dir).profile)
+            return {"profile": r.profile, "steps": r.steps, "resumed_from": r.resumed_from, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
         if step == "evaluate":
             from pipelines.steps.evaluate import evaluate_step
 

@@ -123,6 +123,7 @@ def test_whole_chain_materializes_and_reports(tmp_path):
     assert 0.0 <= ev["membership_auc"].value <= 1.0 and "0.5 = the attack cannot tell" in ev["membership_auc_95ci"].value
     assert ev["differential_privacy"].value == "not trained with differential privacy"
     assert mats["generator"].metadata["differential_privacy"].value == "off"
+    assert mats["generator"].metadata["profile"].value.startswith("cpu ")  # no _project.yaml: the default budget
     assert "data:image/png;base64," in ev["samples"].value
     assert "data:image/png;base64," in mats["augmented_images"].metadata["preview"].value
     assert "data:image/png;base64," in mats["generator"].metadata["loss_curve"].value

@@ -45,9 +45,11 @@ def test_dvc_yaml_has_a_chain_per_scenario_with_the_step_outputs():
         assert do["cmd"] == f"${{python}} -m pipelines.stage {step} ${{key}}"
         declared = [next(iter(o)) if isinstance(o, dict) else o for sec in ("outs", "metrics", "plots") for o in do.get(sec, [])]
         assert sorted(declared) == sorted(p.replace("{s}", "${key}") for p in STAGE_OUTS[step]), step
-        # each stage reads only its own scenario's keys, and every shipped scenario has them
-        (params,) = do["params"]
+        # each stage reads only its own scenario's keys, and every shipped scenario has them;
+        # training also reads the project's budget profile (never the hardware's)
+        params, *project = do["params"]
         assert list(params) == ["scenarios/${key}.yaml"]
+        assert project == ([{"scenarios/_project.yaml": ["profile"]}] if step == "train" else [])
         for name in scenarios:
             raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
             for key in params["scenarios/${key}.yaml"]:
@@ -160,6 +162,7 @@ def test_an_experiment_with_differential_privacy(project):
     assert "## Privacy" in card and f"ε = {spent['epsilon_spent']:.3g}" in card
     lock = (project / "dvc.lock").read_text()
     assert "privacy:" in lock and "epsilon: 8" in lock  # the budget is a parameter of the model's lineage
+    assert "scenarios/_project.yaml:\n        profile: cpu" in lock  # and so is the training profile
     git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
     dvc(project, "checkout", "-q")
     assert "up to date" in dvc(project, "status").stdout

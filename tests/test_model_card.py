@@ -39,7 +39,7 @@ def evaluated(tmp_path_factory, one_torch_thread):
     require_passed(validate(scenario, paths))
     augment(scenario, paths)
     build_ruler(scenario, paths)
-    train_step(scenario, paths, progress=False, gpu=False)
+    train_step(scenario, paths, progress=False, profile="cpu")
     return scenario, paths, evaluate_step(scenario, paths)
 
 
@@ -65,7 +65,7 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
     assert "**Real images** (none)" in text
     assert "- `affine` (p=0.5, rotate 0.0, scale [0.95, 1.05], translate 0.06)" in text
     assert "| 0 | `Affine` | discriminator |" in text
-    assert "Trained with the CPU budget" in text and "  steps: 6\n" in text and "  width: 8\n" in text
+    assert "Trained with the `cpu` profile (`profile` in scenarios/_project.yaml, a parameter in dvc.lock): the scenario's `gan` block." in text and "  steps: 6\n" in text and "  width: 8\n" in text
     assert "- Steps: 6 (96 images seen)" in text
     assert "Near-copy share:" in text and "**Promoted**: meets every criterion of the bar" in text
     # every check of the bar, with the model's value (the scenario's lenient test bar)

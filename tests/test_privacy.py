@@ -251,5 +251,5 @@ def test_offline_copies_are_refused_under_privacy(tmp_path):
     (paths.validated / "report.json").write_text(json.dumps({"passed": True}))
     augment(sc, paths)
     with pytest.raises(TrainingInputError, match="offline copies.*offline_copies: 0"):
-        train_step(sc, paths, progress=False, gpu=False)
+        train_step(sc, paths, progress=False, profile="cpu")
     assert not (paths.model / "generator.safetensors").exists()

@@ -106,3 +106,16 @@ def test_rotation_loss_is_refused_when_the_data_is_invariant_to_a_turn(invarianc
         parse_scenario(raw, "scenarios/t.yaml")
     raw["augmentation"]["invariances"] = ["horizontal_flip"]  # a mirror alone leaves every turn tellable
     parse_scenario(raw, "scenarios/t.yaml")
+
+
+def test_project_settings_default_and_refuse_bad_values_by_file_and_key(tmp_path):
+    from pipelines.scenario import SCENARIO_DIR, ProjectSettings, load_project
+
+    assert load_project(tmp_path) == ProjectSettings() and ProjectSettings().profile == "cpu"
+    assert load_project(SCENARIO_DIR).profile == "cpu"  # the shipped project trains the CPU budgets
+    (tmp_path / "_project.yaml").write_text("profile: gpu\n")
+    assert load_project(tmp_path).profile == "gpu"
+    for text, key in (("profile: tpu\n", "profile"), ("retrain_cron: daily\n", "retrain_cron"), ("profiel: gpu\n", "profiel")):
+        (tmp_path / "_project.yaml").write_text(text)
+        with pytest.raises(ScenarioError, match=rf"_project\.yaml.*\n.*{key}"):
+            load_project(tmp_path)

@@ -51,6 +51,17 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
     # Training again from scratch gives the same bytes (CPU determinism).
     again = stage("train", tmp_path)
     assert json.loads(again.stdout.splitlines()[-1])["model_sha256"] == out["train"]["model_sha256"]
+    # The budget is the project's profile, never the hardware's: `gpu` lays the scenario's gpu: block over gan:.
+    tiny_scenario(tmp_path / "scenarios", gpu={"train": {"steps": 8}})
+    (tmp_path / "scenarios/_project.yaml").write_text("profile: gpu\n")
+    gpu = stage("train", tmp_path)
+    assert json.loads(gpu.stdout.splitlines()[-1])["steps"] == 8 and json.loads(gpu.stdout.splitlines()[-1])["profile"] == "gpu"
+    assert json.loads((model / "summary.json").read_text())["profile"] == "gpu"
+    (tmp_path / "scenarios/_project.yaml").write_text("profile: tpu\n")
+    bad = stage("train", tmp_path)
+    assert bad.returncode == 2 and "_project.yaml" in bad.stderr and "profile" in bad.stderr
+    (tmp_path / "scenarios/_project.yaml").unlink()
+    assert stage("train", tmp_path).returncode == 0  # the default profile: cpu
     # Every step is in the Dagster instance of the base directory, with DVC's hash as data version.
     from pipelines.dvcio import data_version
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,7 +50,8 @@ class TrainStepResult:
     final_logs: dict[str, float]
     n_train_images: int
     n_heldout: int
-    gpu_budget: bool
+    profile: str
+    """The budget trained: ``cpu`` (the scenario's ``gan:``) or ``gpu`` (``gan:`` + ``gpu:``)."""
     model_hash: str
     training_saw: dict
     """What the real images went through and what D's input ops were (see the module doc)."""
@@ -117,11 +119,13 @@ def train_step(
     *,
     on_event: Callable | None = None,
     progress: bool | None = None,
-    gpu: bool | None = None,
+    profile: str = "cpu",
 ) -> TrainStepResult:
+    """Train the scenario's GAN on its augmented data with the budget ``profile``
+    (``scenarios/_project.yaml``: ``cpu`` or ``gpu``; never chosen by the hardware)."""
     import torch
 
-    from gan_core.trainer import Trainer
+    from gan_core.trainer import SUMMARY_FILE, Trainer
 
     from .augment import batch_transform, load_pipeline, read_policy
 
@@ -130,8 +134,11 @@ def train_step(
     ev = scenario.evaluation
     held = heldout_originals(source, ev.heldout_fraction, ev.seed)
     train_mask = ~np.isin(source, held)
-    use_gpu = torch.cuda.is_available() if gpu is None else gpu
-    cfg = scenario.gan_config(gpu=use_gpu, augment=policy["discriminator"]["ops"])
+    if profile not in ("cpu", "gpu"):
+        raise ValueError(f"profile {profile!r} is not 'cpu' or 'gpu' (scenarios/_project.yaml: profile)")
+    if profile == "gpu" and not torch.cuda.is_available():
+        print(f"scenario {scenario.name!r}: profile 'gpu' on a machine without CUDA: the GPU budget trains on the CPU", file=sys.stderr)
+    cfg = scenario.gan_config(gpu=profile == "gpu", augment=policy["discriminator"]["ops"])
     per_batch = bool(policy["reals"]["transforms"]) and not policy["reals"]["offline_copies"]
     if cfg.train.privacy is not None and policy["reals"]["offline_copies"]:
         raise TrainingInputError(
@@ -156,6 +163,8 @@ def train_step(
         real_transform=real_transform, describe=saw,
     )
     r = trainer.fit()
+    summary = json.loads((paths.model / SUMMARY_FILE).read_text())
+    atomic_write_bytes(paths.model / SUMMARY_FILE, json.dumps({**summary, "profile": profile}, indent=2, sort_keys=True).encode())
     write_loss_csv(paths.model / "metrics.jsonl", paths.model / LOSS_CSV)
     # Checkpoints exist to resume an interrupted run; a finished run keeps only its
     # generator, so the next materialization (or `dvc repro`) trains from scratch.
@@ -171,7 +180,7 @@ def train_step(
         final_logs=r.final_logs,
         n_train_images=int(train_mask.sum()),
         n_heldout=len(held),
-        gpu_budget=use_gpu,
+        profile=profile,
         model_hash=file_sha256(r.generator_path),
         training_saw=saw,
         ada_p=r.ada_p,
