@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import SCENARIO_DIR, ProjectSettings, Scenario, load_project, load_scenario, scenario_names
@@ -22,6 +24,17 @@ GROUP = "scenario"
 # be used (bad YAML, an unknown key, a wrong type) never stops the definitions from
 # loading; its own runs fail with the error that names the file and the key.
 scenario_partitions = dg.StaticPartitionsDefinition(scenario_names(SCENARIO_DIR))
+
+
+def scenario_check(name: str, asset: str, **kwargs: Any) -> dg.AssetCheckSpec:
+    """An asset check evaluated per scenario (partition): the UI shows each scenario's own
+    result, not whichever scenario ran last. Partitioned checks are a preview feature of
+    Dagster 1.13 (pinned in pyproject.toml; the Dagster tests exercise them)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, partitions_def=scenario_partitions, **kwargs)
 
 
 class ScenarioGanResource(dg.ConfigurableResource):
@@ -134,7 +147,36 @@ def report_materialization(step: str, name: str, base: Path, summary: dict[str, 
     metadata.update(entry_point=entry_point, dvc_stage=stage_name(step, name), dvc_md5=tags["dagster/data_version"], git_commit=_code_version(base))
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=name, metadata=metadata, tags=tags))
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
+    target = None
+    if records:
+        rec = records[0]
+        target = AssetCheckEvaluationTargetMaterializationData(storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp)
+    for check in step_check_evaluations(step, name, base):
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(partition=name, target_materialization_data=target, **check))
     return records[0].storage_id if records else None
+
+
+def step_check_evaluations(step: str, name: str, base: Path) -> list[dict[str, Any]]:
+    """The asset check evaluations a step's files say it earned, built by the same code
+    the asset uses, so a step run by DVC shows the same checks as a Dagster run
+    (validate: every expectation of the scenario and the blocking summary; evaluate:
+    ``check_promotable``). Other steps have no checks."""
+    paths = ScenarioPaths(name, Roots.under(base))
+    relative = lambda p: os.path.relpath(p, base)  # noqa: E731
+    if step == "validate":
+        from .validation import _CHECKS, check_results
+
+        report = paths.validated / "report.json"
+        aside = paths.validated / "set_aside.json"
+        files = [a["file"] for a in json.loads(aside.read_text())] if aside.is_file() else []
+        out = check_results(json.loads(report.read_text()), relative(report), relative(aside), files, _CHECKS)
+        return [{"asset_key": dg.AssetKey("validated_images"), **c} for c in out]
+    if step == "evaluate":
+        from .evaluation import promotion_check
+
+        check = promotion_check(json.loads(paths.metrics.read_text()), json.loads((paths.evaluation / "metrics.json").read_text())["verdict"])
+        return [{**check, "asset_key": dg.AssetKey(check["asset_key"])}]
+    return []
 
 
 @contextmanager

@@ -1,11 +1,38 @@
 """Stage 5: metrics with their floor, memorization audit, sample grid; the blocking
 check that a model must pass to be promoted."""
 
+from typing import Any
+
 import dagster as dg
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
+from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_check, scenario_partitions, step_lock
 
 PROMOTE_CHECK = "check_promotable"
+FLOATS = ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "fid", "fid_floor", "kid")
+
+
+def promotion_check(headline: dict[str, Any], verdict: dict[str, Any]) -> dict[str, Any]:
+    """The ``check_promotable`` evaluation of one evaluation (``metrics/<s>.json`` and
+    its verdict) as a plain dict (check_name, passed, severity, metadata): a Dagster run
+    and a step run by DVC report the same."""
+    floats = {k: dg.MetadataValue.float(round(float(headline[k]), 4)) for k in FLOATS}
+    checks = "\n".join(
+        ["| criterion | measure | model | bar | |", "|---|---|---|---|---|"]
+        + [f"| {c['criterion']} | {c['measure']} | {c['value']:.3f} | {c['op']} {c['bar']:.3f} | {'ok' if c['passed'] else '**fails**'} |" for c in verdict["checks"]]
+    )
+    reasons = [f"{c['criterion']}: {c['measure']} {c['value']:.4g} fails {c['op']} {c['bar']:.4g}" for c in verdict["failed"]]
+    return {
+        "asset_key": "evaluation",
+        "check_name": PROMOTE_CHECK,
+        "passed": bool(headline["promote"]),
+        "severity": dg.AssetCheckSeverity.ERROR,
+        "metadata": {
+            "failed_criteria": dg.MetadataValue.text(", ".join(verdict["failed_criteria"]) or "none"),
+            "reasons": dg.MetadataValue.text("; ".join(reasons) or "meets the promotion bar"),
+            "checks": dg.MetadataValue.md(checks),
+            **floats,
+        },
+    }
 
 
 @dg.asset(
@@ -15,8 +42,8 @@ PROMOTE_CHECK = "check_promotable"
     kinds={"pytorch"},
     code_version="1",
     check_specs=[
-        dg.AssetCheckSpec(
-            PROMOTE_CHECK, asset="evaluation", blocking=True,
+        scenario_check(
+            PROMOTE_CHECK, "evaluation", blocking=True,
             description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness), memorization (near-copies) and, for medical scenarios, privacy (membership-inference AUC) within the scenario's promotion bar",
         )
     ],
@@ -37,20 +64,13 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
         r = evaluate_step(project.scenario(name), paths)
     version, lineage = record_lineage(context, "evaluate", name, project)
     m = r.metrics
-    floats = {
-        k: dg.MetadataValue.float(round(float(m[k]), 4))
-        for k in ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "fid", "fid_floor", "kid")
-    }
-    checks = "\n".join(
-        ["| criterion | measure | model | bar | |", "|---|---|---|---|---|"]
-        + [f"| {c['criterion']} | {c['measure']} | {c['value']:.3f} | {c['op']} {c['bar']:.3f} | {'ok' if c['passed'] else '**fails**'} |" for c in m["verdict"]["checks"]]
-    )
-    verdict = ("promoted" if r.promote else f"not promoted: fails {', '.join(m['verdict']['failed_criteria'])}")
+    check = promotion_check(m, m["verdict"])
+    verdict = "promoted" if r.promote else f"not promoted: fails {', '.join(m['verdict']['failed_criteria'])}"
     return dg.MaterializeResult(
         metadata={
             "verdict": dg.MetadataValue.text(verdict),
-            "checks": dg.MetadataValue.md(checks),
-            **floats,
+            "checks": check["metadata"]["checks"],
+            **{k: v for k, v in check["metadata"].items() if k in FLOATS},
             "membership_auc_95ci": dg.MetadataValue.text(f"{m['membership_auc_ci_low']:.3f}-{m['membership_auc_ci_high']:.3f} (0.5 = the attack cannot tell training from held-out images)"),
             "differential_privacy": dg.MetadataValue.text(
                 f"epsilon {m['differential_privacy']['epsilon_spent']:.3g} spent, delta {m['differential_privacy']['delta']:g}" if m["differential_privacy"] else "not trained with differential privacy"
@@ -64,18 +84,6 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
             "metrics": dg.MetadataValue.path(rel(r.metrics_path)),
             **lineage,
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=PROMOTE_CHECK,
-                passed=r.promote,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "failed_criteria": dg.MetadataValue.text(", ".join(m["verdict"]["failed_criteria"]) or "none"),
-                    "reasons": dg.MetadataValue.text("; ".join(r.reasons) or "meets the promotion bar"),
-                    "checks": dg.MetadataValue.md(checks),
-                    **floats,
-                },
-            )
-        ],
+        check_results=[dg.AssetCheckResult(**check)],
         data_version=version,
     )

@@ -4,11 +4,14 @@ One check result per expectation, with its failing files (the first 20 here, eve
 in ``validated/report.json``) and how many images it set aside; the scenario decides
 which ones block training, which set images aside and which only warn."""
 
+import json
+from typing import Any, Iterable
+
 import dagster as dg
 
 from pipelines.scenario import load_each
 
-from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_partitions, step_lock
+from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_check, scenario_partitions, step_lock
 
 SUMMARY_CHECK = "check_blocking_expectations"
 
@@ -26,36 +29,18 @@ def _check_names() -> list[str]:
 _CHECKS = _check_names()
 
 
-@dg.asset(
-    partitions_def=scenario_partitions,
-    group_name=GROUP,
-    deps=["ingested_images"],
-    kinds={"python"},
-    code_version="2",
-    check_specs=[dg.AssetCheckSpec(SUMMARY_CHECK, asset="validated_images", blocking=True, description="all blocking expectations of the scenario passed")]
-    + [dg.AssetCheckSpec(n, asset="validated_images", blocking=False) for n in _CHECKS],
-)
-def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Holds `data/<scenario>/validated/`: the images that passed the quality gate, the
-    report of every expectation, and the images set aside.
+def check_results(report: dict[str, Any], report_path: str, set_aside_path: str, set_aside_files: list[str], declared: Iterable[str]) -> list[dict[str, Any]]:
+    """The check evaluations of one validation (``validated/report.json``): one per
+    expectation of the scenario that is a declared check, and the blocking summary.
+    Checks of other scenarios get none: a check is only ever reported where it ran.
+    Plain dicts (check_name, passed, severity, metadata), so that a Dagster run and a
+    step run by DVC report the same evaluations."""
+    from pipelines.steps.validate import MAX_FILES, blocks, capped_files
 
-    Run the scenario's expectations (great-expectations 1.x, ephemeral context) over
-    the ingested table. Images failing a ``set_aside`` expectation are removed and listed
-    in ``validated/set_aside.json``; only a dataset whose blocking expectations all pass
-    is written for augmentation; a failure names the expectation and the files."""
-    from pipelines.steps.validate import MAX_FILES, blocks, capped_files, validate
-
-    name = context.partition_key
-    paths = project.paths(name)
-    scenario = project.scenario(name)
-    with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = validate(scenario, paths)
-    report = rel(r.report_path)
-    results = []
-    own = set()
-    for e in r.results:
-        own.add(e["name"])
-        if e["name"] not in _CHECKS:
+    declared = set(declared)
+    out = []
+    for e in report["results"]:
+        if e["name"] not in declared:
             continue
         files = list(e.get("unexpected_files") or [])
         count = int(e.get("unexpected_count") or 0)
@@ -68,39 +53,84 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
             "unexpected_files": dg.MetadataValue.json(files[:MAX_FILES]),
         }
         if max(count, len(files)) > MAX_FILES:
-            metadata["unexpected_files_more"] = dg.MetadataValue.text(f"and {max(count, len(files)) - MAX_FILES} more; full list in {report}")
+            metadata["unexpected_files_more"] = dg.MetadataValue.text(f"and {max(count, len(files)) - MAX_FILES} more; full list in {report_path}")
         if e["on_failure"] == "set_aside":
             metadata["set_aside_count"] = dg.MetadataValue.int(int(e.get("set_aside_count") or 0))
         # A set_aside check holds on the asset once its failing images are removed: it
         # passes, and its metadata says how many images that took and which.
-        results.append(
-            dg.AssetCheckResult(
-                check_name=e["name"],
-                passed=bool(e["success"]) or (e["on_failure"] == "set_aside" and not blocks(e)),
-                severity=dg.AssetCheckSeverity.ERROR if blocks(e) or e["on_failure"] == "block" else dg.AssetCheckSeverity.WARN,
-                metadata=metadata,
-            )
+        out.append(
+            {
+                "check_name": e["name"],
+                "passed": bool(e["success"]) or (e["on_failure"] == "set_aside" and not blocks(e)),
+                "severity": dg.AssetCheckSeverity.ERROR if blocks(e) or e["on_failure"] == "block" else dg.AssetCheckSeverity.WARN,
+                "metadata": metadata,
+            }
         )
-    for other in _CHECKS:
-        if other not in own:
-            results.append(dg.AssetCheckResult(check_name=other, passed=True, metadata={"applies": dg.MetadataValue.text(f"not an expectation of scenario {name}")}))
-    failed = [e for e in r.results if blocks(e)]
-    summary = "; ".join(f"{e['name']} failed on {e.get('unexpected_count') or 0} rows, e.g. {list(e.get('unexpected_files') or [])[:3]}" for e in failed)
-    aside = capped_files([a["file"] for a in r.set_aside], full_list=rel(r.set_aside_path)) if r.set_aside else "none"
-    results.append(
-        dg.AssetCheckResult(
-            check_name=SUMMARY_CHECK,
-            passed=r.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "failed": dg.MetadataValue.text(summary or "none"),
-                "set_aside_count": dg.MetadataValue.int(r.n_set_aside),
-                "set_aside": dg.MetadataValue.text(aside),
-                "set_aside_list": dg.MetadataValue.path(rel(r.set_aside_path)),
-                "report": dg.MetadataValue.path(report),
+    failed = [e for e in report["results"] if blocks(e)]
+    out.append(
+        {
+            "check_name": SUMMARY_CHECK,
+            "passed": bool(report["passed"]),
+            "severity": dg.AssetCheckSeverity.ERROR,
+            "metadata": {
+                "failed": dg.MetadataValue.text(failure_summary(failed) or "none"),
+                "set_aside_count": dg.MetadataValue.int(int(report.get("n_set_aside") or 0)),
+                "set_aside": dg.MetadataValue.text(capped_files(set_aside_files, full_list=set_aside_path) if set_aside_files else "none"),
+                "set_aside_list": dg.MetadataValue.path(set_aside_path),
+                "report": dg.MetadataValue.path(report_path),
             },
-        )
+        }
     )
+    return out
+
+
+def failure_summary(failed: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{e['name']} failed on {e.get('unexpected_count') or 0} rows, e.g. {list(e.get('unexpected_files') or [])[:3]}" for e in failed)
+
+
+DESCRIPTION = """Holds `data/<scenario>/validated/`: the images that passed the quality gate, the
+report of every expectation, and the images set aside.
+
+Run the scenario's expectations (great-expectations 1.x, ephemeral context) over
+the ingested table. Images failing a ``set_aside`` expectation are removed and listed
+in ``validated/set_aside.json``; only a dataset whose blocking expectations all pass
+is written for augmentation; a failure names the expectation and the files. Checks are
+evaluated per scenario (partition): an expectation that is not in a scenario's file is
+not evaluated for it."""
+
+
+@dg.multi_asset(
+    name="validated_images",
+    specs=[
+        dg.AssetSpec(
+            "validated_images", deps=["ingested_images"], group_name=GROUP, kinds={"python"}, code_version="3",
+            partitions_def=scenario_partitions, description=DESCRIPTION,
+        )
+    ],
+    check_specs=[
+        scenario_check(SUMMARY_CHECK, "validated_images", blocking=True, description="all blocking expectations of the scenario passed")
+    ]
+    + [scenario_check(n, "validated_images", blocking=False, description="an expectation of the scenarios whose files list it") for n in _CHECKS],
+    partitions_def=scenario_partitions,
+    can_subset=True,  # a partition yields only its own scenario's expectation checks
+)
+def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource):
+    from pipelines.steps.validate import capped_files, validate
+
+    name = context.partition_key
+    paths = project.paths(name)
+    scenario = project.scenario(name)
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
+        r = validate(scenario, paths)
+    report = json.loads(r.report_path.read_text())
+    aside_files = [a["file"] for a in r.set_aside]
+    aside = capped_files(aside_files, full_list=rel(r.set_aside_path)) if r.set_aside else "none"
+    selected = {k.name for k in context.selected_asset_check_keys}
+    results = []
+    for c in check_results(report, rel(r.report_path), rel(r.set_aside_path), aside_files, _CHECKS):
+        if c["check_name"] in selected:
+            results.append(dg.AssetCheckResult(asset_key="validated_images", **c))
+    summary = failure_summary([e for e in r.results if _blocks(e)])
     version, lineage = None, {}
     if not r.passed:
         context.log.error(f"validation of scenario {name} failed: {summary}")
@@ -108,7 +138,8 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
         version, lineage = record_lineage(context, "validate", name, project)
     if r.set_aside:
         context.log.warning(f"scenario {name}: set aside {r.n_set_aside} of {r.n_rows} images: {aside}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key="validated_images",
         metadata={
             "passed": r.passed,
             "n_expectations": dg.MetadataValue.int(len(r.results)),
@@ -121,3 +152,9 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
         check_results=results,
         data_version=version,
     )
+
+
+def _blocks(e: dict[str, Any]) -> bool:
+    from pipelines.steps.validate import blocks
+
+    return blocks(e)

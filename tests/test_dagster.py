@@ -5,6 +5,8 @@ the CLI materializes the chain."""
 
 from __future__ import annotations
 
+import inspect
+
 import datetime
 import os
 import shutil
@@ -66,7 +68,8 @@ def test_each_asset_called_directly_in_order(tmp_path):
     results = {}
     for asset in (ingested_images, validated_images, augmented_images, ruler, generator, evaluation):
         with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
-            results[asset.key.to_user_string()] = asset(ctx)
+            out = asset(ctx)
+            results[asset.key.to_user_string()] = next(iter(out)) if inspect.isgenerator(out) else out
 
     def meta(asset: str, key: str):
         v = results[asset].metadata[key]
@@ -79,6 +82,30 @@ def test_each_asset_called_directly_in_order(tmp_path):
     assert meta("ruler", "n_heldout") == round(0.2 * (meta("ruler", "n_train") + meta("ruler", "n_heldout"))) and meta("ruler", "fid_floor") > 0
     assert results["evaluation"].check_results[0].check_name == "check_promotable"
     assert 0 <= meta("evaluation", "precision") <= 1
+
+
+@pytest.mark.slow
+def test_checks_are_evaluated_per_scenario_and_only_where_they_run(tmp_path):
+    """An expectation check belongs to the scenarios whose files list it: a digits run
+    evaluates digits' own expectations, each for the digits partition, and leaves the
+    others (declared for other scenarios) unevaluated instead of reporting a pass."""
+    from assets.validation import _CHECKS, SUMMARY_CHECK
+    from pipelines.scenario import load_scenario
+    from pipelines.steps.validate import check_names
+
+    path = tiny_scenario(tmp_path / "scenarios")
+    own = set(check_names(load_scenario(path)))
+    foreign = set(_CHECKS) - own
+    assert foreign, "the shipped scenarios declare checks digits does not have"
+    selection = [a for a in defs.assets if a.key.to_user_string() in ("ingested_images", "validated_images")]
+    with dg.DagsterInstance.ephemeral() as instance:
+        res = dg.materialize(selection, partition_key="digits", resources={"project": project(tmp_path)}, instance=instance)
+        evaluations = res.get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == (own & set(_CHECKS)) | {SUMMARY_CHECK}
+        assert {e.partition for e in evaluations} == {"digits"}
+        for name in foreign:
+            (record,) = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("validated_images"), name), limit=1)
+            assert record.status.value == "PLANNED" and record.partition == "digits"  # never evaluated, so never "passed"
 
 
 def test_scenario_lock_serializes_writers(tmp_path):

@@ -77,6 +77,11 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
                 mat = rec.event_log_entry.asset_materialization
                 assert mat.tags["dagster/data_version"] == data_version(step, "digits", base)
                 assert mat.metadata["entry_point"].value == "cli" and mat.metadata["dvc_stage"].value == f"{step}@digits"
+            # the checks a Dagster run evaluates, for the same partition, from the step's own files
+            for asset, check in (("validated_images", "check_blocking_expectations"), ("validated_images", "expect_column_values_to_be_unique__sha256"), ("evaluation", "check_promotable")):
+                (record,) = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
+                assert record.status.value == "SUCCEEDED" and record.partition == "digits", (check, record.status)
+                assert record.event.dagster_event.event_specific_data.passed
     finally:
         del os.environ["DAGSTER_HOME"]
 

@@ -92,6 +92,8 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         "failed_criteria": verdict["failed_criteria"],
         "ruler_md5": dvc_hash(paths.ruler),
     }
+    # eval/metrics.json keeps the verdict beside the measures it judged (what a check reads)
+    atomic_write_bytes(paths.evaluation / "metrics.json", json.dumps({**result, "verdict": verdict}, indent=2, sort_keys=True).encode())
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
     card = write_model_card(scenario, paths, headline, q, m, verdict, privacy)
