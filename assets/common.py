@@ -100,12 +100,30 @@ def record_lineage(context: dg.AssetExecutionContext, step: str, name: str, proj
     base = Path(project.base_dir).resolve()
     version = data_version(step, name, base)
     try:
-        rec = record_stage(step, name, base)
+        rec = record_stage(step, name, base, also=_raw_tracking_files(step, name, project, base))
         detail = rec.detail if rec.recorded else f"not recorded: {rec.detail}"
     except Exception as e:  # noqa: BLE001 - the outputs are good; say why DVC does not know them
         detail = f"not recorded: {e}"
         context.log.warning(f"{stage_name(step, name)}: {detail}")
     return dg.DataVersion(version), {"dvc_md5": version, "dvc_stage": stage_name(step, name), "dvc": dg.MetadataValue.text(detail), "git_commit": _code_version(base)}
+
+
+def _raw_tracking_files(step: str, name: str, project: ScenarioGanResource, base: Path) -> tuple[str, ...]:
+    """After an ingestion, the ``.dvc`` file of the raw folder it read (``dvc add``ed by
+    the user): committed with the stage, so new files a run picked up leave ``dvc status``
+    clean instead of waiting for a manual ``dvc add``."""
+    from pipelines.dvcio import tracking_file
+
+    if step != "ingest":
+        return ()
+    try:
+        sc = project.scenario(name)
+        if sc.data.source == "builtin":
+            return ()
+        f = tracking_file(sc.data_path(project.roots().data))
+    except Exception:  # noqa: BLE001 - the scenario's own step reports a bad file
+        return ()
+    return (os.path.relpath(f, base),) if f is not None else ()
 
 
 def _code_version(base: Path) -> str:

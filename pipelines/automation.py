@@ -70,10 +70,17 @@ def folder_fingerprint(folder: Path) -> str:
 
 @dg.sensor(job=scenario_job, name="raw_data_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
 def raw_data_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanResource) -> dg.SensorResult:
-    """Starts a scenario's chain once for each change of its raw folder (files added,
-    changed or removed); an unchanged folder never starts a run."""
+    """Starts a scenario's chain once for each version of its raw folder (files added,
+    changed or removed) that has not been processed yet: a folder whose content is the
+    one ``dvc.lock`` records for its ingestion (``dvc repro`` or an earlier run did it)
+    starts nothing, also on the sensor's first tick. The cursor holds each folder's
+    cheap fingerprint (paths, sizes, mtimes); the content hash is computed only when it
+    changed."""
+    from pipelines.dvcio import dvc_hash, processed_hash
+
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     empty = folder_fingerprint(Path("/nonexistent"))
+    base = project.roots().data.parent
     requests = []
     now = dict(seen)
     for name, sc in usable_scenarios(context, project).items():  # a broken file: logged, its cursor kept
@@ -82,10 +89,17 @@ def raw_data_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanRes
         try:
             src = sc.data_path(project.roots().data)
             fp = folder_fingerprint(src) if src.is_dir() else hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else empty
+            if fp == seen.get(name, empty):
+                continue  # unchanged since the last tick (or still missing)
+            now[name] = fp
+            if fp == empty:
+                continue
+            content = dvc_hash(src)
         except (ScenarioError, OSError) as e:  # e.g. a data path that leads outside the data root
             context.log.warning(f"scenario {name!r} skipped: {e}")
             continue
-        if fp != seen.get(name, empty):
-            requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}-{fp[:16]}", tags={"trigger": "new-data"}))
-        now[name] = fp
+        if content == processed_hash(base, "ingest", name, src):
+            context.log.info(f"scenario {name!r}: {src} is the version dvc.lock records for ingest@{name}; nothing to do")
+            continue
+        requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}-{content[:16]}", tags={"trigger": "new-data"}))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(now, sort_keys=True))

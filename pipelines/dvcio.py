@@ -106,13 +106,15 @@ class RecordResult:
     detail: str
 
 
-def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 3600, poll_s: float = 1.0) -> RecordResult:
+def record_stage(step: str, scenario: str, base: Path, *, also: tuple[str, ...] = (), timeout_s: float = 3600, poll_s: float = 1.0) -> RecordResult:
     """Record the outputs of ``<step>@<scenario>`` in ``dvc.lock`` (``dvc commit``) after a
     materialization outside DVC, so ``dvc status`` agrees with what Dagster wrote.
 
     Skipped (not an error) when ``base`` is not a DVC project with a ``dvc.yaml`` or no
     dvc executable is found; waits while a ``dvc repro`` is at work (:func:`dvc_busy`,
     then ``--wait-for-lock``) and retries when DVC's locks were taken in between.
+    ``also``: ``.dvc`` files committed in the same command, e.g. the raw folder's
+    ``raw.dvc`` after an ingestion of new files, so that ``dvc status`` stays clean.
     Raises :class:`RuntimeError` naming the command when ``dvc commit`` fails."""
     if os.environ.get("DVC_STAGE"):
         return RecordResult(False, "running inside a DVC stage: DVC records it")
@@ -122,7 +124,7 @@ def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 360
     if dvc is None:
         return RecordResult(False, f"no dvc executable (create .dvc-venv/ as the README says, or set {DVC_ENV_VAR})")
     stage = stage_name(step, scenario)
-    cmd = [dvc, "--wait-for-lock", "commit", "--force", stage]
+    cmd = [dvc, "--wait-for-lock", "commit", "--force", *also, stage]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -130,7 +132,7 @@ def record_stage(step: str, scenario: str, base: Path, *, timeout_s: float = 360
             time.sleep(poll_s)
         p = subprocess.run(cmd, cwd=base, env=env, capture_output=True, text=True, timeout=timeout_s)
         if p.returncode == 0:
-            return RecordResult(True, f"dvc commit {stage}")
+            return RecordResult(True, f"dvc commit {' '.join([*also, stage])}")
         msg = (p.stderr or p.stdout).strip()
         # DVC started again between our check and the commit (its locks): retry.
         if time.monotonic() < deadline and any(w in msg.lower() for w in ("lock", "busy", "blocked", "being used")):
@@ -208,3 +210,22 @@ def read_lock(base: Path) -> dict[str, Any]:
     if not f.is_file():
         return {}
     return (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("stages", {}) or {}
+
+
+def tracking_file(path: Path) -> Path | None:
+    """The ``.dvc`` file that tracks ``path`` (``dvc add``), if there is one."""
+    f = path.with_name(path.name + ".dvc")
+    return f if f.is_file() else None
+
+
+def processed_hash(base: Path, step: str, scenario: str, dep: Path) -> str | None:
+    """The hash ``dvc.lock`` records for the dependency ``dep`` of ``<step>@<scenario>``:
+    the version of that input the stage last ran on (None: not recorded)."""
+    try:
+        rel = dep.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return None
+    for d in (read_lock(base).get(stage_name(step, scenario)) or {}).get("deps") or []:
+        if d.get("path") == rel:
+            return d.get("md5")
+    return None

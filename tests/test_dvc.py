@@ -223,6 +223,46 @@ def test_dagster_materialization_is_recorded_in_dvc_and_repro_shows_in_dagster(p
 
 
 @pytest.mark.slow
+def test_sensor_skips_what_dvc_processed_and_its_run_leaves_dvc_status_clean(project):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "DAGSTER_HOME": str(project / ".dagster")}
+    # the sensor as the project's code location sees it (its partitions are the project's scenarios)
+    code = (
+        "import json, sys, dagster as dg\n"
+        "from assets.common import ScenarioGanResource\n"
+        "from pipelines.automation import raw_data_sensor\n"
+        "res = ScenarioGanResource(base_dir='.', scenarios_dir='scenarios')\n"
+        "cursor = sys.argv[1] or None\n"
+        "with dg.build_sensor_context(cursor=cursor, resources={'project': res}) as ctx:\n"
+        "    out = raw_data_sensor(ctx)\n"
+        "print(json.dumps([[r.partition_key for r in out.run_requests], out.cursor]))\n"
+    )
+
+    def tick(cursor):
+        p = subprocess.run([str(project / ".venv/bin/python"), "-c", code, cursor or ""], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.splitlines()[-1])
+
+    assert "up to date" in dvc(project, "status").stdout
+    reqs, cursor = tick(None)
+    assert reqs == []  # switched on after `dvc repro` processed the folder: nothing to start
+    before = json.loads((project / "data/sprites/ingested/manifest.json").read_text())["n_images"]
+    _write_pngs(project / "data/sprites/raw", 500, 5)  # new files, no `dvc add`
+    reqs, cursor = tick(cursor)
+    assert reqs == ["sprites"]
+    run = subprocess.run([str(project / ".venv/bin/python"), "-m", "pipelines.run", "sprites"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status = dvc(project, "status").stdout
+    assert "up to date" in status, status  # the raw folder's .dvc file was committed with the ingestion
+    assert json.loads((project / "data/sprites/ingested/manifest.json").read_text())["n_images"] == before + 5
+    assert tick(cursor)[0] == [] and tick(None)[0] == []  # processed: neither the cursor nor a fresh sensor starts it again
+    for i in range(500, 505):
+        (project / f"data/sprites/raw/sprite_{i:04d}.png").unlink()
+    git(project, "checkout", "--", "data/sprites/raw.dvc", "dvc.lock")
+    dvc(project, "checkout", "-q")
+    assert "up to date" in dvc(project, "status").stdout
+
+
+@pytest.mark.slow
 def test_push_then_a_fresh_clone_pulls_models_and_metrics_without_retraining(project, tmp_path):
     assert "up to date" in dvc(project, "status").stdout
     dvc(project, "push", "-q")
