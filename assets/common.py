@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
+from pipelines.dvcio import STAGE_OUTS
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import SCENARIO_DIR, ProjectSettings, Scenario, load_project, load_scenario, scenario_names
 
@@ -169,9 +170,68 @@ def report_materialization(step: str, name: str, base: Path, summary: dict[str, 
     if records:
         rec = records[0]
         target = AssetCheckEvaluationTargetMaterializationData(storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp)
-    for check in step_check_evaluations(step, name, base):
-        instance.report_runless_asset_event(dg.AssetCheckEvaluation(partition=name, target_materialization_data=target, **check))
+    _report_check_evaluations(instance, [dg.AssetCheckEvaluation(partition=name, target_materialization_data=target, **c) for c in step_check_evaluations(step, name, base)])
     return records[0].storage_id if records else None
+
+
+def _report_check_evaluations(instance: dg.DagsterInstance, evaluations: list[dg.AssetCheckEvaluation]) -> None:
+    """Record check evaluations of a step that ran outside Dagster, per partition.
+
+    Dagster 1.13 stores a runless check evaluation in a row keyed by (asset, check,
+    run id "", partition), so a second runless evaluation of the same check and
+    partition fails on that key and the first would be shown forever. Each report
+    therefore gets an id of its own (``dvc-<uuid>``, no Dagster run behind it: the
+    evaluation's run link leads nowhere), and the partition's check status is always
+    that of the latest step."""
+    import uuid
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME
+
+    report_id = f"dvc-{uuid.uuid4()}"
+    for ev in evaluations:
+        instance.report_dagster_event(
+            DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value, job_name=RUNLESS_JOB_NAME, event_specific_data=ev),
+            run_id=report_id,
+        )
+
+
+def sync_from_dvc(base: Path, instance: dg.DagsterInstance, scenarios: list[str] | None = None) -> list[str]:
+    """Report to Dagster every stage output that DVC put in the workspace without running
+    the stage's command: a restore from DVC's run cache ("cached - skipping run, checking
+    out outputs"), ``dvc checkout`` after a ``git checkout``, ``dvc pull``. For each
+    ``<step>@<scenario>`` of ``dvc.lock`` whose recorded output hash differs from the
+    asset partition's latest data version in Dagster, and whose files on disk are what
+    ``dvc.lock`` says, a runless materialization (``entry_point: dvc (restored)``) with
+    the same check evaluations is recorded. Returns the stages reported. Does nothing
+    while a DVC command is at work (its stages report themselves)."""
+    from pipelines.dvcio import dvc_busy, dvc_hash, read_lock
+
+    if dvc_busy(base):
+        return []
+    reported = []
+    for stage, entry in read_lock(base).items():
+        step, _, name = stage.partition("@")
+        if step not in STEP_ASSETS or (scenarios is not None and name not in scenarios):
+            continue
+        first = STAGE_OUTS[step][0].format(s=name)
+        recorded = next((o.get("md5") for o in entry.get("outs") or [] if o.get("path") == first), None)
+        if recorded is None:
+            continue
+        key = dg.AssetKey(STEP_ASSETS[step])
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
+        known = records[0].event_log_entry.asset_materialization.tags.get("dagster/data_version") if records else None
+        if known == recorded:
+            continue
+        try:
+            on_disk = dvc_hash(base / first)
+        except FileNotFoundError:
+            continue  # not in the workspace (e.g. not pulled): nothing to show
+        if on_disk != recorded:
+            continue  # the workspace differs from dvc.lock: a step is at work, or the files were edited
+        report_materialization(step, name, base, {}, "dvc (restored)", instance)
+        reported.append(stage)
+    return reported
 
 
 def step_check_evaluations(step: str, name: str, base: Path) -> list[dict[str, Any]]:

@@ -229,7 +229,8 @@ class Trainer:
         self._d_grad_sample = GradSampleModule(self.D, loss_reduction="mean", strict=True)
         self._d_grad_sample.disable_hooks()
         self._dp_noise = torch.Generator(device=self.device)
-        expected = max(1, round(min(1.0, self.cfg.train.batch_size / self.n) * self.n))
+        # expected real images per step (Poisson sampling) + the generated ones
+        expected = max(1, round(min(1.0, self.cfg.train.batch_size / self.n) * self.n)) + self.cfg.train.batch_size
         self._dp_opt = DPOptimizer(
             self.opt_d, noise_multiplier=0.0, max_grad_norm=p.max_grad_norm, expected_batch_size=expected, loss_reduction="mean", generator=self._dp_noise
         )
@@ -400,37 +401,35 @@ class Trainer:
         return values
 
     def _private_d_update(self, step: int, real: torch.Tensor, z: torch.Tensor, aug: Callable[[torch.Tensor], torch.Tensor]):
-        """D's step under DP-SGD: the real images' mean loss gives one gradient per
-        image (clipped to ``max_grad_norm``, summed, plus Gaussian noise, over the expected
-        batch size); the generated images' loss adds its ordinary gradient, which depends
-        on the data only through D and G, both already private."""
+        """D's step under DP-SGD. Real and generated images go through D as one batch with
+        a gradient per image (opacus); each is clipped to ``max_grad_norm``, they are
+        summed, Gaussian noise of std ``noise_multiplier * max_grad_norm`` is added, and the
+        sum is divided by the expected batch size. Only the real images are private (one
+        of them changes the sum by at most the clip norm, which is what the accountant
+        counts); the generated ones are clipped too, or the clipped real term would be
+        outweighed by the unclipped fake term and D would learn to call everything fake."""
         t = self.cfg.train
         self._dp_opt.zero_grad(set_to_none=True)  # grads, per-image grads and sums
         fake = self.G(z)
-        if real.shape[0] > 0:
-            # opacus' convolution grad sampler misreads channels-last activations (a (B, 1, H, W)
-            # batch can have such strides): D gets the real images in the standard layout
-            x = aug(real).clone(memory_format=torch.contiguous_format)
-            self._d_grad_sample.enable_hooks()
-            try:
-                d_real = self.D(x)
-                loss_real = d_loss_real(t.loss, d_real)
-                loss_real.backward()
-            finally:
-                self._d_grad_sample.disable_hooks()
-        else:  # an empty Poisson draw: noise only
-            d_real = torch.zeros(0, device=self.device)
-            loss_real = torch.zeros((), device=self.device)
-            for p in self.D.parameters():
-                p.grad_sample = torch.zeros((1, *p.shape), device=p.device, dtype=p.dtype)
+        n_real = real.shape[0]
+        # opacus' convolution grad sampler misreads channels-last activations (a (B, 1, H, W)
+        # batch can have such strides): D gets its input in the standard layout
+        x = torch.cat([aug(real), aug(fake.detach())]).clone(memory_format=torch.contiguous_format)
+        self._d_grad_sample.enable_hooks()
+        try:
+            d_all = self.D(x)
+            d_real, d_fake = d_all[:n_real], d_all[n_real:]
+            loss_sum = d_loss_real(t.loss, d_real) * n_real if n_real else torch.zeros((), device=self.device)
+            loss_sum = loss_sum + d_loss_fake(t.loss, d_fake) * d_fake.shape[0]
+            (loss_sum / x.shape[0]).backward()  # mean over the batch: opacus scales per-image grads back up
+        finally:
+            self._d_grad_sample.disable_hooks()
         self._dp_noise.manual_seed(_step_seed(t.seed ^ 0xD1FF, step, self.rank))
-        self._dp_opt.pre_step()  # clip, add noise, scale: p.grad is now private
-        d_fake = self.D(aug(fake.detach()))
-        loss_fake = d_loss_fake(t.loss, d_fake)
-        loss_fake.backward()  # accumulates onto the private gradient
+        self._dp_opt.pre_step()  # clip, sum, add noise, divide: p.grad is now private
         self.opt_d.step()
         self.dp.record_step()
-        return fake, d_real, d_fake, loss_real.detach() + loss_fake.detach()
+        loss_d = (d_loss_real(t.loss, d_real.detach()) if n_real else torch.zeros((), device=self.device)) + d_loss_fake(t.loss, d_fake.detach())
+        return fake, d_real, d_fake, loss_d
 
     # ------------------------------------------------------------------ state
     def _state_meta(self) -> dict[str, Any]:

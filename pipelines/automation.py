@@ -103,3 +103,17 @@ def raw_data_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanRes
             continue
         requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}-{content[:16]}", tags={"trigger": "new-data"}))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(now, sort_keys=True))
+
+
+@dg.sensor(name="dvc_restore_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def dvc_restore_sensor(context: dg.SensorEvaluationContext, project: ScenarioGanResource) -> dg.SkipReason:
+    """Starts no runs: records in Dagster what DVC restored without running a stage (its
+    run cache, ``dvc checkout``, ``dvc pull``), so the UI's data versions follow the
+    workspace (:func:`assets.common.sync_from_dvc`). Running by default; it reads
+    ``dvc.lock`` and hashes an output only when Dagster's version differs."""
+    from assets.common import sync_from_dvc
+
+    reported = sync_from_dvc(project.roots().data.parent, context.instance, scenarios=list(usable_scenarios(context, project)))
+    for stage in reported:
+        context.log.info(f"{stage}: outputs restored by DVC recorded as a materialization")
+    return dg.SkipReason(f"recorded {len(reported)} restored stage(s): {', '.join(reported)}" if reported else "Dagster's data versions match dvc.lock")

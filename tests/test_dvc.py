@@ -263,6 +263,52 @@ def test_sensor_skips_what_dvc_processed_and_its_run_leaves_dvc_status_clean(pro
 
 
 @pytest.mark.slow
+def test_what_dvc_restores_without_running_reaches_dagster(project):
+    """`dvc checkout` and a restore from DVC's run cache run no stage command, so no stage
+    reports itself; the restore sync (the `dvc_restore_sensor`) records them."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "DAGSTER_HOME": str(project / ".dagster")}
+    sync = "import json, dagster as dg\nfrom pathlib import Path\nfrom assets.common import sync_from_dvc\nprint(json.dumps(sync_from_dvc(Path('.'), dg.DagsterInstance.get())))\n"
+
+    def synced() -> list[str]:
+        p = subprocess.run([str(project / ".venv/bin/python"), "-c", sync], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.splitlines()[-1])
+
+    def dagster_version(asset: str) -> tuple[str, str]:
+        import dagster as dg
+
+        os.environ["DAGSTER_HOME"] = str(project / ".dagster")
+        try:
+            with dg.DagsterInstance.get() as instance:
+                rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=["digits"]), limit=1).records[0]
+                m = rec.event_log_entry.asset_materialization
+                return m.tags["dagster/data_version"], m.metadata["entry_point"].value
+        finally:
+            del os.environ["DAGSTER_HOME"]
+
+    committed = lock_md5(project, "train@digits", "models/digits/generator.safetensors")
+    assert synced() == [] or dagster_version("generator")[0] == committed
+    dvc(project, "exp", "run", "-S", "scenarios/digits.yaml:gan.train.steps=5")  # runs: the stages report themselves
+    five = lock_md5(project, "train@digits", "models/digits/generator.safetensors")
+    assert dagster_version("generator")[0] == five and synced() == []
+    # back to the commit: dvc checkout puts the committed model in place, no stage runs
+    git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
+    dvc(project, "checkout", "-q")
+    assert dagster_version("generator")[0] == five  # what Dagster knew
+    assert set(synced()) >= {"train@digits", "evaluate@digits"}
+    assert dagster_version("generator") == (committed, "dvc (restored)")
+    # the same experiment again: DVC restores it from its run cache without running it
+    out = dvc(project, "exp", "run", "-S", "scenarios/digits.yaml:gan.train.steps=5").stdout
+    assert "cached - skipping run" in out and _ran(out) == set()
+    assert set(synced()) >= {"train@digits", "evaluate@digits"}
+    assert dagster_version("generator") == (five, "dvc (restored)")
+    git(project, "checkout", "--", "scenarios/digits.yaml", "dvc.lock")
+    dvc(project, "checkout", "-q")
+    synced()
+    assert "up to date" in dvc(project, "status").stdout
+
+
+@pytest.mark.slow
 def test_push_then_a_fresh_clone_pulls_models_and_metrics_without_retraining(project, tmp_path):
     assert "up to date" in dvc(project, "status").stdout
     dvc(project, "push", "-q")

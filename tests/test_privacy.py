@@ -129,31 +129,32 @@ def _d_step(cfg: dict, data, tmp_path, *, noise: float, clip: float):
     D0, G0 = copy.deepcopy(tr.D), copy.deepcopy(tr.G)
     tr._private_d_update(step, real, z, lambda x: x)
     private = torch.cat([p.grad.flatten() for p in tr.D.parameters()])
-    # the reference: sum of real losses over the expected batch size + the fake loss
+    # the reference: the sum of every image's loss (real and generated) over the expected batch size
     fake = G0(z).detach()
     D0.zero_grad()
-    (d_loss_real(tr.cfg.train.loss, D0(real)) * len(real) / tr._dp_opt.expected_batch_size).backward()
-    real_grad = torch.cat([p.grad.flatten() for p in D0.parameters()])
-    D0.zero_grad()
-    d_loss_fake(tr.cfg.train.loss, D0(fake)).backward()
-    fake_grad = torch.cat([p.grad.flatten() for p in D0.parameters()])
-    return tr, real, private, real_grad, fake_grad
+    expected = tr._dp_opt.expected_batch_size
+    ((d_loss_real(tr.cfg.train.loss, D0(real)) * len(real) + d_loss_fake(tr.cfg.train.loss, D0(fake)) * len(fake)) / expected).backward()
+    plain = torch.cat([p.grad.flatten() for p in D0.parameters()])
+    return tr, real, private, plain
 
 
 def test_without_noise_or_clipping_the_private_gradient_is_the_plain_one(digits16, tmp_path, one_torch_thread):
-    _, real, private, real_grad, fake_grad = _d_step(private_config(), digits16, tmp_path, noise=0.0, clip=1e9)
-    assert len(real) > 0
-    torch.testing.assert_close(private, real_grad + fake_grad, rtol=1e-4, atol=1e-6)
+    tr, real, private, plain = _d_step(private_config(), digits16, tmp_path, noise=0.0, clip=1e9)
+    assert len(real) > 0 and tr._dp_opt.expected_batch_size == 16 + 16  # q * N real + the generated batch
+    torch.testing.assert_close(private, plain, rtol=1e-4, atol=1e-6)
 
 
-def test_each_real_image_moves_d_by_at_most_the_clip_norm(digits16, tmp_path, one_torch_thread):
+def test_each_image_moves_d_by_at_most_the_clip_norm_and_noise_is_added(digits16, tmp_path, one_torch_thread):
     clip = 1e-3
-    tr, real, private, real_grad, fake_grad = _d_step(private_config(), digits16, tmp_path, noise=0.0, clip=clip)
-    real_part = (private - fake_grad).norm()
-    assert real_part <= clip * len(real) / tr._dp_opt.expected_batch_size * 1.001
-    assert real_grad.norm() > 10 * real_part  # clipping did bite
-    _, _, noisy, _, fake_grad2 = _d_step(private_config(), digits16, tmp_path / "n", noise=1.0, clip=clip)
-    assert (noisy - fake_grad2).norm() > 5 * real_part  # noise of std sigma * clip per coordinate
+    tr, real, clipped, plain = _d_step(private_config(), digits16, tmp_path, noise=0.0, clip=clip)
+    n = len(real) + tr.cfg.train.batch_size
+    bound = clip * n / tr._dp_opt.expected_batch_size
+    assert clipped.norm() <= bound * 1.001
+    assert plain.norm() > 10 * bound  # clipping did bite
+    _, _, noisy, _ = _d_step(private_config(), digits16, tmp_path / "n", noise=1.0, clip=clip)
+    # Gaussian noise of std sigma * clip on the sum, per coordinate, over the expected batch size
+    expected_norm = 1.0 * clip / tr._dp_opt.expected_batch_size * noisy.numel() ** 0.5
+    assert 0.8 < (noisy - clipped).norm() / expected_norm < 1.2
 
 
 def test_private_training_spends_its_budget_records_it_and_resumes_exactly(digits16, tmp_path, one_torch_thread):
