@@ -139,9 +139,20 @@ def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Pat
             }
         )
     source = scenario.data.source + (f":{scenario.data.builtin}" if scenario.data.builtin else f":{scenario.data.path or name + '/raw'}")
+    raw = {"path": None, "hash": None, "ingested_hash": None, "in_sync_with_dvc": None}
+    if scenario.data.source != "builtin":  # a built-in source is code (a dependency of ingest), not data
+        from .dvcio import processed_hash
+        from .paths import Roots
+
+        src = scenario.data_path(Roots.under(base).data)
+        raw["path"] = os.path.relpath(src, base)
+        raw["hash"] = dvc_hash(src) if src.exists() else None
+        raw["ingested_hash"] = processed_hash(base, "ingest", name, src)
+        raw["in_sync_with_dvc"] = raw["hash"] is not None and raw["hash"] == raw["ingested_hash"]
     return {
         "scenario": name,
         "source": source,
+        "raw": raw,
         "git_head": code_version(base, ignore=(base / "data", base / "models", base / "metrics")),
         "dvc_lock_commit": last_commit_of(base, "dvc.lock") if (base / "dvc.lock").is_file() else None,
         "steps": steps,
@@ -158,6 +169,12 @@ def format_lineage(lin: dict[str, Any]) -> str:
         f"code: {lin['git_head']}   dvc.lock last committed in {lin['dvc_lock_commit'] or '-'}",
         "",
     ]
+    raw = lin.get("raw") or {}
+    if raw.get("path"):
+        state = "what ingest@{0} last read (dvc.lock)".format(lin["scenario"]) if raw["in_sync_with_dvc"] else (
+            "not read by ingest yet" if raw["ingested_hash"] is None else f"ingest@{lin['scenario']} read {_short(raw['ingested_hash'])} (new data: `dvc repro`)"
+        )
+        lines.append(f"{'raw':<9} {raw['path']:<36} {_short(raw['hash']):<18} {'':<20} {state}")
     for s in lin["steps"]:
         dvc = "in dvc.lock" if s["in_sync_with_dvc"] else ("not recorded in dvc.lock" if s["dvc_lock_hash"] is None else f"dvc.lock has {_short(s['dvc_lock_hash'])} (run `dvc status`)")
         lines.append(f"{s['step']:<9} {s['output']:<36} {_short(s['hash']):<18} {s['dvc_stage']:<20} {dvc}")

@@ -255,6 +255,9 @@ def test_sensor_skips_what_dvc_processed_and_its_run_leaves_dvc_status_clean(pro
     assert "up to date" in status, status  # the raw folder's .dvc file was committed with the ingestion
     assert json.loads((project / "data/sprites/ingested/manifest.json").read_text())["n_images"] == before + 5
     assert tick(cursor)[0] == [] and tick(None)[0] == []  # processed: neither the cursor nor a fresh sensor starts it again
+    lineage = subprocess.run([str(project / ".venv/bin/python"), "-m", "pipelines.lineage", "sprites", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    raw = json.loads(lineage.stdout)["raw"]
+    assert raw["path"] == "data/sprites/raw" and raw["hash"] == dvc_hash(project / "data/sprites/raw") and raw["in_sync_with_dvc"]
     for i in range(500, 505):
         (project / f"data/sprites/raw/sprite_{i:04d}.png").unlink()
     git(project, "checkout", "--", "data/sprites/raw.dvc", "dvc.lock")
