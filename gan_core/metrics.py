@@ -102,7 +102,7 @@ def as_float_images(x: Any, *, name: str = "images", channels: int | None = None
     return x
 
 
-def _check_pair(real: torch.Tensor, fake: torch.Tensor, real_name: str, fake_name: str) -> None:
+def check_pair(real: torch.Tensor, fake: torch.Tensor, real_name: str, fake_name: str) -> None:
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(
             f"{fake_name} has image shape (C, H, W) = {tuple(fake.shape[1:])} but {real_name} has "
@@ -269,7 +269,7 @@ def fid(real: Any, fake: Any, *, extractor: nn.Module, batch_size: int = 256) ->
     """
     real = as_float_images(real, name="real")
     fake = as_float_images(fake, name="fake")
-    _check_pair(real, fake, "real", "fake")
+    check_pair(real, fake, "real", "fake")
     if real.shape[0] < 2 or fake.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 images per set, got real={real.shape[0]}, fake={fake.shape[0]}")
     metric = _new_fid(FeatureAdapter(extractor, example=real, batch_size=batch_size))
@@ -296,7 +296,7 @@ def kid(
     """
     real = as_float_images(real, name="real")
     fake = as_float_images(fake, name="fake")
-    _check_pair(real, fake, "real", "fake")
+    check_pair(real, fake, "real", "fake")
     size = _kid_subset_size(real.shape[0], fake.shape[0], subset_size)
     metric = _new_kid(FeatureAdapter(extractor, example=real, batch_size=batch_size), subsets, size)
     for b in _batches(real, batch_size):
@@ -366,7 +366,7 @@ def _within_any_ball(query: torch.Tensor, centers: torch.Tensor, radii: torch.Te
     return torch.cat(out)
 
 
-def _nearest_k(
+def nearest_k(
     query: torch.Tensor, ref: torch.Tensor, k: int, chunk_size: int, *, leave_one_out: bool = False, views: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, indices), each (Nq, k): every query row's k nearest ref rows, nearest first.
@@ -469,7 +469,7 @@ def memorization_audit(
     """
     train = as_float_images(train_images, name="train_images")
     samp = as_float_images(samples, name="samples")
-    _check_pair(train, samp, "train_images", "samples")
+    check_pair(train, samp, "train_images", "samples")
     if train.shape[0] < 3:
         raise ValueError(f"train_images: the audit needs at least 3 training images, got {train.shape[0]}")
     if not 0.0 < float(quantile) < 1.0:
@@ -491,8 +491,8 @@ def memorization_audit(
         rest = d[:, 1:].mean(dim=1)
         return d[:, 0], torch.where(rest > 0, d[:, 0] / rest.clamp_min(1e-12), torch.zeros_like(rest))
 
-    train_d, _ = _nearest_k(f_train, f_views, k, chunk_size, leave_one_out=True, views=len(views))
-    samp_d, samp_j = _nearest_k(f_samp, f_views, k, chunk_size, views=len(views))
+    train_d, _ = nearest_k(f_train, f_views, k, chunk_size, leave_one_out=True, views=len(views))
+    samp_d, samp_j = nearest_k(f_samp, f_views, k, chunk_size, views=len(views))
     train_nn, train_rel = d1_and_relative(train_d)
     samp_nn, samp_rel = d1_and_relative(samp_d)
     samp_idx = samp_j[:, 0]
@@ -560,8 +560,8 @@ def evaluate_samples(
     train = as_float_images(real_train, name="real_train")
     held = as_float_images(real_heldout, name="real_heldout")
     fk = as_float_images(fake, name="fake")
-    _check_pair(train, held, "real_train", "real_heldout")
-    _check_pair(train, fk, "real_train", "fake")
+    check_pair(train, held, "real_train", "real_heldout")
+    check_pair(train, fk, "real_train", "fake")
     n_avail = min(held.shape[0], fk.shape[0])
     if n is None:
         n = n_avail
@@ -672,7 +672,7 @@ def swd(
     """
     r = as_float_images(real, name="real")
     f = as_float_images(fake, name="fake")
-    _check_pair(r, f, "real", "fake")
+    check_pair(r, f, "real", "fake")
     # Both sets draw images and patch positions from identically seeded
     # generators, so swd(x, x) == 0 exactly; directions have their own stream.
     g_r = torch.Generator().manual_seed(int(seed))

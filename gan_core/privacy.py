@@ -75,21 +75,21 @@ def membership_inference_audit(
     ``median_non_member_distance``, ``attack``.
     """
     from .features import PixelFeatures
-    from .metrics import _check_pair, _nearest_k, as_float_images, extract_features
+    from .metrics import check_pair, nearest_k, as_float_images, extract_features
     from .symmetry import group
 
     mem = as_float_images(members, name="members")
     non = as_float_images(non_members, name="non_members")
     samp = as_float_images(samples, name="samples")
-    _check_pair(mem, samp, "members", "samples")
-    _check_pair(non, samp, "non_members", "samples")
+    check_pair(mem, samp, "members", "samples")
+    check_pair(non, samp, "non_members", "samples")
     if len(mem) < 2 or len(non) < 2:
         raise ValueError(f"the membership audit needs at least 2 members and 2 non-members, got {len(mem)} and {len(non)}")
     extractor = PixelFeatures()
     views = group(symmetries)
     f_samp = torch.cat([extract_features(v(samp), extractor, name="samples").float() for v in views])
-    d_mem, _ = _nearest_k(extract_features(mem, extractor, name="members").float(), f_samp, 1, chunk_size, views=len(views))
-    d_non, _ = _nearest_k(extract_features(non, extractor, name="non_members").float(), f_samp, 1, chunk_size, views=len(views))
+    d_mem, _ = nearest_k(extract_features(mem, extractor, name="members").float(), f_samp, 1, chunk_size, views=len(views))
+    d_non, _ = nearest_k(extract_features(non, extractor, name="non_members").float(), f_samp, 1, chunk_size, views=len(views))
     d_mem, d_non = d_mem[:, 0].double(), d_non[:, 0].double()
     auc = roc_auc(-d_mem, -d_non)
     lo, hi = bootstrap_auc_interval(-d_mem, -d_non, n_boot=n_boot, seed=seed)

@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .features import PixelFeatures, SSLFeatureNet, _init_weights
-from .metrics import _CDIST_MODE, _blur, _check_pair, as_float_images, extract_features
+from .metrics import _CDIST_MODE, _blur, check_pair, as_float_images, extract_features
 
 __all__ = [
     "realism_metrics",
@@ -68,7 +68,7 @@ __all__ = [
 def _pair(real: Any, fake: Any) -> tuple[torch.Tensor, torch.Tensor]:
     r = as_float_images(real, name="real")
     f = as_float_images(fake, name="fake")
-    _check_pair(r, f, "real", "fake")
+    check_pair(r, f, "real", "fake")
     return r, f
 
 
@@ -409,7 +409,7 @@ def verdict_metrics(
     train = as_float_images(real_train, name="real_train")
     held = as_float_images(real_heldout, name="real_heldout")
     fk = as_float_images(fake, name="fake")
-    _check_pair(train, fk, "real_train", "fake")
+    check_pair(train, fk, "real_train", "fake")
     if not isinstance(n_audit, int) or n_audit < 1:
         raise ValueError(f"n_audit must be a positive int, got {n_audit!r}")
     seconds: dict[str, float] = {}
