@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -55,57 +54,30 @@ def variant_augmentation(aug: dict[str, Any], variant: str) -> dict[str, Any]:
 
 
 def run_scenario(name: str, opts: argparse.Namespace, work: Path, log) -> dict[str, Any]:
-    import yaml
+    from benchmarks.harness import MEASURES, ScenarioBench, load_raw
 
-    from pipelines.paths import Roots, ScenarioPaths
-    from pipelines.scenario import SCENARIO_DIR, parse_scenario
-    from pipelines.steps.augment import augment
-    from pipelines.steps.evaluate import evaluate_step
-    from pipelines.steps.ingest import ingest
-    from pipelines.steps.ruler import build_ruler
-    from pipelines.steps.train import train_step
-    from pipelines.steps.validate import require_passed, validate
-
-    raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
-    train = raw.setdefault("gan", {}).setdefault("train", {})
-    if opts.steps:
-        train["steps"] = opts.steps
-    train["num_threads"] = opts.threads
-    if opts.quick:
-        raw["evaluation"] = {**raw.get("evaluation", {}), "feature_steps": 20, "n_audit": 50}
-    base = parse_scenario(raw, f"scenarios/{name}.yaml")
-    shared = ScenarioPaths(name, Roots.under(work / name / "_data"))
-    ingest(base, shared)
-    require_passed(validate(base, shared))
-    build_ruler(base, shared)
+    raw = load_raw(name, steps=opts.steps, threads=opts.threads, quick=opts.quick)
+    bench = ScenarioBench.prepare(raw, work / name)
     rows = {}
     for v in opts.variants:
-        sc = parse_scenario({**raw, "augmentation": variant_augmentation(raw.get("augmentation") or {}, v)}, f"scenarios/{name}.yaml")
-        paths = ScenarioPaths(name, Roots.under(work / name / v))
-        shutil.copytree(shared.validated, paths.validated)
-        shutil.copytree(shared.ruler, paths.ruler)
-        augment(sc, paths)
-        t0 = time.perf_counter()
-        r = train_step(sc, paths, progress=False, profile="cpu")
-        wall = time.perf_counter() - t0
-        m = evaluate_step(sc, paths).metrics
+        variant = {**raw, "augmentation": variant_augmentation(raw.get("augmentation") or {}, v)}
+        r, m, wall = bench.run(v, variant, keep_grids=opts.keep_grids)
+        aug = variant["augmentation"]
         rows[v] = {
-            "transforms": [t.name for t in sc.augmentation.transforms],
-            "ada": sc.augmentation.ada,
+            "transforms": [t["name"] for t in aug.get("transforms") or []],
+            "ada": bool(aug.get("ada")),
             "ada_p": r.ada_p,
             "steps": r.steps,
             "train_wall_s": round(wall, 1),
-            **{k: m[k] for k in ("fid_over_floor", "fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "promote", "failed_criteria")},
+            **{k: m[k] for k in MEASURES},
         }
-        if opts.keep_grids:
-            grids = Path(opts.keep_grids)
-            grids.mkdir(parents=True, exist_ok=True)
-            shutil.copy(paths.evaluation / "samples.png", grids / f"{name}-{v}.png")
         log(f"{name}/{v}: FID/floor {m['fid_over_floor']:.2f}, P {m['precision']:.2f}, R {m['recall']:.2f}, C2ST {m['c2st_accuracy']:.2f}, sharpness {m['sharpness_ratio']:.2f}, promote {m['promote']}, {wall:.0f} s")
     return rows
 
 
 def markdown(res: dict[str, Any]) -> str:
+    from benchmarks.harness import verdict_text
+
     lines = [
         f"### Augmentation ablation at equal budget ({res['settings']['threads']} torch thread(s), loadavg {res['loadavg_before']} -> {res['loadavg_after']})",
         "",
@@ -114,7 +86,7 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for name, rows in res["scenarios"].items():
         for v, r in rows.items():
-            verdict = "promote" if r["promote"] else "refuse: " + ", ".join(r["failed_criteria"])
+            verdict = verdict_text(r)
             ada = f"{r['ada_p']:.2f}" if r["ada_p"] is not None else "-"
             lines.append(
                 f"| {name} | {v} | {r['steps']} | {r['fid_over_floor']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} | {r['c2st_accuracy']:.2f} "
@@ -125,18 +97,14 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.harness import common_arguments
     from benchmarks.report import write_result
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", nargs="+", default=["digits", "faces", "histology", "textures"])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--steps", type=int, help="training steps for every variant (default: the scenario's own budget)")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)), help="torch threads (default $OMP_NUM_THREADS or 2)")
-    p.add_argument("--workdir", help="keep the runs here (default: a temporary directory)")
-    p.add_argument("--keep-grids", help="copy each variant's samples.png here as <scenario>-<variant>.png")
-    p.add_argument("--out", help="write the result JSON here")
-    p.add_argument("--quick", action="store_true", help="smoke test: 4 training steps, a 20-step ruler")
+    common_arguments(p)
     opts = p.parse_args(argv)
     if opts.quick and not opts.steps:
         opts.steps = 4

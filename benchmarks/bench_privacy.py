@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -47,41 +46,13 @@ def variant_gan(gan: dict[str, Any], epsilon: str, delta: float) -> dict[str, An
 
 
 def run(opts: argparse.Namespace, work: Path, log) -> dict[str, Any]:
-    import yaml
+    from benchmarks.harness import MEASURES, ScenarioBench, load_raw
 
-    from pipelines.paths import Roots, ScenarioPaths
-    from pipelines.scenario import SCENARIO_DIR, parse_scenario
-    from pipelines.steps.augment import augment
-    from pipelines.steps.evaluate import evaluate_step
-    from pipelines.steps.ingest import ingest
-    from pipelines.steps.ruler import build_ruler
-    from pipelines.steps.train import train_step
-    from pipelines.steps.validate import require_passed, validate
-
-    name = opts.scenario
-    raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
-    train = raw.setdefault("gan", {}).setdefault("train", {})
-    if opts.steps:
-        train["steps"] = opts.steps
-    train["num_threads"] = opts.threads
-    if opts.quick:
-        raw["evaluation"] = {**raw.get("evaluation", {}), "feature_steps": 20, "n_audit": 50}
-    base = parse_scenario(raw, f"scenarios/{name}.yaml")
-    shared = ScenarioPaths(name, Roots.under(work / "_data"))
-    ingest(base, shared)
-    require_passed(validate(base, shared))
-    build_ruler(base, shared)
+    raw = load_raw(opts.scenario, steps=opts.steps, threads=opts.threads, quick=opts.quick)
+    bench = ScenarioBench.prepare(raw, work)
     rows = {}
     for eps in opts.epsilons:
-        sc = parse_scenario({**raw, "gan": variant_gan(raw["gan"], eps, opts.delta)}, f"scenarios/{name}.yaml")
-        paths = ScenarioPaths(name, Roots.under(work / f"eps-{eps}"))
-        shutil.copytree(shared.validated, paths.validated)
-        shutil.copytree(shared.ruler, paths.ruler)
-        augment(sc, paths)
-        t0 = time.perf_counter()
-        r = train_step(sc, paths, progress=False, profile="cpu")
-        wall = time.perf_counter() - t0
-        m = evaluate_step(sc, paths).metrics
+        r, m, wall = bench.run(f"eps-{eps}", {**raw, "gan": variant_gan(raw["gan"], eps, opts.delta)}, keep_grids=opts.keep_grids)
         dp = r.privacy or {}
         rows[eps] = {
             "steps": r.steps,
@@ -91,22 +62,19 @@ def run(opts: argparse.Namespace, work: Path, log) -> dict[str, Any]:
             "sample_rate": dp.get("sample_rate"),
             "train_wall_s": round(wall, 1),
             "images_per_s": round(r.images_per_s, 1),
-            **{k: m[k] for k in ("fid_over_floor", "fid", "fid_floor", "precision", "recall", "c2st_accuracy", "near_copy_share", "promote", "failed_criteria")},
-            "membership_auc": m["membership_auc"],
+            **{k: m[k] for k in MEASURES},
             "membership_auc_ci": [m["membership_auc_ci_low"], m["membership_auc_ci_high"]],
         }
-        if opts.keep_grids:
-            grids = Path(opts.keep_grids)
-            grids.mkdir(parents=True, exist_ok=True)
-            shutil.copy(paths.evaluation / "samples.png", grids / f"{name}-eps-{eps}.png")
         log(
-            f"{name}/eps={eps}: FID/floor {m['fid_over_floor']:.2f}, P {m['precision']:.2f}, R {m['recall']:.2f}, C2ST {m['c2st_accuracy']:.2f}, "
+            f"{opts.scenario}/eps={eps}: FID/floor {m['fid_over_floor']:.2f}, P {m['precision']:.2f}, R {m['recall']:.2f}, C2ST {m['c2st_accuracy']:.2f}, "
             f"MIA AUC {m['membership_auc']:.3f}, spent {dp.get('epsilon_spent')}, promote {m['promote']}, {wall:.0f} s"
         )
     return rows
 
 
 def markdown(res: dict[str, Any]) -> str:
+    from benchmarks.harness import verdict_text
+
     s = res["settings"]
     lines = [
         f"### Privacy against quality: {s['scenario']} ({s['threads']} torch thread(s), delta {s['delta']:g}, loadavg {res['loadavg_before']} -> {res['loadavg_after']})",
@@ -115,7 +83,7 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for eps, r in res["rows"].items():
-        verdict = "promote" if r["promote"] else "refuse: " + ", ".join(r["failed_criteria"])
+        verdict = verdict_text(r)
         spent = "-" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.2f} spent"
         label = "default (BatchNorm D, no DP)" if eps == "default" else ("∞ (GroupNorm D, no DP)" if eps == "inf" else f"{eps} ({spent})")
         noise = "-" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.2f}"
@@ -129,6 +97,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.harness import common_arguments
     from benchmarks.report import write_result
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -136,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", default="histology")
     p.add_argument("--epsilons", nargs="+", default=list(DEFAULT_EPSILONS) + ["default"], help="budgets; 'inf' = GroupNorm D without DP, 'default' = the scenario as shipped")
     p.add_argument("--delta", type=float, default=1e-5)
-    p.add_argument("--steps", type=int, help="training steps for every row (default: the scenario's own budget)")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)), help="torch threads (default $OMP_NUM_THREADS or 2)")
-    p.add_argument("--workdir", help="keep the runs here (default: a temporary directory)")
-    p.add_argument("--keep-grids", help="copy each row's samples.png here as <scenario>-eps-<epsilon>.png")
-    p.add_argument("--out", help="write the result JSON here")
-    p.add_argument("--quick", action="store_true", help="smoke test: 4 training steps, a 20-step ruler")
+    common_arguments(p)
     opts = p.parse_args(argv)
     for e in opts.epsilons:
         if e != "default":

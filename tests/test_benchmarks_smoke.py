@@ -167,3 +167,24 @@ def test_ablation_variants_change_only_the_augmentation():
     histology = {"invariances": ["horizontal_flip"], "transforms": [{"name": "HorizontalFlip"}]}
     assert variant_augmentation(histology, "ada")["transforms"] == [TRANSLATION]  # something for ADA to adapt
     assert variant_augmentation(histology, "both") == {**histology, "transforms": [{"name": "HorizontalFlip"}, TRANSLATION], "ada": True}
+
+
+@pytest.mark.slow  # the real steps of one scenario, twice
+def test_bench_privacy_quick(tmp_path):
+    from benchmarks import bench_privacy
+
+    out = tmp_path / "privacy.json"
+    assert bench_privacy.main(["--quick", "--scenario", "histology", "--epsilons", "inf", "8", "--threads", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["inf"]["epsilon_spent"] is None and rows["inf"]["noise_multiplier"] is None
+    assert 0 < rows["8"]["epsilon_spent"] <= 8 and rows["8"]["noise_multiplier"] > 0 and rows["8"]["delta"] == 1e-5
+    assert all(r["steps"] == 4 and 0 <= r["membership_auc"] <= 1 for r in rows.values())
+
+
+def test_privacy_rows_change_only_the_discriminator_and_the_budget():
+    from benchmarks.bench_privacy import variant_gan
+
+    gan = {"model": {"arch": "dcgan", "width": 48}, "train": {"steps": 6000}}
+    assert variant_gan(gan, "default", 1e-5) == gan
+    assert variant_gan(gan, "inf", 1e-5) == {"model": {"arch": "dcgan", "width": 48, "d_norm": "group"}, "train": {"steps": 6000}}
+    assert variant_gan(gan, "3", 1e-5)["train"] == {"steps": 6000, "privacy": {"epsilon": 3.0, "delta": 1e-5}}

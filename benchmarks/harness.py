@@ -1,0 +1,99 @@
+"""What the quality benchmarks share: one scenario's real pipeline steps, run once for the
+data (ingest, validate, ruler) and once per variant of its file (augment, train,
+evaluate), each variant in a folder of its own with the same ruler, so that every row
+is measured the same way.
+
+    bench = ScenarioBench.prepare(raw, work / "faces", quick=False)   # raw: the scenario file as a dict
+    row = bench.run("none", {**raw, "augmentation": ...}, keep_grids="grids/")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Headline measures every row reports (from metrics/<scenario>.json).
+MEASURES = ("fid_over_floor", "fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "promote", "failed_criteria")
+
+
+def load_raw(name: str, *, steps: int | None, threads: int, quick: bool) -> dict[str, Any]:
+    """The shipped ``scenarios/<name>.yaml`` as a dict, with the benchmark's budget,
+    thread count and (``quick``) a seconds-long ruler."""
+    import yaml
+
+    from pipelines.scenario import SCENARIO_DIR
+
+    raw = yaml.safe_load((SCENARIO_DIR / f"{name}.yaml").read_text())
+    train = raw.setdefault("gan", {}).setdefault("train", {})
+    if steps:
+        train["steps"] = steps
+    train["num_threads"] = threads
+    if quick:
+        raw["evaluation"] = {**raw.get("evaluation", {}), "feature_steps": 20, "n_audit": 50}
+    return raw
+
+
+@dataclass
+class ScenarioBench:
+    name: str
+    work: Path
+    shared: Any  # ScenarioPaths of the data and the ruler every variant shares
+
+    @classmethod
+    def prepare(cls, raw: dict[str, Any], work: Path) -> "ScenarioBench":
+        """Ingest, validate and build the ruler once, under ``work/_data``."""
+        from pipelines.paths import Roots, ScenarioPaths
+        from pipelines.scenario import parse_scenario
+        from pipelines.steps.ingest import ingest
+        from pipelines.steps.ruler import build_ruler
+        from pipelines.steps.validate import require_passed, validate
+
+        name = raw["name"]
+        base = parse_scenario(raw, f"scenarios/{name}.yaml")
+        shared = ScenarioPaths(name, Roots.under(work / "_data"))
+        ingest(base, shared)
+        require_passed(validate(base, shared))
+        build_ruler(base, shared)
+        return cls(name, work, shared)
+
+    def run(self, label: str, raw: dict[str, Any], *, keep_grids: str | None = None) -> tuple[Any, dict[str, Any], float]:
+        """Augment, train (CPU profile) and evaluate one variant of the scenario file in
+        ``work/<label>``; returns (train result, evaluation metrics, training wall s)."""
+        from pipelines.paths import Roots, ScenarioPaths
+        from pipelines.scenario import parse_scenario
+        from pipelines.steps.augment import augment
+        from pipelines.steps.evaluate import evaluate_step
+        from pipelines.steps.train import train_step
+
+        sc = parse_scenario(raw, f"scenarios/{self.name}.yaml")
+        paths = ScenarioPaths(self.name, Roots.under(self.work / label))
+        shutil.copytree(self.shared.validated, paths.validated)
+        shutil.copytree(self.shared.ruler, paths.ruler)
+        augment(sc, paths)
+        t0 = time.perf_counter()
+        r = train_step(sc, paths, progress=False, profile="cpu")
+        wall = time.perf_counter() - t0
+        m = evaluate_step(sc, paths).metrics
+        if keep_grids:
+            grids = Path(keep_grids)
+            grids.mkdir(parents=True, exist_ok=True)
+            shutil.copy(paths.evaluation / "samples.png", grids / f"{self.name}-{label}.png")
+        return r, m, wall
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    return "promote" if row["promote"] else "refuse: " + ", ".join(row["failed_criteria"])
+
+
+def common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, help="training steps for every row (default: the scenario's own budget)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)), help="torch threads (default $OMP_NUM_THREADS or 2)")
+    p.add_argument("--workdir", help="keep the runs here (default: a temporary directory)")
+    p.add_argument("--keep-grids", help="copy each row's samples.png here as <scenario>-<row>.png")
+    p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--quick", action="store_true", help="smoke test: 4 training steps, a 20-step ruler")
