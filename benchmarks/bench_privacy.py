@@ -22,8 +22,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +95,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.harness import common_arguments
-    from benchmarks.report import write_result
+    from benchmarks.harness import common_arguments, run_and_report
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_privacy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,28 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"--epsilons: {e!r} is not a positive number, 'inf' or 'default'")
     if opts.quick and not opts.steps:
         opts.steps = 4
-    import torch
-
-    from benchmarks.bench_ingest import machine_info
-
-    torch.set_num_threads(opts.threads)
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(opts.workdir) if opts.workdir else Path(tmp)
-        rows = run(opts, work, log)
-    res = {
-        "settings": {"scenario": opts.scenario, "steps": opts.steps, "threads": opts.threads, "delta": opts.delta, "epsilons": list(opts.epsilons)},
-        "machine": machine_info(),
-        "loadavg_before": round(load0, 2),
-        "loadavg_after": round(os.getloadavg()[0], 2),
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "rows": rows,
-    }
-    print(markdown(res))
-    write_result(opts.out, res)
-    return 0
-
+    settings = {"scenario": opts.scenario, "steps": opts.steps, "threads": opts.threads, "delta": opts.delta, "epsilons": list(opts.epsilons)}
+    return run_and_report(opts, "rows", settings, lambda work, log: run(opts, work, log), markdown)
 
 if __name__ == "__main__":
     sys.exit(main())

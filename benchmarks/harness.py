@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +99,30 @@ def common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-grids", help="copy each row's samples.png here as <scenario>-<row>.png")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--quick", action="store_true", help="smoke test: 4 training steps, a 20-step ruler")
+
+
+def run_and_report(opts: argparse.Namespace, key: str, settings: dict[str, Any], body, markdown) -> int:
+    """Run ``body(work_dir, log)`` with ``opts.threads`` torch threads in ``opts.workdir``
+    (or a temporary folder); print ``markdown(result)`` and write the result JSON to
+    ``opts.out``: ``{settings, machine, loadavg_before/after, wall_s, <key>: body's result}``."""
+    import torch
+
+    from benchmarks.bench_ingest import machine_info
+    from benchmarks.report import write_result
+
+    torch.set_num_threads(opts.threads)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = body(Path(opts.workdir) if opts.workdir else Path(tmp), log)
+    res = {
+        "settings": settings,
+        "machine": machine_info(),
+        "loadavg_before": round(load0, 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        key: out,
+    }
+    print(markdown(res))
+    write_result(opts.out, res)
+    return 0

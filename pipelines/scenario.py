@@ -328,9 +328,10 @@ class Scenario(_Strict):
         return p
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys the schema allows beside the last element of ``loc``, if it knows them."""
-    model: type[BaseModel] = Scenario
+def _allowed_keys(loc: tuple[Any, ...], model: type[BaseModel] | None = None) -> list[str] | None:
+    """The keys the schema (default: a scenario's) allows beside the last element of
+    ``loc``, if it knows them."""
+    model = model or Scenario
     for part in loc[:-1]:
         if isinstance(part, int):  # an item of a list: same model as the list's items
             continue
@@ -344,13 +345,13 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     return list(model.model_fields)
 
 
-def _format(err: ValidationError, source: Path) -> str:
-    lines = [f"{source}: invalid scenario"]
+def _format(err: ValidationError, source: Path, what: str = "scenario", model: type[BaseModel] | None = None) -> str:
+    lines = [f"{source}: invalid {what}"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(tuple(e["loc"]))
+            allowed = _allowed_keys(tuple(e["loc"]), model)
             msg = "unknown key; check the spelling" + (f" (allowed here: {', '.join(allowed)})" if allowed else "") + "; every key is documented in pipelines/scenario.py"
         elif e["type"] == "missing":
             msg = "required key is missing"
@@ -463,4 +464,4 @@ def load_project(directory: str | Path = SCENARIO_DIR) -> ProjectSettings:
     try:
         return ProjectSettings.model_validate(raw)
     except ValidationError as e:
-        raise ScenarioError(_format(e, path)) from None
+        raise ScenarioError(_format(e, path, "project settings", ProjectSettings)) from None

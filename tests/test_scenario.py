@@ -115,7 +115,7 @@ def test_project_settings_default_and_refuse_bad_values_by_file_and_key(tmp_path
     assert load_project(SCENARIO_DIR).profile == "cpu"  # the shipped project trains the CPU budgets
     (tmp_path / "_project.yaml").write_text("profile: gpu\n")
     assert load_project(tmp_path).profile == "gpu"
-    for text, key in (("profile: tpu\n", "profile"), ("retrain_cron: daily\n", "retrain_cron"), ("profiel: gpu\n", "profiel")):
+    for text, key in (("profile: tpu\n", "profile"), ("retrain_cron: daily\n", "retrain_cron"), ("profiel: gpu\n", r"profiel: unknown key; check the spelling \(allowed here: retrain_cron, profile\)")):
         (tmp_path / "_project.yaml").write_text(text)
         with pytest.raises(ScenarioError, match=rf"_project\.yaml.*\n.*{key}"):
             load_project(tmp_path)
