@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ("ingest", "augment", "contamination", "train", "train_augment", "orchestration", "gpu", "quality", "verdict", "ablation")
+ORDER = ("ingest", "augment", "contamination", "train", "train_augment", "orchestration", "gpu", "quality", "verdict", "ablation", "privacy")
 
 
 def cuda_available() -> bool:
@@ -66,6 +66,7 @@ def commands(out_dir: Path, quick: bool, cuda: bool, pool_dir: str | None) -> di
         "quality": (quality, None),
         "verdict": (["benchmarks.bench_verdict", *q, "--out", j["verdict"]], None),
         "ablation": (["benchmarks.bench_ablation", *q, "--out", j["ablation"]] + (["--scenarios", "faces", "--variants", "none", "both"] if quick else []), None),
+        "privacy": (["benchmarks.bench_privacy", *q, "--out", j["privacy"]] + (["--epsilons", "inf", "8"] if quick else []), None),
     }
 
 
