@@ -1,6 +1,10 @@
 """Stage 3: the scenario's albumentations pipeline, saved with the data, and a preview."""
 
+from typing import Any
+
 import dagster as dg
+
+from pipelines.paths import ScenarioPaths
 
 from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
@@ -26,17 +30,23 @@ def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
     name = context.partition_key
     paths = project.paths(name)
     with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = augment(project.scenario(name), paths)
+        augment(project.scenario(name), paths)
     version, lineage = record_lineage(context, "augment", name, project)
-    return dg.MaterializeResult(
-        metadata={
-            "n_images": dg.MetadataValue.int(r.n_images),
-            "content_hash": r.content_hash,
-            "routes": dg.MetadataValue.md(routes_table(r.routes)),
-            "pipeline": dg.MetadataValue.path(rel(paths.augmented / "pipeline.json")),
-            "policy": dg.MetadataValue.path(rel(r.policy_path)),
-            "preview": png_markdown(paths.augmented / "preview.png", f"{name}: each original, then views of it as D sees a real image in training"),
-            **lineage,
-        },
-        data_version=version,
-    )
+    return dg.MaterializeResult(metadata={**augmentation_metadata(paths), **lineage}, data_version=version)
+
+
+def augmentation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
+    """What the asset shows, read from the step's files (``augmented/``): a Dagster run and
+    a step run by DVC show the same."""
+    import json
+
+    manifest = json.loads((paths.augmented / "manifest.json").read_text())
+    policy = json.loads((paths.augmented / "policy.json").read_text())
+    return {
+        "n_images": dg.MetadataValue.int(int(manifest["n_images"])),
+        "content_hash": manifest["content_hash"],
+        "routes": dg.MetadataValue.md(routes_table(policy.get("routes") or [])),
+        "pipeline": dg.MetadataValue.path(rel(paths.augmented / "pipeline.json")),
+        "policy": dg.MetadataValue.path(rel(paths.augmented / "policy.json")),
+        "preview": png_markdown(paths.augmented / "preview.png", f"{paths.name}: each original, then views of it as D sees a real image in training"),
+    }

@@ -163,6 +163,7 @@ def report_materialization(step: str, name: str, base: Path, summary: dict[str, 
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=up_key, asset_partitions=[name]), limit=1).records
         tags[f"dagster/input_event_pointer/{up_key.to_user_string()}"] = str(records[0].storage_id) if records else "NULL"
     metadata = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
+    metadata.update(step_metadata(step, name, base))
     metadata.update(entry_point=entry_point, dvc_stage=stage_name(step, name), dvc_md5=tags["dagster/data_version"], git_commit=_code_version(base))
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=name, metadata=metadata, tags=tags))
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
@@ -232,6 +233,26 @@ def sync_from_dvc(base: Path, instance: dg.DagsterInstance, scenarios: list[str]
         report_materialization(step, name, base, {}, "dvc (restored)", instance)
         reported.append(stage)
     return reported
+
+
+def step_metadata(step: str, name: str, base: Path) -> dict[str, Any]:
+    """The metadata the step's asset shows (grids, curves, tables), built from the step's
+    files by the asset's own function, for a step that ran outside Dagster (paths in it
+    are relative to the working directory, the project's in a DVC stage)."""
+    paths = ScenarioPaths(name, Roots.under(base))
+    if step == "augment":
+        from .augmentation import augmentation_metadata
+
+        return augmentation_metadata(paths)
+    if step == "train":
+        from .training import generator_metadata
+
+        return generator_metadata(paths)
+    if step == "evaluate":
+        from .evaluation import evaluation_metadata
+
+        return evaluation_metadata(paths)[0]
+    return {}
 
 
 def step_check_evaluations(step: str, name: str, base: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from typing import Any
 
 import dagster as dg
 
+from pipelines.paths import ScenarioPaths
+
 from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_check, scenario_partitions, step_lock
 
 PROMOTE_CHECK = "check_promotable"
@@ -61,29 +63,40 @@ def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) 
     name = context.partition_key
     paths = project.paths(name)
     with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = evaluate_step(project.scenario(name), paths)
+        evaluate_step(project.scenario(name), paths)
     version, lineage = record_lineage(context, "evaluate", name, project)
-    m = r.metrics
-    check = promotion_check(m, m["verdict"])
-    verdict = "promoted" if r.promote else f"not promoted: fails {', '.join(m['verdict']['failed_criteria'])}"
+    metadata, check = evaluation_metadata(paths)
     return dg.MaterializeResult(
-        metadata={
-            "verdict": dg.MetadataValue.text(verdict),
-            "checks": check["metadata"]["checks"],
-            **{k: v for k, v in check["metadata"].items() if k in FLOATS},
-            "membership_auc_95ci": dg.MetadataValue.text(f"{m['membership_auc_ci_low']:.3f}-{m['membership_auc_ci_high']:.3f} (0.5 = the attack cannot tell training from held-out images)"),
-            "differential_privacy": dg.MetadataValue.text(
-                f"epsilon {m['differential_privacy']['epsilon_spent']:.3g} spent, delta {m['differential_privacy']['delta']:g}" if m["differential_privacy"] else "not trained with differential privacy"
-            ),
-            "samples": png_markdown(r.samples_png, f"{name} samples"),
-            "interpolation": png_markdown(r.interpolation_png, f"{name} latent interpolation"),
-            "closest_to_training": dg.MetadataValue.table(
-                [dg.TableRecord({"sample": int(c["sample_index"]), "training image": int(c["train_index"]), "distance": round(float(c["distance"]), 4), "relative": round(float(c["relative"]), 3)}) for c in m["memorization"]["closest"][:5]],
-                schema=dg.TableSchema([dg.TableColumn("sample", "int"), dg.TableColumn("training image", "int"), dg.TableColumn("distance", "float"), dg.TableColumn("relative", "float")]),
-            ),
-            "metrics": dg.MetadataValue.path(rel(r.metrics_path)),
-            **lineage,
-        },
+        metadata={**metadata, **lineage},
         check_results=[dg.AssetCheckResult(**check)],
         data_version=version,
     )
+
+
+def evaluation_metadata(paths: ScenarioPaths) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, check_promotable evaluation) of the asset, read from the step's files
+    (``metrics/<s>.json``, ``eval/metrics.json`` with its verdict, the grids): a Dagster
+    run and a step run by DVC show the same."""
+    import json
+
+    m = json.loads(paths.metrics.read_text())
+    full = json.loads((paths.evaluation / "metrics.json").read_text())
+    check = promotion_check(m, full["verdict"])
+    dp = m.get("differential_privacy")
+    verdict = "promoted" if m["promote"] else f"not promoted: fails {', '.join(full['verdict']['failed_criteria'])}"
+    closest = full["memorization"]["closest"][:5]
+    metadata = {
+        "verdict": dg.MetadataValue.text(verdict),
+        "checks": check["metadata"]["checks"],
+        **{k: v for k, v in check["metadata"].items() if k in FLOATS},
+        "membership_auc_95ci": dg.MetadataValue.text(f"{m['membership_auc_ci_low']:.3f}-{m['membership_auc_ci_high']:.3f} (0.5 = the attack cannot tell training from held-out images)"),
+        "differential_privacy": dg.MetadataValue.text(f"epsilon {dp['epsilon_spent']:.3g} spent, delta {dp['delta']:g}" if dp else "not trained with differential privacy"),
+        "samples": png_markdown(paths.evaluation / "samples.png", f"{paths.name} samples"),
+        "interpolation": png_markdown(paths.evaluation / "interpolation.png", f"{paths.name} latent interpolation"),
+        "closest_to_training": dg.MetadataValue.table(
+            [dg.TableRecord({"sample": int(c["sample_index"]), "training image": int(c["train_index"]), "distance": round(float(c["distance"]), 4), "relative": round(float(c["relative"]), 3)}) for c in closest],
+            schema=dg.TableSchema([dg.TableColumn("sample", "int"), dg.TableColumn("training image", "int"), dg.TableColumn("distance", "float"), dg.TableColumn("relative", "float")]),
+        ),
+        "metrics": dg.MetadataValue.path(rel(paths.metrics)),
+    }
+    return metadata, check

@@ -1,6 +1,10 @@
 """Stage 4: train the scenario's GAN with gan_core; losses stream to the run log."""
 
+from typing import Any
+
 import dagster as dg
+
+from pipelines.paths import ScenarioPaths
 
 from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
 
@@ -13,7 +17,6 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
     Train (or resume) the scenario's generator with the budget `profile` of
     scenarios/_project.yaml names (cpu: `gan:`, gpu: `gan:` + `gpu:`). Checkpoints are resumable; a diverged run never
     produces a model."""
-    from gan_core.plots import loss_curve_png
     from pipelines.steps.train import train_step
 
     name = context.partition_key
@@ -28,31 +31,42 @@ def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -
             context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
 
     with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = train_step(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
-    curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
+        train_step(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
     version, lineage = record_lineage(context, "train", name, project)
-    return dg.MaterializeResult(
-        metadata={
-            "generator": dg.MetadataValue.path(rel(r.generator_path)),
-            "model_sha256": r.model_hash,
-            "steps": dg.MetadataValue.int(r.steps),
-            "images_seen": dg.MetadataValue.int(r.images_seen),
-            "images_per_s": dg.MetadataValue.float(round(float(r.images_per_s), 1)),
-            "wall_s": dg.MetadataValue.float(round(float(r.wall_s), 1)),
-            "rollbacks": dg.MetadataValue.int(r.rollbacks),
-            "n_train_images": dg.MetadataValue.int(r.n_train_images),
-            "profile": dg.MetadataValue.text(f"{r.profile} (scenarios/_project.yaml: the {'gan: + gpu:' if r.profile == 'gpu' else 'gan:'} budget)"),
-            "real_images_augmented": dg.MetadataValue.text(f"{', '.join(r.training_saw['reals']['transforms']) or 'none'} ({r.training_saw['reals']['applied']})"),
-            "d_input_ops": dg.MetadataValue.json(r.training_saw["discriminator"]["ops"]),
-            "ada": dg.MetadataValue.text(f"on, final p {r.ada_p:.3f}" if r.ada_p is not None else "off"),
-            "differential_privacy": dg.MetadataValue.text(
-                f"epsilon {r.privacy['epsilon_spent']:.3g} spent of {r.privacy['epsilon_budget']:g}, delta {r.privacy['delta']:g} "
-                f"(noise x{r.privacy['noise_multiplier']:.3g}, clip {r.privacy['max_grad_norm']:g})"
-                if r.privacy else "off"
-            ),
-            **{f"final_{k}": dg.MetadataValue.float(round(float(v), 4)) for k, v in r.final_logs.items()},
-            "loss_curve": png_markdown(curve, f"{name} losses"),
-            **lineage,
-        },
-        data_version=version,
-    )
+    return dg.MaterializeResult(metadata={**generator_metadata(paths), **lineage}, data_version=version)
+
+
+def generator_metadata(paths: ScenarioPaths) -> dict[str, Any]:
+    """What the asset shows, read from the step's files (``summary.json``, the generator,
+    ``metrics.jsonl`` drawn as ``loss_curve.png``): a Dagster run and a step run by DVC
+    show the same."""
+    import json
+
+    from gan_core.plots import loss_curve_png
+    from pipelines.steps.train import file_sha256
+
+    s = json.loads((paths.model / "summary.json").read_text())
+    saw, dp, profile = s.get("real_transform") or {}, s.get("privacy"), s.get("profile", "cpu")
+    gen = paths.model / "generator.safetensors"
+    curve = loss_curve_png(paths.model / "metrics.jsonl", paths.model / "loss_curve.png")
+    reals = saw.get("reals") or {}
+    return {
+        "generator": dg.MetadataValue.path(rel(gen)),
+        "model_sha256": file_sha256(gen),
+        "steps": dg.MetadataValue.int(int(s["steps"])),
+        "images_seen": dg.MetadataValue.int(int(s["images_seen"])),
+        "images_per_s": dg.MetadataValue.float(round(float(s["images_per_s"]), 1)),
+        "wall_s": dg.MetadataValue.float(round(float(s["wall_s"]), 1)),
+        "rollbacks": dg.MetadataValue.int(int(s["rollbacks"])),
+        "n_train_images": dg.MetadataValue.int(int(saw.get("images", 0))),
+        "profile": dg.MetadataValue.text(f"{profile} (scenarios/_project.yaml: the {'gan: + gpu:' if profile == 'gpu' else 'gan:'} budget)"),
+        "real_images_augmented": dg.MetadataValue.text(f"{', '.join(reals.get('transforms') or []) or 'none'} ({reals.get('applied', 'not at all')})"),
+        "d_input_ops": dg.MetadataValue.json((saw.get("discriminator") or {}).get("ops") or []),
+        "ada": dg.MetadataValue.text(f"on, final p {s['ada_p']:.3f}" if s.get("ada_p") is not None else "off"),
+        "differential_privacy": dg.MetadataValue.text(
+            f"epsilon {dp['epsilon_spent']:.3g} spent of {dp['epsilon_budget']:g}, delta {dp['delta']:g} (noise x{dp['noise_multiplier']:.3g}, clip {dp['max_grad_norm']:g})"
+            if dp else "off"
+        ),
+        **{f"final_{k}": dg.MetadataValue.float(round(float(v), 4)) for k, v in (s.get("final_logs") or {}).items()},
+        "loss_curve": png_markdown(curve, f"{paths.name} losses"),
+    }

@@ -77,6 +77,9 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
                 mat = rec.event_log_entry.asset_materialization
                 assert mat.tags["dagster/data_version"] == data_version(step, "digits", base)
                 assert mat.metadata["entry_point"].value == "cli" and mat.metadata["dvc_stage"].value == f"{step}@digits"
+                if asset in ("augmented_images", "generator", "evaluation"):  # what a Dagster run shows, grids and curves included
+                    shown = {"augmented_images": "preview", "generator": "loss_curve", "evaluation": "samples"}[asset]
+                    assert "data:image/png;base64," in mat.metadata[shown].value, asset
             # the checks a Dagster run evaluates, for the same partition, from the step's own files
             for asset, check in (("validated_images", "check_blocking_expectations"), ("validated_images", "expect_column_values_to_be_unique__sha256"), ("evaluation", "check_promotable")):
                 (record,) = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
