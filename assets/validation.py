@@ -115,7 +115,7 @@ not evaluated for it."""
     can_subset=True,  # a partition yields only its own scenario's expectation checks
 )
 def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource):
-    from pipelines.steps.validate import capped_files, validate
+    from pipelines.steps.validate import blocks, capped_files, validate
 
     name = context.partition_key
     paths = project.paths(name)
@@ -130,7 +130,7 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
     for c in check_results(report, rel(r.report_path), rel(r.set_aside_path), aside_files, _CHECKS):
         if c["check_name"] in selected:
             results.append(dg.AssetCheckResult(asset_key="validated_images", **c))
-    summary = failure_summary([e for e in r.results if _blocks(e)])
+    summary = failure_summary([e for e in r.results if blocks(e)])
     version, lineage = None, {}
     if not r.passed:
         context.log.error(f"validation of scenario {name} failed: {summary}")
@@ -153,8 +153,3 @@ def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanReso
         data_version=version,
     )
 
-
-def _blocks(e: dict[str, Any]) -> bool:
-    from pipelines.steps.validate import blocks
-
-    return blocks(e)
