@@ -52,20 +52,22 @@ def config_for(variant: str, steps: int, batch_size: int, seed: int, threads: in
 
 
 def score(real: torch.Tensor, fake: torch.Tensor, extractor) -> dict[str, float]:
-    from gan_core import metrics
+    from gan_core.features import extract_features
+    from gan_core.fid import fid_from_features, kid_from_features
+    from gan_core.manifold import precision_recall
 
-    f_real = metrics.extract_features(real, extractor)
-    f_fake = metrics.extract_features(fake, extractor)
+    f_real = extract_features(real, extractor)
+    f_fake = extract_features(fake, extractor)
     size = min(len(real), len(fake), 100)
-    kid_m, _ = metrics.kid_from_features(f_real, f_fake, subsets=50, subset_size=size, seed=0)
-    pr = metrics.precision_recall(f_real, f_fake, k=3)
-    return {"fd": metrics.fid_from_features(f_real, f_fake), "kid": kid_m, "precision": pr["precision"], "recall": pr["recall"]}
+    kid_m, _ = kid_from_features(f_real, f_fake, subsets=50, subset_size=size, seed=0)
+    pr = precision_recall(f_real, f_fake, k=3)
+    return {"fd": fid_from_features(f_real, f_fake), "kid": kid_m, "precision": pr["precision"], "recall": pr["recall"]}
 
 
 def run(budgets: list[int], variants: list[str], *, batch_size: int, seed: int, threads: int, n_fake: int, workdir: Path) -> dict:
     from gan_core import load_config, load_generator, train
     from gan_core.features import train_feature_net
-    from gan_core.metrics import memorization_audit
+    from gan_core.manifold import memorization_audit
     from gan_core.sampling import generate, latents
     from pipelines.builtin_data import faces
 

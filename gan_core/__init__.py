@@ -3,7 +3,8 @@
 Models (``seed-dcgan`` baseline, ``dcgan``), a small-data recipe (spectral norm,
 hinge loss, R1, EMA of G, DiffAugment, self-supervised rotation loss), one resumable,
 deterministic trainer, safe checkpoints, sampling, and offline metrics
-(:mod:`gan_core.metrics`). Never imports orchestration libraries.
+(:mod:`gan_core.quality`, :mod:`gan_core.fid`,
+:mod:`gan_core.manifold`, :mod:`gan_core.swd`). Never imports orchestration libraries.
 
 Names are loaded on first use, so ``gan_core.config`` (pydantic only) can be imported
 without paying for torch.

@@ -9,13 +9,10 @@ one. A file that is not safetensors (e.g. a ``torch.save`` pickle) is refused.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import struct
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -25,6 +22,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import nn
 
+from .atomic import atomic_write_bytes, atomic_writer  # noqa: F401 - part of this module's API
 from .config import GANConfig, config_from_json
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.safetensors$")
@@ -33,47 +31,6 @@ FORMAT = "scenario-gan/1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint or model file is missing, corrupt, or not in the safe format."""
-
-
-@contextmanager
-def atomic_writer(path: str | os.PathLike[str], size_hint: int | None = None) -> Iterator[BinaryIO]:
-    """A binary file to write ``path`` through, so that readers see the old file or the
-    whole new one: a temporary file beside it (mode 0644), fsynced, renamed over
-    ``path`` when the block ends without an error, then the directory fsynced. On an
-    error the temporary file is removed and ``path`` is untouched; a full disk is an
-    ``OSError`` that names the file (``size_hint`` bytes) and says so."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outputs from other users of a shared store
-        with os.fdopen(fd, "w+b") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            size = f" ({size_hint:,} bytes)" if size_hint is not None else ""
-            raise OSError(e.errno, f"cannot write {path}{size}: {e.strerror}; the previous file, if any, is unchanged. Free space on that device or write elsewhere") from e
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one
-    (see :func:`atomic_writer`)."""
-    with atomic_writer(path, len(data)) as f:
-        f.write(data)
-    return Path(path)
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:

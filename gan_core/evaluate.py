@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .sampling import generate, interpolation_grid, latents, save_grid, to_uint8
 
 METRICS_FILE = "metrics.json"
@@ -38,9 +38,9 @@ def evaluate_generator(
     (``real_heldout``) trained on.
 
     - quality: FID/KID/precision/recall against ``real_train`` with the same numbers
-      for ``real_heldout`` as the floor (:func:`gan_core.metrics.evaluate_samples`);
+      for ``real_heldout`` as the floor (:func:`gan_core.quality.evaluate_samples`);
     - memorization: nearest-training-image distances of ``n_audit`` samples
-      (:func:`gan_core.metrics.memorization_audit`);
+      (:func:`gan_core.manifold.memorization_audit`);
     - privacy: a membership-inference attack with ``n_attack`` samples: can they tell
       ``real_train`` from ``real_heldout``? ROC AUC, 0.5 = no (:func:`gan_core.privacy.membership_inference_audit`);
     - realism: a classifier two-sample test and the sharpness ratio of the samples
@@ -57,8 +57,10 @@ def evaluate_generator(
     ``interpolation.png`` and ``feature_net.safetensors``, each atomically.
     """
     from .features import save_feature_net, train_feature_net
-    from .metrics import as_float_images, evaluate_samples, memorization_audit
+    from .images import as_float_images
+    from .manifold import memorization_audit
     from .privacy import membership_inference_audit
+    from .quality import evaluate_samples
     from .verdict import realism_metrics
 
     train = as_float_images(real_train, name="real_train")
@@ -83,15 +85,3 @@ def evaluate_generator(
             save_feature_net(extractor, out / FEATURE_NET_FILE)
         atomic_write_bytes(out / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True).encode())
     return result
-
-
-def split_heldout(images: torch.Tensor, fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic (train, held-out) split of the first axis."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
-    n = len(images)
-    n_held = max(4, int(round(n * fraction)))
-    if n - n_held < 4:
-        raise ValueError(f"{n} images are too few to hold out {fraction:.0%} and still train; add images")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return images[perm[n_held:]], images[perm[:n_held]]

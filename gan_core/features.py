@@ -26,7 +26,7 @@ Why this and not Inception-v3 (the FID standard):
   standardized features): identical 0, held-out 1.9, uniform noise 1193,
   500 samples replaying 100 training images 9.4, 500 exact training copies
   1.0 (below the floor -- itself a memorization signal; see
-  :func:`gan_core.metrics.memorization_audit`).
+  :func:`gan_core.manifold.memorization_audit`).
 * **Cheap and deterministic.** A few conv layers (40k-250k parameters);
   300 steps of batch 64 take ~5 s on 2 CPU cores at 16x16 and at 32x32.
   Bit-identical given the seed (local ``torch.Generator``; the global RNG is
@@ -43,6 +43,11 @@ one; always report the real-vs-held-out floor next to a score.
 memorization audit: "is this sample a copy of a training image" is a question
 about pixels, not about semantics.
 
+Any of them (or the Inception-v3 of :mod:`gan_core.inception`) is run over images by
+:func:`extract_features` / :class:`FeatureAdapter` (validated input, eval mode, no
+gradients, batches, float64 output), which is also the ``feature=`` module handed to
+torchmetrics for FID/KID (:mod:`gan_core.fid`).
+
 Images everywhere are float tensors (N, C, H, W) in [-1, 1] (uint8 [0, 255] is
 accepted and converted), C in {1, 3}.
 """
@@ -53,16 +58,21 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write_bytes
+from .images import as_float_images, batches
 
 __all__ = [
     "SSLFeatureNet",
     "PixelFeatures",
+    "FeatureAdapter",
+    "extract_features",
+    "describe_extractor",
     "train_feature_net",
     "save_feature_net",
     "load_feature_net",
@@ -74,14 +84,6 @@ FEATURE_NET_FORMAT = "scenario-gan/ssl-feature-net/v1"
 
 _MIN_RESOLUTION = 8
 _MAX_RESOLUTION = 512
-
-
-def _as_float_images(x: torch.Tensor, name: str, channels: int | None = None) -> torch.Tensor:
-    # metrics.py owns the helper; imported here at call time because metrics
-    # imports this module at import time.
-    from .metrics import as_float_images
-
-    return as_float_images(x, name=name, channels=channels)
 
 
 def _stage_sizes(resolution: int) -> list[int]:
@@ -163,7 +165,7 @@ class SSLFeatureNet(nn.Module):
         return {"channels": self.channels, "resolution": self.resolution, "dim": self.dim, "symmetries": list(self.symmetries)}
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_float_images(x, name="x", channels=self.channels)
+        x = as_float_images(x, name="x", channels=self.channels)
         if x.shape[-2:] != (self.resolution, self.resolution):
             x = F.interpolate(
                 x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True
@@ -239,7 +241,7 @@ def train_feature_net(
     recommended on shared CPU machines: this net is too small to gain from a
     second thread, and on a busy 2-core machine 2 threads ran 5x slower here.
     """
-    x = _as_float_images(images, name="images")
+    x = as_float_images(images, name="images")
     n, c, h, w = x.shape
     if n < 2:
         raise ValueError(f"images: need at least 2 images to train a feature net, got {n}")
@@ -392,7 +394,7 @@ class PixelFeatures(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_float_images(x, name="x")
+        x = as_float_images(x, name="x")
         h, w = x.shape[-2:]
         if max(h, w) > self.size:
             scale = self.size / max(h, w)
@@ -400,3 +402,88 @@ class PixelFeatures(nn.Module):
             x = F.interpolate(x, size=out, mode="bilinear", align_corners=False, antialias=True)
         flat = x.reshape(x.shape[0], -1)
         return flat / math.sqrt(flat.shape[1])
+
+
+# --------------------------------------------------------------------------- #
+# Running an extractor over images
+# --------------------------------------------------------------------------- #
+class FeatureAdapter(nn.Module):
+    """Wrap a feature extractor for torchmetrics' ``feature=<nn.Module>``.
+
+    torchmetrics (1.9) calls ``feature(imgs)`` on whatever is passed to
+    ``update`` and, unless the module has an int ``num_features``, probes it at
+    construction with ``torch.rand(1, *input_img_size)`` (or a uint8 image when
+    ``normalize=False``; default size 3x299x299) -- which would fail for a
+    1-channel 16x16 extractor. This adapter:
+
+    * exposes ``num_features`` (the extractor's own int ``num_features``
+      attribute, else measured by running it once on ``example[:2]``);
+    * validates/converts the images (:func:`gan_core.images.as_float_images`, uint8 accepted);
+    * runs the extractor in eval mode under ``torch.no_grad`` in batches of
+      ``batch_size`` and restores its previous train/eval mode;
+    * returns (N, d) float64 features (FID statistics are accumulated in
+      float64 anyway; KID's polynomial kernel then runs in float64 as well).
+    """
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        *,
+        example: torch.Tensor | None = None,
+        batch_size: int = 256,
+        channels: int | None = None,
+    ):
+        super().__init__()
+        if not isinstance(extractor, nn.Module):
+            raise TypeError(f"extractor must be a torch.nn.Module, got {type(extractor).__name__}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.extractor = extractor
+        self.batch_size = batch_size
+        self.channels = channels
+        nf = getattr(extractor, "num_features", None)
+        if isinstance(nf, torch.Tensor):
+            nf = int(nf.item())
+        if not isinstance(nf, int):
+            if example is None:
+                raise ValueError(
+                    f"extractor {type(extractor).__name__} has no int `num_features` attribute; "
+                    "pass example=<a batch of images> so the feature size can be measured"
+                )
+            nf = int(self.forward(example[:2]).shape[-1])
+        self.num_features = nf
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        x = as_float_images(imgs, name="images", channels=self.channels)
+        was_training = self.extractor.training
+        self.extractor.eval()
+        try:
+            with torch.no_grad():
+                outs = [self.extractor(b) for b in batches(x, self.batch_size)]
+        finally:
+            self.extractor.train(was_training)
+        f = torch.cat(outs, 0)
+        if f.dim() != 2 or f.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"extractor {type(self.extractor).__name__} must return (N, d) features; "
+                f"for {x.shape[0]} images it returned shape {tuple(f.shape)}"
+            )
+        return f.double()
+
+
+def extract_features(images: Any, extractor: nn.Module, *, batch_size: int = 256, name: str = "images") -> torch.Tensor:
+    """(N, d) float64 features of ``images`` (validated, batched, no grad, eval mode)."""
+    x = as_float_images(images, name=name)
+    return FeatureAdapter(extractor, example=x, batch_size=batch_size)(x)
+
+
+def describe_extractor(extractor: nn.Module) -> str:
+    """``ClassName(key=value, ...)`` from the extractor's ``config()``, else its class name
+    (reported next to every score: numbers from different extractors are not comparable)."""
+    cfg = getattr(extractor, "config", None)
+    if callable(cfg):
+        try:
+            return f"{type(extractor).__name__}({', '.join(f'{k}={v}' for k, v in cfg().items())})"
+        except Exception:  # pragma: no cover - description only
+            pass
+    return type(extractor).__name__

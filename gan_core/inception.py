@@ -284,7 +284,7 @@ class InceptionV3Features(nn.Module):
     A freshly constructed module has random weights; use :func:`load_inception`.
     """
 
-    #: Feature dimension (read by torchmetrics / gan_core.metrics.FeatureAdapter
+    #: Feature dimension (read by torchmetrics / gan_core.features.FeatureAdapter
     #: instead of probing the network with a dummy image).
     num_features: int = FEATURE_DIM
 

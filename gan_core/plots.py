@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 COLOURS = {"loss_d": (214, 39, 40), "loss_g": (31, 119, 180), "ada_p": (44, 160, 44)}
 LOSSES = ("loss_d", "loss_g")

@@ -74,8 +74,9 @@ def membership_inference_audit(
     ``n_members``, ``n_non_members``, ``n_samples``, ``median_member_distance``,
     ``median_non_member_distance``, ``attack``.
     """
-    from .features import PixelFeatures
-    from .metrics import check_pair, nearest_k, as_float_images, extract_features
+    from .features import PixelFeatures, extract_features
+    from .images import as_float_images, check_pair
+    from .manifold import nearest_k
     from .symmetry import group
 
     mem = as_float_images(members, name="members")

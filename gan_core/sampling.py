@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

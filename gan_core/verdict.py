@@ -19,15 +19,15 @@ themselves and are calibrated for 50 images as well as 5,000:
   differ (collapse, noise), < 0.5 the samples sit on top of the reals (copies).
 
 :func:`verdict_metrics` computes these beside
-:func:`gan_core.metrics.evaluate_samples` and
-:func:`gan_core.metrics.memorization_audit`; :func:`judge` turns that flat dict
+:func:`gan_core.quality.evaluate_samples` and
+:func:`gan_core.manifold.memorization_audit`; :func:`judge` turns that flat dict
 and a :class:`Bar` (thresholds) into a :class:`Verdict`: passed, plus every
 failed criterion with its value and bar. The default bar and the reference
 models it was measured on are in docs/BENCHMARKS.md ("Ruler and verdict:
 reference models").
 
 Images: float (N, C, H, W) in [-1, 1] or uint8 (see
-:func:`gan_core.metrics.as_float_images`). Everything is deterministic given
+:func:`gan_core.images.as_float_images`). Everything is deterministic given
 ``seed`` (local ``torch.Generator``; the global RNG is never touched) for a
 given torch thread count. Pure PyTorch.
 """
@@ -44,8 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import PixelFeatures, SSLFeatureNet, _init_weights
-from .metrics import _CDIST_MODE, _blur, check_pair, as_float_images, extract_features
+from .features import PixelFeatures, SSLFeatureNet, _init_weights, extract_features
+from .images import as_float_images, check_pair
+from .manifold import CDIST_MODE as _CDIST_MODE
+from .swd import binomial_blur as _blur
 
 __all__ = [
     "realism_metrics",
@@ -392,9 +394,9 @@ def verdict_metrics(
     """Every measure :func:`judge` reads, for ``fake`` against the scenario's real images.
 
     * ``fid``, ``fid_floor``, ``fid_over_floor``, ``precision``, ``recall`` and their
-      floors: :func:`gan_core.metrics.evaluate_samples` (``n = min(len(real_heldout),
+      floors: :func:`gan_core.quality.evaluate_samples` (``n = min(len(real_heldout),
       len(fake))`` samples, the ruler ``extractor``);
-    * ``near_copy_share``: :func:`gan_core.metrics.memorization_audit` of the first
+    * ``near_copy_share``: :func:`gan_core.manifold.memorization_audit` of the first
       ``n_audit`` samples against ``real_train`` (pixels);
     * ``c2st_*``: :func:`classifier_two_sample_test` of ``real_train`` against ``fake``
       (at most ``max_per_class`` of each; ``c2st_options`` go to it);
@@ -404,7 +406,8 @@ def verdict_metrics(
     Returns a flat, JSON-ready dict of numbers, plus ``seconds`` (wall time of each
     measure) and ``details`` (the full result of each function).
     """
-    from .metrics import evaluate_samples, memorization_audit
+    from .manifold import memorization_audit
+    from .quality import evaluate_samples
 
     train = as_float_images(real_train, name="real_train")
     held = as_float_images(real_heldout, name="real_heldout")
@@ -554,10 +557,10 @@ class Verdict:
 
 
 _REQUIRED = {
-    "fid_over_floor": "gan_core.metrics.evaluate_samples",
-    "precision": "gan_core.metrics.evaluate_samples",
-    "recall": "gan_core.metrics.evaluate_samples",
-    "near_copy_share": "gan_core.metrics.memorization_audit",
+    "fid_over_floor": "gan_core.quality.evaluate_samples",
+    "precision": "gan_core.quality.evaluate_samples",
+    "recall": "gan_core.quality.evaluate_samples",
+    "near_copy_share": "gan_core.manifold.memorization_audit",
     "c2st_ci_low": "gan_core.verdict.classifier_two_sample_test (ci_low)",
     "sharpness_ratio": "gan_core.verdict.sharpness",
     "membership_auc": "gan_core.privacy.membership_inference_audit",

@@ -19,7 +19,7 @@ def test_two_gloo_processes_stay_in_sync_and_only_rank0_writes(digits16, tmp_pat
     (tmp_path / "cfg.json").write_text(json.dumps(tiny_config(steps=6, checkpoint_every=3, diffaug="translation", ema_half_life_images=100)))
     out = tmp_path / "out"
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
-    cmd = torchrun + ["--standalone", "--nproc_per_node", "2", "-m", "gan_core.train", "--no-progress",
+    cmd = torchrun + ["--standalone", "--nproc_per_node", "2", "-m", "gan_core.cli", "--no-progress",
                       "--data", str(tmp_path / "data.npz"), "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

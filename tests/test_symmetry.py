@@ -39,7 +39,8 @@ def test_ruler_and_classifier_treat_declared_mirrors_as_the_data(digits16, tmp_p
     """Rotation prediction learns handedness: without the declared symmetry a ruler
     puts mirrored real images far from the real ones; with it, they are the same."""
     from gan_core.features import load_feature_net, save_feature_net, train_feature_net
-    from gan_core.metrics import fid, memorization_audit
+    from gan_core.fid import fid
+    from gan_core.manifold import memorization_audit
     from gan_core.verdict import classifier_two_sample_test
 
     x = torch.as_tensor(digits16[:160]).unsqueeze(1)

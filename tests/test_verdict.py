@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gan_core.features import PixelFeatures
-from gan_core.metrics import _blur
+from gan_core.swd import binomial_blur as _blur
 from gan_core.verdict import (
     Bar,
     Check,

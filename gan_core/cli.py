@@ -1,8 +1,8 @@
 """Command line for the trainer; also the entry point for ``torchrun``.
 
-    python -m gan_core.train --data images.npz --config gan.yaml --out runs/x
-    python -m gan_core.train --dry-run --out /tmp/x          # one tiny cycle in seconds
-    torchrun --nproc_per_node 2 -m gan_core.train --data images.npz --out runs/x
+    python -m gan_core.cli --data images.npz --config gan.yaml --out runs/x
+    python -m gan_core.cli --dry-run --out /tmp/x          # one tiny cycle in seconds
+    torchrun --nproc_per_node 2 -m gan_core.cli --data images.npz --out runs/x
 
 ``--data`` is an ``.npz`` holding uint8 images (N, H, W[, C]) under ``images`` or, in
 the MedMNIST layout, ``train_images``. ``--config`` is YAML/JSON with ``model:`` and
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ def init_distributed() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gan_core.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m gan_core.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help=".npz with uint8 images under 'images' or 'train_images'")
     p.add_argument("--config", help="YAML or JSON file with model: and train: blocks")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -143,20 +142,6 @@ def trainer_checksum(trainer: Any) -> str:
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this module (``gan_core.train``) rebinds the package attribute
-    ``gan_core.train``, which the package also exports as the training function; so
-    that ``from gan_core import train`` keeps working either way, calling this module
-    calls :func:`gan_core.trainer.train`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .trainer import train
-
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
