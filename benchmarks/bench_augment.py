@@ -93,7 +93,8 @@ class Case:
         from pipelines.paths import Roots, ScenarioPaths
         from pipelines.scenario import DataSpec, ValidationSpec
         from pipelines.steps.augment import build_pipeline
-        from pipelines.steps.ingest import ingest, load_images, npz_bytes
+        from pipelines.io import load_images, npz_bytes
+        from pipelines.steps.ingest import ingest
         from pipelines.steps.validate import require_passed, validate
 
         self.name, self.copies = name, copies

@@ -101,7 +101,7 @@ def cases(draw: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _bounds_flag(images: np.ndarray) -> np.ndarray:
     """Which images the hand-set faces.yaml bounds reject."""
-    from pipelines.steps.ingest import image_stats
+    from pipelines.decode import image_stats
 
     out = []
     for im in images:

@@ -244,7 +244,8 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     import hashlib
 
     from pipelines.paths import Roots, ScenarioPaths
-    from pipelines.steps.ingest import ingest, load_images
+    from pipelines.io import load_images
+    from pipelines.steps.ingest import ingest
     from pipelines.steps.validate import validate
 
     sc = _scenario(job["target"])

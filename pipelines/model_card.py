@@ -33,9 +33,8 @@ from typing import Any
 
 import yaml
 
-from gan_core.checkpoint import atomic_write_bytes
-
 from .dvcio import dvc_hash, stage_name
+from .io import atomic_write
 from .lineage import NOT_A_GIT_CHECKOUT, code_version
 from .paths import ScenarioPaths
 from .scenario import MEDICAL_MAX_MEMBERSHIP_AUC, Scenario
@@ -78,7 +77,7 @@ def write_model_card(
     sample grids in ``eval/`` relatively, so it renders wherever the model directory
     is copied."""
     text = render_model_card(scenario, paths, headline, quality, memorization, verdict, privacy)
-    return atomic_write_bytes(model_card_path(paths), text.encode("utf-8"))
+    return atomic_write(model_card_path(paths), text.encode("utf-8"))
 
 
 def render_model_card(
@@ -529,7 +528,7 @@ def _reproduce_section(name: str, paths: ScenarioPaths, base: Path) -> list[str]
     commands = [
         (f"dvc pull --with-deps {stage}", "restore this model, its data and its evaluation from the DVC remote"),
         (f"dvc repro {stage}", "rerun what is out of date, up to this evaluation (DVC)"),
-        (f"python -m pipelines.run {name}", "the same chain through Dagster"),
+        (f"python -m assets.run {name}", "the same chain through Dagster"),
     ]
     width = max(len(c) for c, _ in commands)
     version = code_version(base, ignore=ignore)

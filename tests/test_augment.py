@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# NO_ALBUMENTATIONS_UPDATE=1 is set by conftest.py, imported before any test module.
 
 from pipelines.paths import Roots, ScenarioPaths  # noqa: E402
 from pipelines.scenario import COLOUR_TRANSFORMS, SCENARIO_DIR, ScenarioError, load_all, load_scenario, parse_scenario  # noqa: E402

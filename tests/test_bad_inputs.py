@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.io import load_images, read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import ScenarioError, load_scenario, parse_scenario
-from pipelines.steps.ingest import IngestError, ingest, load_images, read_table
+from pipelines.steps.ingest import IngestError, ingest
 
 from .test_ingest import bomb_png, encode
 

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
 from pipelines import builtin_data, contamination
+from pipelines.io import read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import parse_scenario
-from pipelines.steps.ingest import ingest, read_table
+from pipelines.steps.ingest import ingest
 
 BOUND = contamination.OUTLIER_THRESHOLD
 

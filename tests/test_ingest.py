@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 
 from pipelines import builtin_data
+from pipelines.io import load_images, read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import parse_scenario
 from pipelines.steps import ingest as ingest_mod
-from pipelines.steps.ingest import TABLE_COLUMNS, IngestError, ingest, load_images, read_table
+from pipelines.steps.ingest import TABLE_COLUMNS, IngestError, ingest
 
 OUTPUTS = ("images.npz", "table.csv", "quarantine.json", "manifest.json")
 
@@ -269,14 +270,14 @@ def test_outputs_atomic_manifest_last_and_rerun_identical(mixed):
 
 def test_crash_mid_write_leaves_no_manifest_and_no_temp_files(mixed, monkeypatch):
     sc, paths, _ = mixed
-    real = ingest_mod._atomic_write
+    real = ingest_mod.atomic_write
 
     def crash_on_table(path, data):
         if path.name == "table.csv":
             raise OSError("disk full (simulated)")
         return real(path, data)
 
-    monkeypatch.setattr(ingest_mod, "_atomic_write", crash_on_table)
+    monkeypatch.setattr(ingest_mod, "atomic_write", crash_on_table)
     with pytest.raises(OSError, match="simulated"):
         ingest(sc, paths)
     assert not (paths.ingested / "manifest.json").exists()  # the step is not marked complete

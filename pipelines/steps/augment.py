@@ -29,7 +29,6 @@ updates online unless ``NO_ALBUMENTATIONS_UPDATE=1``, which this module sets).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import json
 import math
@@ -43,11 +42,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from gan_core.checkpoint import atomic_write_bytes
-
+from ..io import atomic_write, json_bytes, npz_bytes, sha256_bytes, sha256_file
 from ..paths import ScenarioPaths
 from ..scenario import SCENARIO_DIR, AugmentationSpec, Scenario
-from .ingest import npz_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import albumentations as A
@@ -510,7 +507,7 @@ def pipeline_to_json(pipeline: "A.Compose", *, seed: int | None, size: int | Non
         "size": size,
         "channels": channels,
     }
-    return (json.dumps(d, indent=2, sort_keys=True) + "\n").encode()
+    return json_bytes(d, ensure_ascii=True)
 
 
 def pipeline_from_dict(d: dict[str, Any], source: str = "<pipeline>") -> "A.Compose":
@@ -552,15 +549,11 @@ def _check_round_trip(pipeline_json: bytes, pipeline: "A.Compose", probe: np.nda
         raise AugmentationError(f"{source}: the pipeline rebuilt from {PIPELINE_FILE} gives different images for the same seed")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def content_hash(input_sha256: str, files: dict[str, str]) -> str:
     """sha256 over the validated images' sha256 and the sha256 of every output but the
     preview (which only illustrates): what training will see."""
     body = {"input": input_sha256, "files": {k: files[k] for k in sorted(files) if k != PREVIEW_FILE}}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return sha256_bytes(json.dumps(body, sort_keys=True).encode())
 
 
 def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
@@ -658,7 +651,7 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
         "discriminator": {"ops": d_ops, "ada": spec.ada, "applied": "to real and generated images alike on D's input (differentiable)" if d_ops else "none"},
         "routes": [r.as_dict() for r in routes],
     }
-    policy_json = (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode()
+    policy_json = json_bytes(policy, ensure_ascii=True)
 
     out = paths.augmented
     out.mkdir(parents=True, exist_ok=True)
@@ -679,15 +672,15 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
             "source_index": np.tile(np.arange(n, dtype=np.int64), copies + 1),
             "copy_index": np.repeat(np.arange(copies + 1, dtype=np.int64), n),
         })
-        atomic_write_bytes(out / IMAGES_FILE, images_npz)
-        files[IMAGES_FILE] = _sha256(images_npz)
+        atomic_write(out / IMAGES_FILE, images_npz)
+        files[IMAGES_FILE] = sha256_bytes(images_npz)
     else:
         (out / IMAGES_FILE).unlink(missing_ok=True)  # training reads the validated images
-    pipeline_path = atomic_write_bytes(out / PIPELINE_FILE, pipeline_json)
-    policy_path = atomic_write_bytes(out / POLICY_FILE, policy_json)
-    preview_path = atomic_write_bytes(out / PREVIEW_FILE, preview_png)
-    files.update({PIPELINE_FILE: _sha256(pipeline_json), POLICY_FILE: _sha256(policy_json), PREVIEW_FILE: _sha256(preview_png)})
-    validated_sha = _sha256((paths.validated / IMAGES_FILE).read_bytes())
+    pipeline_path = atomic_write(out / PIPELINE_FILE, pipeline_json)
+    policy_path = atomic_write(out / POLICY_FILE, policy_json)
+    preview_path = atomic_write(out / PREVIEW_FILE, preview_png)
+    files.update({PIPELINE_FILE: sha256_bytes(pipeline_json), POLICY_FILE: sha256_bytes(policy_json), PREVIEW_FILE: sha256_bytes(preview_png)})
+    validated_sha = sha256_file(paths.validated / IMAGES_FILE)
     chash = content_hash(validated_sha, files)
     A = _albu()
     manifest = {
@@ -711,7 +704,7 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
         "files": files,
         "notes": notes,
     }
-    manifest_path = atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    manifest_path = atomic_write(out / MANIFEST_FILE, json_bytes(manifest, ensure_ascii=True))
     return AugmentResult(
         scenario=scenario.name,
         n_original=int(n),

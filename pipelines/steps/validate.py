@@ -383,7 +383,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     :class:`ValidationConfigError` for a broken scenario configuration and
     FileNotFoundError when ingestion has not completed (RuntimeError when its outputs
     disagree with each other)."""
-    from pipelines.steps.ingest import _atomic_write, _json_bytes, _sha256, read_table
+    from pipelines.io import atomic_write, json_bytes, read_table, sha256_bytes
 
     ing, out_dir = paths.ingested, paths.validated
     manifest_path, table_path = ing / "manifest.json", ing / "table.csv"
@@ -484,7 +484,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
         set_aside.append(entry)
 
     passed = not any(blocks(r) for r in results)
-    content_hash = _sha256("\n".join(kept_df["sha256"]).encode("ascii")) if passed else None
+    content_hash = sha256_bytes("\n".join(kept_df["sha256"]).encode("ascii")) if passed else None
     report = {
         "format": FORMAT,
         "scenario": scenario.name,
@@ -500,11 +500,11 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
         "results": results,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(set_aside_path, _json_bytes(_jsonable(set_aside)))
+    atomic_write(set_aside_path, json_bytes(_jsonable(set_aside)))
     if passed:
         import numpy as np
 
-        from pipelines.steps.ingest import load_images, write_images_npz
+        from pipelines.io import load_images, write_images_npz
 
         # Unchanged images are copied byte for byte; otherwise the kept rows are streamed
         # into a new archive (peak memory: the ingested array once).
@@ -520,12 +520,12 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
         if n_images != len(df):
             raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {len(df)} rows; rerun the ingest step")
         if data is not None:
-            _atomic_write(images_out, data)
+            atomic_write(images_out, data)
         else:
             write_images_npz(images_out, [images[i] for i in keep])
             del images
-        _atomic_write(table_out, _kept_table_bytes(table_path, keep, len(df)))
-    _atomic_write(report_path, _json_bytes(_jsonable(report)))
+        atomic_write(table_out, _kept_table_bytes(table_path, keep, len(df)))
+    atomic_write(report_path, json_bytes(_jsonable(report)))
     return ValidationResult(
         scenario=scenario.name, passed=passed, results=results, n_rows=len(df),
         content_hash=content_hash, ingest_content_hash=manifest.get("content_hash"),

@@ -1,0 +1,286 @@
+"""Decoding one image: the bytes of a file or one array row -> uint8 ``(size, size, C)``.
+
+    from pipelines.decode import BadImage, decode_bytes, pillow_limits
+    with pillow_limits(MAX_IMAGE_PIXELS):
+        decoded = decode_bytes(data, scenario, MAX_IMAGE_PIXELS)   # or raises BadImage
+
+Every image, whatever its source, goes through the same code: first frame only (the
+frame count is recorded), EXIF orientation applied, mode converted to ``L`` or ``RGB``
+per ``scenario.image.channels``, made square per ``scenario.image.fit`` and resized
+(antialiased, Lanczos) to ``scenario.image.size``.
+
+Conversion rules (documented choices):
+
+- transparency (RGBA, LA, PA, palette with a transparent index, premultiplied modes) is
+  composited on **black** — the same colour ``fit: pad`` pads with, so padded borders
+  and transparent regions look alike to the GAN;
+- 16-bit greyscale (``I;16*``) is scaled by 255/65535 (not clipped); 32-bit integer
+  (``I``) is treated as 8-bit when its maximum is <= 255, as 16-bit when <= 65535,
+  and min-max scaled otherwise; float (``F``) as [0, 1] when it lies there, else
+  min-max scaled; 16-bit RGB PNGs are reduced to 8 bit by Pillow (high byte);
+- CMYK / YCbCr / palette / bilevel are converted by Pillow; RGB -> L uses Pillow's
+  ITU-R 601-2 luma;
+- ``orig_width``/``orig_height`` are the size *as displayed*, i.e. after the EXIF
+  orientation (a portrait photo stored sideways with orientation 6 is recorded as
+  portrait).
+
+An image that cannot be used raises :class:`BadImage` with a quarantine ``reason``:
+``not_an_image``, ``truncated``, ``decode_error``, ``too_small`` (a side < :data:`MIN_SIDE`
+px), ``decompression_bomb`` or ``unsupported_mode``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipelines.scenario import Scenario
+
+MIN_SIDE = 8
+"""Images with a side shorter than this (after EXIF orientation) are quarantined."""
+MAX_IMAGE_PIXELS = 64_000_000
+"""Decompression-bomb bound (pixels of the first frame, e.g. 8000x8000). Pillow's own
+check uses the same bound while :func:`pillow_limits` is active (restored afterwards)."""
+FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "ICO")
+"""Pillow formats that are decoded; anything else is ``not_an_image``. Formats that run
+external programs (EPS via Ghostscript) or are guessed from weak signatures (TGA) are
+deliberately left out."""
+
+
+class BadImage(Exception):
+    """An image that is quarantined: ``reason`` (one word) and ``detail``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray  # uint8 (size, size, C)
+    orig_width: int
+    orig_height: int
+    orig_mode: str
+    n_frames: int
+
+
+@contextmanager
+def pillow_limits(max_pixels: int):
+    """Pillow's decompression-bomb bound set to ``max_pixels`` (its warning made an
+    error) and truncated images refused, restored on exit."""
+    from PIL import Image, ImageFile
+
+    old = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+_ADDR_RE = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
+_ORIENT_SWAP = {5, 6, 7, 8}
+
+
+def _to_8bit(im, channels: int):
+    """Any Pillow mode -> an ``L`` or ``RGB`` image (see the module docstring)."""
+    from PIL import Image
+
+    mode = im.mode
+    target = "RGB" if channels == 3 else "L"
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if a.ndim != 2:
+            raise BadImage("unsupported_mode", f"mode {mode} with shape {a.shape}")
+        if mode.startswith("I;16"):
+            a = a / 257.0
+        elif mode == "I" and a.size and a.min() >= 0 and a.max() <= 255:
+            pass
+        elif mode == "I" and a.size and a.min() >= 0 and a.max() <= 65535:
+            a = a / 257.0
+        elif mode == "F" and a.size and a.min() >= 0 and a.max() <= 1:
+            a = a * 255.0
+        else:
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        g = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        return g if target == "L" else g.convert("RGB")
+    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)
+        rgb = (rgba[..., :3] * rgba[..., 3:4] + 127) // 255  # composite on black
+        im = Image.fromarray(rgb.astype(np.uint8), "RGB")
+        return im if target == "RGB" else im.convert("L")
+    if mode == target:
+        return im
+    if mode not in ("1", "L", "P", "RGB", "CMYK", "YCbCr", "RGBX", "LAB", "HSV"):
+        raise BadImage("unsupported_mode", f"Pillow mode {mode!r} cannot be converted to {target}")
+    try:
+        if target == "L" and mode not in ("1", "P", "RGB"):
+            return im.convert("RGB").convert("L")
+        return im.convert(target)
+    except (ValueError, OSError) as e:
+        raise BadImage("unsupported_mode", f"mode {mode!r} -> {target}: {e}") from None
+
+
+def _square(im, size: int, fit: str):
+    """Make square per ``fit`` and resize (antialiased) to ``size`` x ``size``."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    if fit == "center_crop" and w != h:
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        return im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if fit == "pad" and w != h:
+        s = max(w, h)
+        canvas = Image.new(im.mode, (s, s), 0)
+        canvas.paste(im, ((s - w) // 2, (s - h) // 2))
+        im = canvas
+    return im.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _normalize(im, scenario: Scenario, orig_mode: str, n_frames: int, max_pixels: int) -> Decoded:
+    """The one per-image path: orientation, size checks, mode, square fit, resize."""
+    from PIL import ImageOps
+
+    w, h = im.size
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # corrupt EXIF: ignore orientation rather than lose the image
+        orientation = 1
+    if orientation in _ORIENT_SWAP:
+        w, h = h, w
+    if w * h > max_pixels:
+        raise BadImage("decompression_bomb", f"{w}x{h} = {w * h} pixels exceeds the bound of {max_pixels}")
+    if min(w, h) < MIN_SIDE:
+        raise BadImage("too_small", f"{w}x{h}; sides must be at least {MIN_SIDE} px")
+    size = scenario.image.size
+    if getattr(im, "format", None) == "JPEG" and min(w, h) >= 4 * size:
+        im.draft(None, (2 * size, 2 * size))  # DCT-domain downscale: much faster decode
+    try:
+        oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
+        oriented.load()
+    except Exception as e:  # noqa: BLE001 - every decoder failure is a quarantine reason
+        raise classify_error(e) from None
+    pix = _to_8bit(oriented, scenario.image.channels)
+    pix = _square(pix, size, scenario.image.fit)
+    arr = np.asarray(pix, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape != (size, size, scenario.image.channels):
+        raise BadImage("unsupported_mode", f"normalized to shape {arr.shape}, expected {(size, size, scenario.image.channels)}")
+    return Decoded(np.ascontiguousarray(arr), w, h, orig_mode, n_frames)
+
+
+def classify_error(e: BaseException) -> BadImage:
+    """The quarantine reason of an exception raised while decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    # No object reprs ("<_io.BytesIO object at 0x...>"): details must be identical on reruns.
+    msg = _ADDR_RE.sub("<file>", f"{type(e).__name__}: {e}")
+    if isinstance(e, BadImage):
+        return e
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return BadImage("decompression_bomb", msg)
+    if isinstance(e, UnidentifiedImageError):
+        return BadImage("not_an_image", f"{msg} (decoded formats: {', '.join(_formats())})")
+    low = str(e).lower()
+    if isinstance(e, EOFError) or "truncat" in low or "broken data stream" in low or "premature end" in low:
+        return BadImage("truncated", msg)
+    return BadImage("decode_error", msg)
+
+
+def _formats() -> list[str]:
+    from PIL import Image
+
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+)
+
+
+def _signature(data: bytes) -> str | None:
+    """The image format ``data`` starts like (a strong magic number), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+def decode_bytes(data: bytes, scenario: Scenario, max_pixels: int) -> Decoded:
+    """Decode the bytes of one image file (first frame) and normalize it for
+    ``scenario``; raises :class:`BadImage` for anything that cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=_formats()) as im:
+            im.seek(0)
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            return _normalize(im, scenario, im.mode, n_frames, max_pixels)
+    except BadImage:
+        raise
+    except UnidentifiedImageError as e:
+        fmt = _signature(data)
+        if fmt is None:
+            raise classify_error(e) from None
+        # An image file Pillow cannot open (e.g. a TIFF with 5 samples per pixel or
+        # float64 samples, a header cut short) is not "not an image": say what it is.
+        raise BadImage(
+            "decode_error",
+            f"the file starts like a {fmt} file, but Pillow cannot read this variant (an unusual channel count or "
+            f"sample format, or a damaged header); convert it to an 8-bit grey or RGB PNG",
+        ) from None
+    except Exception as e:  # noqa: BLE001
+        raise classify_error(e) from None
+
+
+def decode_array(row: np.ndarray, scenario: Scenario, max_pixels: int) -> Decoded:
+    """Normalize one uint8 array row: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."""
+    from PIL import Image
+
+    if row.ndim == 3 and row.shape[2] == 1:
+        row = row[:, :, 0]
+    modes = {2: "L"} if row.ndim == 2 else {3: "RGB", 4: "RGBA"}
+    key = 2 if row.ndim == 2 else row.shape[2]
+    if key not in modes:
+        raise BadImage("unsupported_mode", f"array row of shape {row.shape}: need (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    im = Image.fromarray(np.ascontiguousarray(row), modes[key])
+    return _normalize(im, scenario, modes[key], 1, max_pixels)
+
+
+def image_stats(pixels: np.ndarray) -> dict[str, float]:
+    """mean/std/min/max of uint8 pixels scaled to [0, 1], and left-right ``symmetry``
+    (the Pearson correlation of the image with its mirror; 1.0 without variance)."""
+    x = pixels.astype(np.float64) / 255.0
+    a = x.ravel()
+    m = x[:, ::-1, :].ravel()
+    mean = a.mean()
+    a0, m0 = a - mean, m - m.mean()
+    ssa = (a0 * a0).sum()
+    den = float(np.sqrt(ssa * (m0 * m0).sum()))
+    sym = float((a0 * m0).sum() / den) if den > 1e-12 else 1.0
+    # The same floating-point operations as a.std() (sum of squared deviations from
+    # the mean, divided by n) and a.min()/a.max() (x / 255 is monotonic), computed once.
+    return {
+        "mean": round(float(mean), 6),
+        "std": round(float(np.sqrt(ssa / a.size)), 6),
+        "min": round(int(pixels.min()) / 255.0, 6),
+        "max": round(int(pixels.max()) / 255.0, 6),
+        "symmetry": round(min(1.0, max(-1.0, sym)), 6),
+    }

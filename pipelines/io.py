@@ -1,0 +1,117 @@
+"""File helpers every step uses: atomic writes, sha256, JSON bytes, and the two data
+files steps hand to each other (``images.npz`` and ``table.csv``).
+
+    from pipelines.io import atomic_write, json_bytes, load_images, read_table
+
+- :func:`atomic_write` writes through :func:`gan_core.atomic.atomic_write_bytes`
+  (temp file, fsync, rename; standard library only, no torch);
+- :func:`json_bytes` is the one JSON layout of step outputs (indented, sorted keys,
+  trailing newline), so reruns give byte-identical files;
+- :func:`npz_bytes` / :func:`write_images_npz` write ``.npz`` archives with fixed zip
+  timestamps (``np.savez`` stamps the current time into every entry); every archive is
+  plain arrays, read back with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_core.atomic import atomic_write_bytes
+
+IMAGES_KEY = "images"
+"""The array of uint8 (N, H, W, C) images in ``images.npz``."""
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one;
+    a full disk is an ``OSError`` naming the file and the previous file stays as it was."""
+    return atomic_write_bytes(path, data)
+
+
+def json_bytes(obj: Any, *, ensure_ascii: bool = False) -> bytes:
+    """``obj`` as UTF-8 JSON: indented by 2, keys sorted, one trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=ensure_ascii) + "\n").encode("utf-8")
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's content, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` archive (same layout as ``np.savez``: stored, no pickle) with fixed zip
+    timestamps, so the same arrays always give the same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key, arr in arrays.items():
+            with zf.open(_npy_entry(key), "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_images_npz(path: Path, images: list[np.ndarray], key: str = IMAGES_KEY) -> Path:
+    """Atomically write ``images`` (equal-shape uint8 arrays) as one ``(N, ...)`` array
+    under ``key`` in an ``.npz``, streamed to disk one image at a time: the same bytes as
+    ``npz_bytes({key: np.stack(images)})`` without a stacked copy or an in-memory archive.
+    Written through :func:`gan_core.atomic.atomic_writer` (temp file, fsync, rename;
+    a full disk is an ``OSError`` naming the file, the previous file stays as it was)."""
+    if not images:
+        raise ValueError("write_images_npz needs at least one image")
+    first = images[0]
+    header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": (len(images), *first.shape)}
+    from gan_core.atomic import atomic_writer
+
+    with atomic_writer(path, len(images) * first.nbytes) as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            with zf.open(_npy_entry(key), "w", force_zip64=True) as entry:
+                np.lib.format.write_array_header_1_0(entry, header)
+                for im in images:
+                    if im.shape != first.shape or im.dtype != first.dtype:
+                        raise ValueError(f"write_images_npz: image of {im.dtype} {im.shape} among {first.dtype} {first.shape}")
+                    entry.write(np.ascontiguousarray(im).data)
+    return path
+
+
+def _npy_entry(key: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def load_images(path: str | os.PathLike[str]) -> np.ndarray:
+    """The uint8 (N, H, W, C) array of an ``images.npz`` (no pickle)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return npz[IMAGES_KEY]
+
+
+def read_table(path: str | os.PathLike[str]):
+    """Read ``table.csv`` with the column types of the contract
+    (:data:`pipelines.steps.ingest.TABLE_COLUMNS`): file names such as ``NA`` stay
+    strings; ``duplicate_of`` and ``near_duplicate_of`` are nullable integers."""
+    import pandas as pd
+
+    df = pd.read_csv(
+        path,
+        dtype={"file": str, "source_sha256": str, "sha256": str, "orig_mode": str, "phash": str},
+        keep_default_na=False,
+        na_values={"duplicate_of": [""], "near_duplicate_of": [""]},
+    )
+    for col in ("duplicate_of", "near_duplicate_of"):
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
+    return df

@@ -1,0 +1,225 @@
+"""Where a scenario's images come from (``scenario.data.source``), one entry at a time.
+
+    from pipelines.sources import open_source
+    info, items = open_source(scenario, data_root, max_pixels=..., max_file_bytes=...)
+    for name, source_sha256, decoded_or_bad in items: ...
+
+- ``builtin`` — :func:`pipelines.builtin_data.load` (real images shipped with installed
+  packages); entries are named ``builtin:<name>#<i>``;
+- ``folder``  — every file under ``scenario.data_path(data_root)``, recursively, in the
+  order of their relative paths' bytes; entries are named by that relative path
+  (:func:`printable_name`);
+- ``npz``     — a MedMNIST-style archive: uint8 ``(N, H, W)`` or ``(N, H, W, C)`` under
+  ``scenario.data.npz_key``, loaded with ``allow_pickle=False``; entries ``npz:<key>#<i>``.
+
+Each entry is decoded by :mod:`pipelines.decode` as it is read, so only one source file
+is in memory at a time. Bad files are entries too (a :class:`pipelines.decode.BadImage`
+instead of the image), never exceptions: besides the decoding reasons, ``empty_file``,
+``file_too_large``, ``symlink_outside_root``, ``broken_symlink``,
+``symlinked_directory`` (directory links are never followed), ``not_a_regular_file``
+and ``unreadable`` (permissions, I/O errors). A source that is missing or unreadable as
+a whole raises :class:`SourceError`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines.decode import BadImage, Decoded, classify_error, decode_array, decode_bytes
+from pipelines.io import sha256_bytes, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipelines.scenario import Scenario
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""Files larger than this are quarantined without being read."""
+
+Item = tuple[str, str | None, Decoded | BadImage]
+"""(printable name, sha256 of the source bytes or None when unread, decoded or bad)."""
+
+
+class SourceError(RuntimeError):
+    """The source is missing or unreadable as a whole."""
+
+
+def _scenario_file(scenario: Scenario) -> str:
+    """The scenario file to fix, as error messages name it."""
+    return f"scenarios/{scenario.name}.yaml"
+
+
+def printable_name(name: str | bytes) -> str:
+    """A UTF-8-safe, printable version of a file name: undecodable bytes become ``\\xNN``
+    and control characters are escaped, so names can go into CSV/JSON and logs."""
+    raw = name if isinstance(name, bytes) else os.fsencode(name)
+    text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            cp = ord(ch)
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+    return "".join(out)
+
+
+def open_source(
+    scenario: Scenario, data_root: Path, *, max_pixels: int, max_file_bytes: int = MAX_FILE_BYTES
+) -> tuple[dict[str, Any], Iterator[Item]]:
+    """(what the source is, for the manifest; its entries, decoded lazily). Raises
+    :class:`SourceError` when the source is missing or cannot be loaded; entries are read
+    (and a folder walked) only as the iterator is consumed."""
+    spec = scenario.data
+    source: dict[str, Any] = {"type": spec.source}
+    if spec.source == "builtin":
+        from pipelines import builtin_data
+
+        try:
+            arr = builtin_data.load(spec.builtin, scenario.image.size)
+        except Exception as e:  # noqa: BLE001 - e.g. a package without its data files
+            raise SourceError(f"scenario {scenario.name}: built-in source {spec.builtin!r} could not be loaded ({type(e).__name__}: {e}); check that scikit-image/scikit-learn are installed") from None
+        source.update(name=spec.builtin)
+        return source, _iter_arrays(arr, f"builtin:{spec.builtin}", scenario, max_pixels)
+    if spec.source == "npz":
+        path = scenario.data_path(data_root)
+        arr = _load_npz(path, spec.npz_key, scenario)
+        source.update(path=Path(os.path.relpath(path, data_root.resolve())).as_posix(), key=spec.npz_key, sha256=sha256_file(path), shape=list(arr.shape))
+        return source, _iter_arrays(arr, f"npz:{spec.npz_key}", scenario, max_pixels)
+    root = scenario.data_path(data_root)
+    if not root.is_dir():
+        raise SourceError(
+            f"scenario {scenario.name}: source folder {root} does not exist; create it and drop images into it, "
+            f"or set data.path in {_scenario_file(scenario)}"
+        )
+    source.update(path=Path(os.path.relpath(root, data_root.resolve())).as_posix())
+    return source, _iter_folder(root, data_root, scenario, max_pixels, max_file_bytes)
+
+
+def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> Iterator[Item]:
+    """(printable relative name, source sha256, decoded or bad) for every entry, sorted."""
+    data_root_real = os.path.realpath(data_root)
+    entries: list[tuple[bytes, str, str]] = []  # (sort key, relative path, kind)
+    walk_errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        for d in list(dirnames):
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                rel = os.path.normpath(os.path.join(rel_dir, d))
+                entries.append((os.fsencode(rel), rel, "dirlink"))
+        for f in filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, f))
+            entries.append((os.fsencode(rel), rel, "file"))
+    for err in walk_errors:
+        rel = os.path.relpath(err.filename, root) if err.filename else "."
+        if rel == ".":
+            raise SourceError(f"scenario {scenario.name}: cannot read the source folder {root}: {err}") from None
+        entries.append((os.fsencode(rel), rel, f"error:{err.strerror or err}"))
+    entries.sort()
+    for _, rel, kind in entries:
+        name = printable_name(rel.replace(os.sep, "/"))
+        full = os.path.join(root, rel)
+        if kind.startswith("error:"):
+            yield name, None, BadImage("unreadable", kind[6:])
+            continue
+        if kind == "dirlink":
+            yield name, None, BadImage("symlinked_directory", f"directory links are not followed (points to {printable_name(os.readlink(full))})")
+            continue
+        yield name, *_read_one(full, data_root_real, scenario, max_pixels, max_file_bytes)
+
+
+def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> tuple[str | None, Decoded | BadImage]:
+    try:
+        is_link = os.path.islink(full)
+        if is_link:
+            target = os.path.realpath(full)
+            if not os.path.exists(target):
+                return None, BadImage("broken_symlink", f"points to {printable_name(os.readlink(full))}, which does not exist")
+            if os.path.commonpath([data_root_real, target]) != data_root_real:
+                return None, BadImage("symlink_outside_root", f"points to {printable_name(target)}, outside the data root {printable_name(data_root_real)}")
+        # O_NONBLOCK: opening a FIFO must not hang the run; O_NOFOLLOW: a file swapped
+        # for a link after the check above is refused rather than followed.
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if is_link else getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(full, flags)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None, BadImage("not_a_regular_file", f"file type {stat.filemode(st.st_mode)[0]!r} (device, pipe or socket) is not read")
+            if st.st_size == 0:
+                return None, BadImage("empty_file", "0 bytes")
+            if st.st_size > max_file_bytes:
+                return None, BadImage("file_too_large", f"{st.st_size} bytes > {max_file_bytes}")
+            data = fh.read(max_file_bytes + 1)
+    except OSError as e:
+        return None, BadImage("unreadable", f"{type(e).__name__}: {e.strerror or e}")
+    digest = sha256_bytes(data)
+    if not data:
+        return digest, BadImage("empty_file", "0 bytes")
+    if len(data) > max_file_bytes:
+        return digest, BadImage("file_too_large", f"more than {max_file_bytes} bytes")
+    try:
+        return digest, decode_bytes(data, scenario, max_pixels)
+    except BadImage as bad:
+        return digest, bad
+
+
+def _iter_arrays(images: np.ndarray, prefix: str, scenario: Scenario, max_pixels: int) -> Iterator[Item]:
+    for i in range(len(images)):
+        row = np.ascontiguousarray(images[i])
+        try:
+            out: Decoded | BadImage = decode_array(row, scenario, max_pixels)
+        except BadImage as bad:
+            out = bad
+        except Exception as e:  # noqa: BLE001
+            out = classify_error(e)
+        yield f"{prefix}#{i}", sha256_bytes(row.tobytes()), out
+
+
+def _load_npz(path: Path, key: str, scenario: Scenario) -> np.ndarray:
+    """The uint8 ``(N, H, W[, C])`` array ``key`` of an ``.npz`` source, loaded without
+    pickle; :class:`SourceError` (saying how to fix the file) for anything else."""
+    where = f"scenario {scenario.name}: npz source {path}"
+    if not path.is_file():
+        raise SourceError(f"{where} does not exist; put the archive there or fix data.path in {_scenario_file(scenario)}")
+    hint = f"re-create it with np.savez(path, {key}=uint8_images)"
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - BadZipFile, pickle refusal, zlib/OS errors...
+        raise SourceError(f"{where} cannot be read as an .npz archive without pickle ({type(e).__name__}: {e}); {hint}") from None
+    if not isinstance(obj, np.lib.npyio.NpzFile):
+        raise SourceError(f"{where} is a single .npy array, not an .npz archive; {hint}")
+    try:
+        if key not in obj.files:
+            raise SourceError(f"{where} has no array {key!r} (it has {sorted(obj.files)}); set data.npz_key in {_scenario_file(scenario)}")
+        arr = obj[key]
+    except SourceError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            why = "holds Python objects, which only pickle could load (refused: unpickling can run code)"
+        else:
+            why = "is damaged (a checksum or decompression error)"
+        raise SourceError(f"{where}: array {key!r} {why} ({type(e).__name__}: {e}); {hint}") from None
+    finally:
+        obj.close()
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 3, 4)):
+        if arr.dtype != np.uint8:
+            fix = "convert it, e.g. (x * 255).round().astype('uint8')"
+        elif arr.ndim == 4 and arr.shape[1] < min(arr.shape[2], arr.shape[3]):
+            fix = "it looks channels-first (N, C, H, W); channels come last: x.transpose(0, 2, 3, 1), then keep 1 or 3 of them"
+        elif arr.ndim == 4:
+            fix = f"its last axis has {arr.shape[3]} channels; reduce them to 1 (grey) or 3 (RGB) for image.channels {scenario.image.channels}"
+        else:
+            fix = "reshape it to one image per row"
+        raise SourceError(
+            f"{where}: array {key!r} is {arr.dtype} with shape {arr.shape}; expected uint8 (N, H, W) or (N, H, W, C) "
+            f"with C in 1, 3, 4 (MedMNIST layout); {fix}"
+        )
+    return arr
