@@ -1,38 +1,20 @@
 """Stage 3: the scenario's albumentations pipeline, saved with the data, and a preview."""
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from pipelines.paths import ScenarioPaths
+from pipelines.registry import PROJECT_ROOT
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel
 
 
 def routes_table(routes: list[dict]) -> str:
     """Markdown: where each listed transform acts in training, and why."""
     rows = [f"| {r['index']} | {r['name']} | {r['to']} | {r['why']} |" for r in routes]
     return "\n".join(["| # | transform | applied to | why |", "|---|---|---|---|", *rows]) if rows else "no transforms"
-
-
-@dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["validated_images"], kinds={"python"}, code_version="1")
-def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Holds `data/<scenario>/augmented/`: the augmentation policy training applies
-    (policy.json, the serialized albumentations pipeline) and a preview of what D sees.
-
-    Route each transform of the scenario: symmetries of the data to the real images
-    (an albumentations Compose, serialized with albumentations' own format and applied
-    per batch in training, or as offline copies), image-changing transforms to D's input
-    for real and generated images alike, anything else refused. Shows originals beside
-    what D sees of them."""
-    from pipelines.steps.augment import augment
-
-    name = context.partition_key
-    paths = project.paths(name)
-    with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        augment(project.scenario(name), paths)
-    version, lineage = record_lineage(context, "augment", name, project)
-    return dg.MaterializeResult(metadata={**augmentation_metadata(paths), **lineage}, data_version=version)
 
 
 def augmentation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
@@ -50,3 +32,27 @@ def augmentation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
         "policy": dg.MetadataValue.path(rel(paths.augmented / "policy.json")),
         "preview": png_markdown(paths.augmented / "preview.png", f"{paths.name}: each original, then views of it as D sees a real image in training"),
     }
+
+
+def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -> dg.AssetsDefinition:
+    @dg.asset(**asset_arguments("augment", partitions, code_root), kinds={"python"})
+    def augmented_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
+        """Holds `data/<scenario>/augmented/`: the augmentation policy training applies
+        (policy.json, the serialized albumentations pipeline) and a preview of what D sees.
+
+        Route each transform of the scenario: symmetries of the data to the real images
+        (an albumentations Compose, serialized with albumentations' own format and applied
+        per batch in training, or as offline copies), image-changing transforms to D's input
+        for real and generated images alike, anything else refused. Shows originals beside
+        what D sees of them."""
+        from pipelines.locks import step_lock
+        from pipelines.steps.augment import augment
+
+        name = context.partition_key
+        paths = project.paths(name)
+        with step_lock(paths, project.roots().data.parent, log=context.log.info):
+            augment(project.scenario(name), paths)
+        version, lineage = record_lineage(context, "augment", name, project)
+        return dg.MaterializeResult(metadata={**augmentation_metadata(paths), **lineage}, data_version=version)
+
+    return augmented_images

@@ -1,13 +1,15 @@
 """Stage 5: metrics with their floor, memorization audit, sample grid; the blocking
 check that a model must pass to be promoted."""
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from pipelines.paths import ScenarioPaths
+from pipelines.registry import PROJECT_ROOT
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_check, scenario_partitions, step_lock
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel, scenario_check
 
 PROMOTE_CHECK = "check_promotable"
 FLOATS = ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "fid", "fid_floor", "kid")
@@ -37,42 +39,6 @@ def promotion_check(headline: dict[str, Any], verdict: dict[str, Any]) -> dict[s
     }
 
 
-@dg.asset(
-    partitions_def=scenario_partitions,
-    group_name=GROUP,
-    deps=["generator", "ruler"],
-    kinds={"pytorch"},
-    code_version="1",
-    check_specs=[
-        scenario_check(
-            PROMOTE_CHECK, "evaluation", blocking=True,
-            description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness), memorization (near-copies) and, for medical scenarios, privacy (membership-inference AUC) within the scenario's promotion bar",
-        )
-    ],
-)
-def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Holds `models/<scenario>/eval/`, `metrics/<scenario>.json` and the model card:
-    the verdict (promoted or not, and why), the metrics, sample and interpolation grids.
-
-    Score the generator with the scenario's ruler (each number beside its floor:
-    held-out real images), test whether a classifier tells samples from real images
-    and whether they are as sharp, audit memorization and membership inference, draw sample and interpolation
-    grids, and decide promotion: the verdict names every criterion that fails."""
-    from pipelines.steps.evaluate import evaluate_step
-
-    name = context.partition_key
-    paths = project.paths(name)
-    with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        evaluate_step(project.scenario(name), paths)
-    version, lineage = record_lineage(context, "evaluate", name, project)
-    metadata, check = evaluation_metadata(paths)
-    return dg.MaterializeResult(
-        metadata={**metadata, **lineage},
-        check_results=[dg.AssetCheckResult(**check)],
-        data_version=version,
-    )
-
-
 def evaluation_metadata(paths: ScenarioPaths) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metadata, check_promotable evaluation) of the asset, read from the step's files
     (``metrics/<s>.json``, ``eval/metrics.json`` with its verdict, the grids): a Dagster
@@ -100,3 +66,40 @@ def evaluation_metadata(paths: ScenarioPaths) -> tuple[dict[str, Any], dict[str,
         "metrics": dg.MetadataValue.path(rel(paths.metrics)),
     }
     return metadata, check
+
+
+def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -> dg.AssetsDefinition:
+    @dg.asset(
+        **asset_arguments("evaluate", partitions, code_root),
+        kinds={"pytorch"},
+        check_specs=[
+            scenario_check(
+                PROMOTE_CHECK, "evaluation", partitions, blocking=True,
+                description="fidelity (FID/floor, precision), diversity (recall), realism (classifier two-sample test, sharpness), memorization (near-copies) and, for medical scenarios, privacy (membership-inference AUC) within the scenario's promotion bar",
+            )
+        ],
+    )
+    def evaluation(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
+        """Holds `models/<scenario>/eval/`, `metrics/<scenario>.json` and the model card:
+        the verdict (promoted or not, and why), the metrics, sample and interpolation grids.
+
+        Score the generator with the scenario's ruler (each number beside its floor:
+        held-out real images), test whether a classifier tells samples from real images
+        and whether they are as sharp, audit memorization and membership inference, draw sample and interpolation
+        grids, and decide promotion: the verdict names every criterion that fails."""
+        from pipelines.locks import step_lock
+        from pipelines.steps.evaluate import evaluate
+
+        name = context.partition_key
+        paths = project.paths(name)
+        with step_lock(paths, project.roots().data.parent, log=context.log.info):
+            evaluate(project.scenario(name), paths)
+        version, lineage = record_lineage(context, "evaluate", name, project)
+        metadata, check = evaluation_metadata(paths)
+        return dg.MaterializeResult(
+            metadata={**metadata, **lineage},
+            check_results=[dg.AssetCheckResult(**check)],
+            data_version=version,
+        )
+
+    return evaluation

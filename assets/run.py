@@ -2,9 +2,9 @@
 scenarios through Dagster, in this process, recording the runs in DAGSTER_HOME so the
 UI shows them.
 
-    python -m pipelines.run                    # every scenario in scenarios/
-    python -m pipelines.run faces digits       # some of them
-    python -m pipelines.run --steps 50 faces   # a shorter training budget
+    python -m assets.run                    # every scenario in scenarios/
+    python -m assets.run faces digits       # some of them
+    python -m assets.run --steps 50 faces   # a shorter training budget
 
 Exit status 1 when a scenario fails (a blocking validation, a diverged training, ...);
 the other scenarios still run. A model that misses its scenario's promotion bar is
@@ -29,9 +29,9 @@ def materialize_scenario(name: str, *, base_dir: Path, scenarios_dir: Path, inst
     import dagster as dg
 
     from assets.common import ScenarioGanResource
-    from pipelines.definitions import defs
+    from assets.definitions import build_definitions
 
-    assets = list(defs.assets)  # type: ignore[arg-type]
+    assets = list(build_definitions(base_dir, scenarios_dir).assets)  # type: ignore[arg-type]  # partitions: the files of scenarios_dir
     resources = {"project": ScenarioGanResource(base_dir=str(base_dir), scenarios_dir=str(scenarios_dir))}
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress and results, not every engine event
     return dg.materialize(assets, partition_key=name, resources=resources, instance=instance, raise_on_error=raise_on_error, tags={"trigger": "cli"}, run_config=quiet)
@@ -51,7 +51,7 @@ def failure_messages(result) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m assets.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="holds data/, models/, metrics/ (default: the project)")
     p.add_argument("--scenarios-dir", type=Path, default=SCENARIO_DIR, help="where <name>.yaml files are read (default: scenarios/)")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from pipelines.scenario import scenario_names
-    from pipelines.ui import prepare_home
+    from assets.ui import prepare_home
 
     # every scenario file by name, unread: a file that does not load fails its own run
     # (with the error naming the file and key) and the others run as usual
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             why = "; ".join(failure_messages(result))
             print(f"== {name}: FAILED after {wall:.0f} s (the run {result.run_id} in the Dagster UI){': ' + why if why else ''}", flush=True)
     print(f"\nResults: {args.base_dir / 'models'}/<scenario>/eval/ (samples.png, metrics.json); headline metrics in {args.base_dir / 'metrics'}/")
-    print("Runs: python -m pipelines.ui, then open http://127.0.0.1:3000")
+    print("Runs: python -m assets.ui, then open http://127.0.0.1:3000")
     return 1 if failed else 0
 
 

@@ -1,39 +1,14 @@
 """Stage 4: train the scenario's GAN with gan_core; losses stream to the run log."""
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from pipelines.paths import ScenarioPaths
+from pipelines.registry import PROJECT_ROOT
 
-from .common import GROUP, ScenarioGanResource, png_markdown, record_lineage, rel, scenario_partitions, step_lock
-
-
-@dg.asset(partitions_def=scenario_partitions, group_name=GROUP, deps=["augmented_images"], kinds={"pytorch"}, code_version="1")
-def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
-    """Holds `models/<scenario>/generator.safetensors`: the trained generator, with its
-    loss curve (loss.csv).
-
-    Train (or resume) the scenario's generator with the budget `profile` of
-    scenarios/_project.yaml names (cpu: `gan:`, gpu: `gan:` + `gpu:`). Checkpoints are resumable; a diverged run never
-    produces a model."""
-    from pipelines.steps.train import train_step
-
-    name = context.partition_key
-    paths = project.paths(name)
-    scenario = project.scenario(name)
-    every = max(1, scenario.gan_config().train.steps // 20)
-
-    def on_event(e) -> None:
-        if e.kind == "step" and (e.step % every == 0 or e.step == e.total_steps):
-            context.log.info(f"[{name}] step {e.step}/{e.total_steps} " + " ".join(f"{k}={v:.4f}" for k, v in e.logs.items()))
-        elif e.kind in ("rollback", "start", "end"):
-            context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
-
-    with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        train_step(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
-    version, lineage = record_lineage(context, "train", name, project)
-    return dg.MaterializeResult(metadata={**generator_metadata(paths), **lineage}, data_version=version)
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel
 
 
 def generator_metadata(paths: ScenarioPaths) -> dict[str, Any]:
@@ -43,7 +18,7 @@ def generator_metadata(paths: ScenarioPaths) -> dict[str, Any]:
     import json
 
     from gan_core.plots import loss_curve_png
-    from pipelines.steps.train import file_sha256
+    from pipelines.io import sha256_file as file_sha256
 
     s = json.loads((paths.model / "summary.json").read_text())
     saw, dp, profile = s.get("real_transform") or {}, s.get("privacy"), s.get("profile", "cpu")
@@ -70,3 +45,34 @@ def generator_metadata(paths: ScenarioPaths) -> dict[str, Any]:
         **{f"final_{k}": dg.MetadataValue.float(round(float(v), 4)) for k, v in (s.get("final_logs") or {}).items()},
         "loss_curve": png_markdown(curve, f"{paths.name} losses"),
     }
+
+
+def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -> dg.AssetsDefinition:
+    @dg.asset(**asset_arguments("train", partitions, code_root), kinds={"pytorch"})
+    def generator(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
+        """Holds `models/<scenario>/generator.safetensors`: the trained generator, with its
+        loss curve (loss.csv).
+
+        Train (or resume) the scenario's generator with the budget `profile` of
+        scenarios/_project.yaml names (cpu: `gan:`, gpu: `gan:` + `gpu:`). Checkpoints are resumable; a diverged run never
+        produces a model."""
+        from pipelines.locks import step_lock
+        from pipelines.steps.train import train
+
+        name = context.partition_key
+        paths = project.paths(name)
+        scenario = project.scenario(name)
+        every = max(1, scenario.gan_config().train.steps // 20)
+
+        def on_event(e) -> None:
+            if e.kind == "step" and (e.step % every == 0 or e.step == e.total_steps):
+                context.log.info(f"[{name}] step {e.step}/{e.total_steps} " + " ".join(f"{k}={v:.4f}" for k, v in e.logs.items()))
+            elif e.kind in ("rollback", "start", "end"):
+                context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
+
+        with step_lock(paths, project.roots().data.parent, log=context.log.info):
+            train(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
+        version, lineage = record_lineage(context, "train", name, project)
+        return dg.MaterializeResult(metadata={**generator_metadata(paths), **lineage}, data_version=version)
+
+    return generator

@@ -1,10 +1,10 @@
 """Start the Dagster UI with these definitions on 127.0.0.1.
 
-    python -m pipelines.ui                 # http://127.0.0.1:3000
-    python -m pipelines.ui --port 3001 --host 0.0.0.0   # expose on purpose
+    python -m assets.ui                 # http://127.0.0.1:3000
+    python -m assets.ui --port 3001 --host 0.0.0.0   # expose on purpose
 
 DAGSTER_HOME defaults to ``.dagster/`` in the project (runs, schedules and sensor
-cursors persist there); its ``dagster.yaml`` comes from ``pipelines/dagster.yaml``
+cursors persist there); its ``dagster.yaml`` comes from ``assets/dagster.yaml``
 (one run per scenario at a time, telemetry off).
 """
 
@@ -23,12 +23,12 @@ def prepare_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
-        shutil.copyfile(PROJECT_ROOT / "pipelines" / "dagster.yaml", cfg)
+        shutil.copyfile(PROJECT_ROOT / "assets" / "dagster.yaml", cfg)
     return home
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m assets.ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / ".dagster")))
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = "ignore:Function `dev_command` is superseded:FutureWarning"
     env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     dagster = Path(sys.executable).with_name("dagster")
-    cmd = [str(dagster), "dev", "-m", "pipelines.definitions", "--host", args.host, "--port", str(args.port)]
+    cmd = [str(dagster), "dev", "-m", "assets.definitions", "--host", args.host, "--port", str(args.port)]
     os.chdir(PROJECT_ROOT)
     os.execve(cmd[0], cmd, env)
     return 0

@@ -5,28 +5,30 @@ in ``validated/report.json``) and how many images it set aside; the scenario dec
 which ones block training, which set images aside and which only warn."""
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Iterable
 
 import dagster as dg
 
-from pipelines.scenario import load_each
+from pipelines.paths import ScenarioPaths
+from pipelines.registry import PROJECT_ROOT
+from pipelines.scenario import SCENARIO_DIR, load_each
 
-from .common import GROUP, ScenarioGanResource, record_lineage, rel, scenario_check, scenario_partitions, step_lock
+from .common import ScenarioGanResource, asset_arguments, record_lineage, rel, scenario_check
 
 SUMMARY_CHECK = "check_blocking_expectations"
 
 
-def _check_names() -> list[str]:
-    """Every expectation check of every scenario (a partition runs its own)."""
+def expectation_checks(scenarios_dir: str | os.PathLike[str] = SCENARIO_DIR) -> list[str]:
+    """Every expectation check of every scenario file in ``scenarios_dir`` (a partition
+    runs only its own scenario's): read when the definitions are built."""
     from pipelines.steps.validate import check_names
 
     names: set[str] = set()
-    for sc in load_each()[0].values():  # a file that does not load has no checks to declare
+    for sc in load_each(scenarios_dir)[0].values():  # a file that does not load has no checks to declare
         names.update(check_names(sc))
     return sorted(names)
-
-
-_CHECKS = _check_names()
 
 
 def check_results(report: dict[str, Any], report_path: str, set_aside_path: str, set_aside_files: list[str], declared: Iterable[str]) -> list[dict[str, Any]]:
@@ -99,57 +101,61 @@ evaluated per scenario (partition): an expectation that is not in a scenario's f
 not evaluated for it."""
 
 
-@dg.multi_asset(
-    name="validated_images",
-    specs=[
-        dg.AssetSpec(
-            "validated_images", deps=["ingested_images"], group_name=GROUP, kinds={"python"}, code_version="3",
-            partitions_def=scenario_partitions, description=DESCRIPTION,
-        )
-    ],
-    check_specs=[
-        scenario_check(SUMMARY_CHECK, "validated_images", blocking=True, description="all blocking expectations of the scenario passed")
-    ]
-    + [scenario_check(n, "validated_images", blocking=False, description="an expectation of the scenarios whose files list it") for n in _CHECKS],
-    partitions_def=scenario_partitions,
-    can_subset=True,  # a partition yields only its own scenario's expectation checks
-)
-def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource):
-    from pipelines.steps.validate import blocks, capped_files, validate
+def validation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
+    """What the asset shows, read from ``validated/report.json``: a Dagster run and a step
+    run by DVC show the same."""
+    from pipelines.steps.validate import blocks
 
-    name = context.partition_key
-    paths = project.paths(name)
-    scenario = project.scenario(name)
-    with step_lock(paths, project.roots().data.parent, log=context.log.info):
-        r = validate(scenario, paths)
-    report = json.loads(r.report_path.read_text())
-    aside_files = [a["file"] for a in r.set_aside]
-    aside = capped_files(aside_files, full_list=rel(r.set_aside_path)) if r.set_aside else "none"
-    selected = {k.name for k in context.selected_asset_check_keys}
-    results = []
-    for c in check_results(report, rel(r.report_path), rel(r.set_aside_path), aside_files, _CHECKS):
-        if c["check_name"] in selected:
-            results.append(dg.AssetCheckResult(asset_key="validated_images", **c))
-    summary = failure_summary([e for e in r.results if blocks(e)])
-    version, lineage = None, {}
-    if not r.passed:
-        context.log.error(f"validation of scenario {name} failed: {summary}")
-    else:
-        version, lineage = record_lineage(context, "validate", name, project)
-    if r.set_aside:
-        context.log.warning(f"scenario {name}: set aside {r.n_set_aside} of {r.n_rows} images: {aside}")
-    yield dg.MaterializeResult(
-        asset_key="validated_images",
-        metadata={
-            "passed": r.passed,
-            "n_expectations": dg.MetadataValue.int(len(r.results)),
-            "n_images": dg.MetadataValue.int(r.n_rows),
-            "n_kept": dg.MetadataValue.int(r.n_kept),
-            "n_set_aside": dg.MetadataValue.int(r.n_set_aside),
-            "failed": summary or "none",
-            **lineage,
-        },
-        check_results=results,
-        data_version=version,
+    r = json.loads((paths.validated / "report.json").read_text())
+    return {
+        "passed": bool(r["passed"]),
+        "n_expectations": dg.MetadataValue.int(len(r["results"])),
+        "n_images": dg.MetadataValue.int(int(r["n_rows"])),
+        "n_kept": dg.MetadataValue.int(int(r["n_kept"])),
+        "n_set_aside": dg.MetadataValue.int(int(r["n_set_aside"])),
+        "failed": failure_summary([e for e in r["results"] if blocks(e)]) or "none",
+    }
+
+
+def validation_checks(paths: ScenarioPaths, declared: Iterable[str], relative=rel) -> list[dict[str, Any]]:
+    """The check evaluations of the scenario's last validation, from its files."""
+    report = paths.validated / "report.json"
+    aside = paths.validated / "set_aside.json"
+    files = [a["file"] for a in json.loads(aside.read_text())] if aside.is_file() else []
+    return check_results(json.loads(report.read_text()), relative(report), relative(aside), files, declared)
+
+
+def build(partitions: dg.PartitionsDefinition, scenarios_dir: str | os.PathLike[str] = SCENARIO_DIR, code_root: Path = PROJECT_ROOT) -> dg.AssetsDefinition:
+    checks = expectation_checks(scenarios_dir)
+    args = asset_arguments("validate", partitions, code_root)
+
+    @dg.multi_asset(
+        name="validated_images",
+        specs=[dg.AssetSpec(args["key"], deps=args["deps"], group_name=args["group_name"], kinds={"python"}, code_version=args["code_version"], partitions_def=partitions, description=DESCRIPTION)],
+        check_specs=[scenario_check(SUMMARY_CHECK, "validated_images", partitions, blocking=True, description="all blocking expectations of the scenario passed")]
+        + [scenario_check(n, "validated_images", partitions, blocking=False, description="an expectation of the scenarios whose files list it") for n in checks],
+        partitions_def=partitions,
+        can_subset=True,  # a partition yields only its own scenario's expectation checks
     )
+    def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource):
+        from pipelines.locks import step_lock
+        from pipelines.steps.validate import capped_files, validate
 
+        name = context.partition_key
+        paths = project.paths(name)
+        with step_lock(paths, project.roots().data.parent, log=context.log.info):
+            r = validate(project.scenario(name), paths)
+        selected = {k.name for k in context.selected_asset_check_keys}
+        results = [dg.AssetCheckResult(asset_key="validated_images", **c) for c in validation_checks(paths, checks) if c["check_name"] in selected]
+        metadata = validation_metadata(paths)
+        version, lineage = None, {}
+        if not r.passed:
+            context.log.error(f"validation of scenario {name} failed: {metadata['failed']}")
+        else:
+            version, lineage = record_lineage(context, "validate", name, project)
+        if r.set_aside:
+            aside = capped_files([a["file"] for a in r.set_aside], full_list=rel(r.set_aside_path))
+            context.log.warning(f"scenario {name}: set aside {r.n_set_aside} of {r.n_rows} images: {aside}")
+        yield dg.MaterializeResult(asset_key="validated_images", metadata={**metadata, **lineage}, check_results=results, data_version=version)
+
+    return validated_images

@@ -13,7 +13,7 @@ repetition so bursts of load hit all of them):
 - ``stages``   ``python -m pipelines.stage <step> digits``, five processes: what a DVC
   stage runs, without DVC (each pays its imports, and records the step in Dagster);
 - ``dagster``  ``dagster.materialize`` of the five assets in this process (the code
-  path of ``python -m pipelines.run``, the UI, schedules and sensors), with a temporary
+  path of ``python -m assets.run``, the UI, schedules and sensors), with a temporary
   instance;
 - ``dvc``      ``dvc repro --force evaluate@digits`` in a git + DVC copy of the project
   (``.dvc-venv`` needed);
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-from pipelines.dvcio import STEPS  # noqa: E402 - the pipeline's steps, in order
+from pipelines.registry import STEPS  # noqa: E402 - the pipeline's steps, in order
 
 
 def _tiny(directory: Path, steps: int) -> Path:
@@ -71,14 +71,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = work / "stages"
         env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
         for step in STEPS:
+            # the two commands of a DVC stage: the step, then its record in Dagster
             p = subprocess.run([sys.executable, "-m", "pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)], cwd=REPO, env=env, capture_output=True, text=True)
             if p.returncode != 0:
                 raise RuntimeError(f"stage {step} failed: {p.stderr[-1500:]}")
+            if STEPS[step].asset:
+                subprocess.run([sys.executable, "-m", "assets.record", step, "digits", "--base-dir", str(base)], cwd=REPO, env=env, capture_output=True, text=True, check=True)
 
     def dagster() -> None:
         import dagster as dg
 
-        from pipelines.run import materialize_scenario
+        from assets.run import materialize_scenario
 
         with dg.DagsterInstance.ephemeral() as instance:
             res = materialize_scenario("digits", base_dir=work / "dagster", scenarios_dir=scenarios, instance=instance, raise_on_error=True)

@@ -83,7 +83,7 @@ def load_case(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out) uint8 (N, C, H, W): the scenario's images (or a seeded subset of
     them), split as the pipeline splits them (``heldout_originals(.., 0.2, 0)``)."""
     from pipelines import builtin_data
-    from pipelines.steps.train import heldout_originals
+    from pipelines.training_data import heldout_originals
 
     x = builtin_data.load(case.data, case.size)
     if x.ndim == 3:

@@ -69,8 +69,8 @@ class ScenarioBench:
         from pipelines.paths import Roots, ScenarioPaths
         from pipelines.scenario import parse_scenario
         from pipelines.steps.augment import augment
-        from pipelines.steps.evaluate import evaluate_step
-        from pipelines.steps.train import train_step
+        from pipelines.steps.evaluate import evaluate
+        from pipelines.steps.train import train
 
         sc = parse_scenario(raw, f"scenarios/{self.name}.yaml")
         paths = ScenarioPaths(self.name, Roots.under(self.work / label))
@@ -78,9 +78,9 @@ class ScenarioBench:
         shutil.copytree(self.shared.ruler, paths.ruler)
         augment(sc, paths)
         t0 = time.perf_counter()
-        r = train_step(sc, paths, progress=False, profile="cpu")
+        r = train(sc, paths, progress=False, profile="cpu")
         wall = time.perf_counter() - t0
-        m = evaluate_step(sc, paths).metrics
+        m = evaluate(sc, paths).metrics
         if keep_grids:
             grids = Path(keep_grids)
             grids.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ environment, ``.dvc-venv/``, because its ``antlr4`` pin breaks dagster):
 - :func:`dvc_hash` computes the hash DVC records in ``dvc.lock`` for a file or a
   directory (DVC 3 ``md5``; a directory is the md5 of its sorted listing + ``.dir``),
   so Dagster's data versions and DVC's lineage are the same numbers;
-- :data:`STAGE_OUTS` names, per step, the outputs ``dvc.yaml`` declares, relative to
-  the project (one table for both entry points, checked against ``dvc.yaml`` by tests);
+- :func:`stage_outs` names the outputs of a stage (from ``pipelines/registry.py``, the
+  table ``dvc.yaml`` is generated from);
 - :func:`record_stage` runs ``dvc commit`` for ``<step>@<scenario>`` after a Dagster
   materialization, waiting while a ``dvc repro`` holds DVC's lock;
 - :func:`read_lock` reads ``dvc.lock``.
@@ -25,25 +25,7 @@ from typing import Any
 
 import yaml
 
-STEPS = ("ingest", "validate", "augment", "ruler", "train", "evaluate")
-"""The pipeline's steps in an order that runs each after its inputs (the one list)."""
-
-# The outputs ``dvc.yaml`` declares for each step ({s} = scenario); the first one is the
-# step's data version in Dagster.
-STAGE_OUTS: dict[str, tuple[str, ...]] = {
-    "ingest": ("data/{s}/ingested",),
-    "validate": ("data/{s}/validated",),
-    "augment": ("data/{s}/augmented",),
-    "ruler": ("models/{s}/ruler",),
-    "train": ("models/{s}/generator.safetensors", "models/{s}/split.json", "models/{s}/summary.json", "models/{s}/loss.csv"),
-    "evaluate": (
-        "metrics/{s}.json",
-        "models/{s}/eval/metrics.json",
-        "models/{s}/eval/samples.png",
-        "models/{s}/eval/interpolation.png",
-        "models/{s}/MODEL_CARD.md",
-    ),
-}
+from pipelines.registry import STEPS
 
 DVC_ENV_VAR = "SCENARIO_GAN_DVC"  # path of the dvc executable, or "off"
 _CHUNK = 1 << 20
@@ -54,7 +36,8 @@ def stage_name(step: str, scenario: str) -> str:
 
 
 def stage_outs(step: str, scenario: str, base: Path) -> list[Path]:
-    return [base / p.format(s=scenario) for p in STAGE_OUTS[step]]
+    """The outputs ``dvc.yaml`` declares for ``<step>@<scenario>`` (from the step registry)."""
+    return STEPS[step].output_paths(scenario, base)
 
 
 def _md5_file(path: Path) -> str:

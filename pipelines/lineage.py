@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from pipelines.dvcio import STAGE_OUTS, STEPS, dvc_hash, read_lock, stage_name
+from pipelines.dvcio import dvc_hash, read_lock, stage_name
+from pipelines.registry import ASSET_STEPS
 from pipelines.scenario import SCENARIO_DIR, ScenarioError, load_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -82,41 +83,22 @@ def last_commit_of(base: Path, path: str) -> str | None:
     return p.stdout.strip() or None if p.returncode == 0 else None
 
 
-def _dagster_latest(step: str, name: str, home: Path) -> dict[str, Any] | None:
-    if not (home / "dagster.yaml").is_file() and not (home / "storage").exists():
-        return None
-    os.environ["DAGSTER_HOME"] = str(home)
-    import dagster as dg
-
-    from assets.common import STEP_ASSETS
-
-    with dg.DagsterInstance.get() as instance:
-        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(STEP_ASSETS[step]), asset_partitions=[name]), limit=1).records
-        if not records:
-            return None
-        r = records[0]
-        m = r.event_log_entry.asset_materialization
-        meta = {k: v.value for k, v in m.metadata.items()}
-        run_id = r.event_log_entry.run_id or None
-        return {
-            "asset": STEP_ASSETS[step],
-            "run_id": run_id,
-            "entry_point": meta.get("entry_point") or ("dagster" if run_id else "runless"),
-            "timestamp": r.event_log_entry.timestamp,
-            "data_version": m.tags.get("dagster/data_version"),
-            "git_commit": meta.get("git_commit"),
-        }
+DagsterView = Callable[[str, str], "dict[str, Any] | None"]
+"""``view(step, scenario)``: the latest Dagster materialization of the step's asset
+partition (asset, run_id, entry_point, timestamp, data_version, git_commit), or None.
+The Dagster layer provides it (``assets.record.latest_materialization``); this module
+imports no Dagster."""
 
 
-def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Path = SCENARIO_DIR, home: Path | None = None) -> dict[str, Any]:
-    """The lineage of scenario ``name`` as a dict (see the module docstring)."""
+def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Path = SCENARIO_DIR, dagster: DagsterView | None = None) -> dict[str, Any]:
+    """The lineage of scenario ``name`` as a dict (see the module docstring); ``dagster``
+    adds what the Dagster instance recorded for each step."""
     scenario = load_scenario(scenarios_dir / f"{name}.yaml")
     lock = read_lock(base)
-    home = home or Path(os.environ.get("DAGSTER_HOME", base / ".dagster"))
     steps = []
-    for step in STEPS:
+    for step, st in ASSET_STEPS.items():
         stage = stage_name(step, name)
-        out = STAGE_OUTS[step][0].format(s=name)
+        out = st.outputs[0].at(name)
         full = base / out
         current = dvc_hash(full) if full.exists() else None
         entry = lock.get(stage) or {}
@@ -124,7 +106,7 @@ def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Pat
         params = {}
         for _file, values in (entry.get("params") or {}).items():
             params.update(values)
-        dag = _dagster_latest(step, name, home)
+        dag = dagster(step, name) if dagster else None
         steps.append(
             {
                 "step": step,
@@ -156,6 +138,7 @@ def scenario_lineage(name: str, *, base: Path = PROJECT_ROOT, scenarios_dir: Pat
         "git_head": code_version(base, ignore=(base / "data", base / "models", base / "metrics")),
         "dvc_lock_commit": last_commit_of(base, "dvc.lock") if (base / "dvc.lock").is_file() else None,
         "steps": steps,
+        "dagster_read": dagster is not None,
     }
 
 
@@ -187,13 +170,16 @@ def format_lineage(lin: dict[str, Any]) -> str:
             same = "same data" if s["dagster_in_sync"] else f"other data ({_short(d['data_version'])})"
             lines.append(f"{'':<9} dagster: {d['asset']} {who}, {when}, {same}" + (f", code {_short(d['git_commit'], 12)}" if d.get("git_commit") else ""))
         else:
-            lines.append(f"{'':<9} dagster: no materialization recorded")
+            lines.append(f"{'':<9} dagster: " + ("no materialization recorded" if lin.get("dagster_read", True) else "not read (`scenario-gan lineage` reads it)"))
         if s["params"]:
             lines.append(f"{'':<9} params: " + json.dumps(s["params"], sort_keys=True, default=str))
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, dagster: Callable[[Path], DagsterView | None] | None = None) -> int:
+    """The lineage command; ``dagster(home)`` opens the Dagster view of the instance at
+    ``home`` (``scenario-gan lineage`` passes it; ``python -m pipelines.lineage`` alone
+    shows DVC's side only)."""
     p = argparse.ArgumentParser(prog="scenario-gan lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -203,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = args.base_dir.resolve()
     try:
-        lin = scenario_lineage(args.scenario, base=base, scenarios_dir=(args.scenarios_dir or base / "scenarios").resolve(), home=args.home)
+        home = args.home or Path(os.environ.get("DAGSTER_HOME", base / ".dagster"))
+        view = dagster(home) if dagster else None
+        lin = scenario_lineage(args.scenario, base=base, scenarios_dir=(args.scenarios_dir or base / "scenarios").resolve(), dagster=view)
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 (Dagster asset, DVC stage, command line), so both always see the same files:
 
     <data_root>/<scenario>/raw/                 images dropped by users (folder source)
+    <data_root>/<scenario>/params.yaml          the scenario's resolved parameters (_defaults.yaml under its file)
     <data_root>/<scenario>/ingested/            images.npz, table.csv, quarantine.json, manifest.json
     <data_root>/<scenario>/validated/           images.npz, table.csv (the kept images and their rows), set_aside.json, report.json
     <data_root>/<scenario>/augmented/           images.npz, pipeline.json, preview.png, manifest.json
@@ -38,6 +39,11 @@ class ScenarioPaths:
     @property
     def raw(self) -> Path:
         return self.roots.data / self.name / "raw"
+
+    @property
+    def params(self) -> Path:
+        """The scenario's resolved parameters (the params file of its DVC stages)."""
+        return self.roots.data / self.name / "params.yaml"
 
     @property
     def ingested(self) -> Path:

@@ -14,13 +14,17 @@ the data root are errors naming the file, the key and the fix.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gan_core.config import ConfigError, GANConfig, load_config
+
+if TYPE_CHECKING:
+    from pipelines.paths import ScenarioPaths
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -209,15 +213,13 @@ class PromoteSpec(_Strict):
     0.5 = no leakage). Default 0.6 for domain ``medical``; other domains report it without
     a bar unless this is set."""
 
-    def bar(self, domain: str = "other"):
-        """The ``gan_core.verdict.Bar`` with this scenario's overrides (``domain``
-        ``medical`` gates the membership-inference AUC at 0.6 unless set here)."""
-        from gan_core.verdict import Bar
-
+    def bar_values(self, domain: str = "other") -> dict[str, float]:
+        """The keys of ``gan_core.verdict.Bar`` this scenario sets (``Bar(**values)``;
+        domain ``medical`` gates the membership-inference AUC at 0.6 unless set here)."""
         values = {k: v for k, v in self.model_dump().items() if v is not None}
         if domain == "medical":
             values.setdefault("max_membership_auc", MEDICAL_MAX_MEMBERSHIP_AUC)
-        return Bar(**values)
+        return values
 
 
 class EvaluationSpec(_Strict):
@@ -371,18 +373,55 @@ def parse_scenario(raw: Any, source: Path | str = "<dict>") -> Scenario:
         raise ScenarioError(f"{source}: {e}") from None
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate one scenario file. YAML is read with ``safe_load``: tags that
-    would construct Python objects are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"{path}: scenario file not found; scenarios live in {SCENARIO_DIR}/<name>.yaml")
+DEFAULTS_FILE_NAME = "_defaults.yaml"
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ScenarioError(f"{path}: not valid YAML (only plain YAML is accepted; tags such as !!python/object are refused): {e}") from None
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: mappings are merged key by key, anything else (values,
+    lists) is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_defaults(directory: str | Path = SCENARIO_DIR) -> dict[str, Any]:
+    """``<directory>/_defaults.yaml``: the values every scenario file of the folder starts
+    from ({} when there is none). It may not name a scenario or its data."""
+    path = Path(directory) / DEFAULTS_FILE_NAME
+    if not path.is_file():
+        return {}
+    raw = _read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: defaults must be a YAML mapping (key: value), got {type(raw).__name__}")
+    bad = [k for k in ("name", "data") if k in raw]
+    if bad:
+        raise ScenarioError(f"{path}: {bad} belong in each scenario file, not in the defaults; remove them")
+    unknown = sorted(set(raw) - set(Scenario.model_fields))
+    if unknown:
+        raise ScenarioError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(set(Scenario.model_fields) - {'name', 'data'})}")
+    return raw
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate one scenario file, laid over ``_defaults.yaml`` of its folder
+    (the file says only what differs). YAML is read with ``safe_load``: tags that would
+    construct Python objects are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: scenario file not found; scenarios live in {SCENARIO_DIR}/<name>.yaml")
+    raw = _read_yaml(path)
+    if isinstance(raw, dict):
+        raw = merge(load_defaults(path.parent), raw)
     sc = parse_scenario(raw, path)
     if sc.name != path.stem:
         raise ScenarioError(f"{path}: name {sc.name!r} must match the file name {path.stem!r}; rename one of them")
@@ -465,3 +504,30 @@ def load_project(directory: str | Path = SCENARIO_DIR) -> ProjectSettings:
         return ProjectSettings.model_validate(raw)
     except ValidationError as e:
         raise ScenarioError(_format(e, path, "project settings", ProjectSettings)) from None
+
+
+def resolved_params(scenario: Scenario) -> dict[str, Any]:
+    """Every parameter of ``scenario`` with the defaults filled in (``_defaults.yaml``, then
+    the schema's): what ``data/<scenario>/params.yaml`` holds."""
+    return scenario.model_dump(mode="json")
+
+
+@dataclass
+class ParamsResult:
+    path: Path
+    changed: bool
+
+
+def write_params(scenario: Scenario, paths: "ScenarioPaths") -> ParamsResult:
+    """Write ``data/<scenario>/params.yaml`` (atomically; untouched when it already says the
+    same): the parameters file whose keys every DVC stage of the scenario depends on."""
+    from pipelines.io import atomic_write
+
+    text = ("# Resolved by `python -m pipelines.stage params " + scenario.name + "` from scenarios/_defaults.yaml and scenarios/"
+            + scenario.name + ".yaml; do not edit (edit those).\n" + yaml.safe_dump(resolved_params(scenario), sort_keys=False, width=1000)).encode("utf-8")
+    target = paths.params
+    if target.is_file() and target.read_bytes() == text:
+        return ParamsResult(target, False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, text)
+    return ParamsResult(target, True)

@@ -1,6 +1,7 @@
-"""Run one pipeline step for one scenario outside Dagster — the entry point for
-pipeline stages such as DVC's (``cmd: python -m pipelines.stage train faces``).
+"""Run one pipeline step for one scenario outside Dagster — the command of every DVC
+stage (``cmd: python -m pipelines.stage train faces``).
 
+    python -m pipelines.stage params faces       # data/faces/params.yaml (the resolved parameters)
     python -m pipelines.stage ingest faces
     python -m pipelines.stage validate faces     # exit 1 when a blocking expectation fails
     python -m pipelines.stage augment faces
@@ -8,72 +9,67 @@ pipeline stages such as DVC's (``cmd: python -m pipelines.stage train faces``).
     python -m pipelines.stage train faces
     python -m pipelines.stage evaluate faces
 
-Each step is the same function the Dagster asset calls, writes to the same paths
-(``pipelines/paths.py``) and takes the same per-scenario lock, so a step run here and a
-materialization from the UI never write the same scenario at once.
+The steps and their functions are those of ``pipelines/registry.py``: the same function
+the Dagster asset calls, on the same paths (``pipelines/paths.py``), under the same
+per-scenario lock, so a step run here and a materialization from the UI never write the
+same scenario at once. Prints a one-line JSON summary; exit codes: 0 done, 1 the step
+failed (the message says which and why), 2 the scenario file cannot be used.
 
-A step that succeeds is recorded in the Dagster instance (``$DAGSTER_HOME``, default
-``.dagster/`` of the project, the one ``python -m pipelines.ui`` opens) as a
-materialization of its asset's partition, tagged ``entry_point: dvc`` when ``dvc repro``
-ran it: the UI's asset history shows it and marks what became stale. ``--no-dagster``
-(or ``SCENARIO_GAN_DAGSTER_EVENTS=off``) skips that.
+Domain layer: this command imports no Dagster. Recording the step in the Dagster
+instance is the next command of each DVC stage (``python -m assets.record``), and part
+of ``scenario-gan stage``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from pipelines.dvcio import STEPS
+from pipelines.registry import STEPS, step as registry_step
 from pipelines.scenario import SCENARIO_DIR, ScenarioError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> dict:
+def run_step(step: str, name: str, *, base_dir: Path, scenarios_dir: Path) -> dict[str, Any]:
     """Run ``step`` for scenario ``name``; returns a small JSON-able summary. Raises on failure."""
-    from assets.common import step_lock
+    import importlib
+
+    from pipelines.locks import step_lock
     from pipelines.paths import Roots, ScenarioPaths
     from pipelines.scenario import load_project, load_scenario
 
+    st = registry_step(step)
     scenario = load_scenario(scenarios_dir / f"{name}.yaml")
     paths = ScenarioPaths(name, Roots.under(base_dir))
+    kwargs: dict[str, Any] = {}
+    if step == "train":
+        # A terminal gets the trainer's progress bar; a log (CI, nohup) a line per tenth.
+        kwargs = {"on_event": None if sys.stderr.isatty() else _log_progress(f"train@{name}"), "profile": load_project(scenarios_dir).profile}
     with step_lock(paths, base_dir):
-        if step == "ingest":
-            from pipelines.steps.ingest import ingest
+        result = st.function_object()(scenario, paths, **kwargs)
+    if st.require:
+        getattr(importlib.import_module(st.module), st.require)(result)
+    return summary(result)
 
-            r = ingest(scenario, paths)
-            return {"n_images": r.n_images, "n_quarantined": r.n_quarantined, "n_duplicates": r.n_duplicates, "content_hash": r.content_hash}
-        if step == "validate":
-            from pipelines.steps.validate import require_passed, validate
 
-            r = require_passed(validate(scenario, paths))
-            return {"passed": r.passed, "n_expectations": len(r.results), "n_set_aside": r.n_set_aside, "n_kept": r.n_kept, "content_hash": r.content_hash}
-        if step == "augment":
-            from pipelines.steps.augment import augment
-
-            r = augment(scenario, paths)
-            return {"n_images": r.n_images, "content_hash": r.content_hash}
-        if step == "ruler":
-            from pipelines.steps.ruler import build_ruler
-
-            r = build_ruler(scenario, paths)
-            return {"n_train": r.n_train, "n_heldout": r.n_heldout, "fid_floor": r.floor["fid_floor"]}
-        if step == "train":
-            from pipelines.steps.train import train_step
-
-            # A terminal gets the trainer's progress bar; a log (CI, nohup) a line per tenth.
-            r = train_step(scenario, paths, on_event=None if sys.stderr.isatty() else _log_progress(f"train@{name}"), profile=load_project(scenarios_dir).profile)
-            return {"profile": r.profile, "steps": r.steps, "resumed_from": r.resumed_from, "images_per_s": round(r.images_per_s, 1), "model_sha256": r.model_hash}
-        if step == "evaluate":
-            from pipelines.steps.evaluate import evaluate_step
-
-            r = evaluate_step(scenario, paths)
-            return {k: r.metrics[k] for k in ("fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "promote", "failed_criteria")}
-    raise ValueError(f"unknown step {step!r}; allowed: {list(STEPS)}")
+def summary(result: Any) -> dict[str, Any]:
+    """The scalar fields of a step's result (and of its ``metrics``), JSON-able."""
+    out: dict[str, Any] = {}
+    items = dataclasses.asdict(result).items() if dataclasses.is_dataclass(result) else vars(result).items()
+    for k, v in items:
+        if k == "metrics" and isinstance(v, dict):
+            out.update({m: x for m, x in v.items() if isinstance(x, (str, int, float, bool)) or x is None})
+        elif isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, Path):
+            out[k] = os.path.relpath(v)
+    return out
 
 
 def _log_progress(label: str):
@@ -88,43 +84,28 @@ def _log_progress(label: str):
     return on_event
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=STEPS)
+def parser(prog: str = "python -m pipelines.stage") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=list(STEPS))
     p.add_argument("scenario")
     p.add_argument("--base-dir", type=Path, default=PROJECT_ROOT, help="holds data/, models/, metrics/ (default: the project)")
     p.add_argument("--scenarios-dir", type=Path, default=SCENARIO_DIR)
-    p.add_argument("--no-dagster", action="store_true", help="do not record the step in the Dagster instance")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    base = args.base_dir.resolve()
     try:
-        summary = run_step(args.step, args.scenario, base_dir=base, scenarios_dir=args.scenarios_dir.resolve())
+        out = run_step(args.step, args.scenario, base_dir=args.base_dir.resolve(), scenarios_dir=args.scenarios_dir.resolve())
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return 2
     except Exception as e:  # a failed step: say which and why, exit non-zero
         print(f"{args.step}@{args.scenario} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"step": args.step, "scenario": args.scenario, **summary}), flush=True)
-    if not args.no_dagster and os.environ.get("SCENARIO_GAN_DAGSTER_EVENTS", "").lower() != "off":
-        record_in_dagster(args.step, args.scenario, base, summary)
+    print(json.dumps({"step": args.step, "scenario": args.scenario, **out}, default=str), flush=True)
     return 0
-
-
-def record_in_dagster(step: str, name: str, base: Path, summary: dict) -> None:
-    """Report the step to the Dagster instance; a failure to do so is a warning (the
-    step's outputs are good and DVC has them), never a failed step."""
-    entry_point = "dvc" if os.environ.get("DVC_STAGE") else "cli"
-    try:
-        from assets.common import report_materialization
-        from pipelines.ui import prepare_home
-
-        if not os.environ.get("DAGSTER_HOME"):
-            os.environ["DAGSTER_HOME"] = str(prepare_home(base / ".dagster"))
-        report_materialization(step, name, base, summary, entry_point)
-    except Exception as e:  # noqa: BLE001
-        print(f"warning: {step}@{name} succeeded but was not recorded in Dagster ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 if __name__ == "__main__":

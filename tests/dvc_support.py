@@ -1,7 +1,7 @@
 """A throwaway copy of this project (git + DVC) with tiny scenarios, for `dvc repro` tests.
 
 The copy has the project's files as git sees them (tracked and untracked, not ignored),
-the real ``dvc.yaml`` with its scenario list cut down to the scenarios under test, and
+``dvc.yaml`` generated for the scenarios under test (as ``scenario-gan dvc-yaml`` does), and
 ``.venv``/``.dvc-venv`` linked to the environments running the tests, so the stages run
 the copied code with the installed packages."""
 
@@ -13,8 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from .conftest import require
+from pipelines.registry import project_dvc_yaml
 
 from .dagster_support import tiny_scenario
 
@@ -24,12 +26,12 @@ DVC = PROJECT_ROOT / ".dvc-venv" / "bin" / "dvc"
 
 def require_dvc() -> Path:
     """The dvc executable of the project's tool environment; CI fails without it."""
-    if DVC.is_file():
-        return DVC
-    msg = f"{DVC} is missing: create DVC's tool environment as the README's commands do"
-    if os.environ.get("SCENARIO_GAN_REQUIRE_DVC"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    require(
+        DVC.is_file(), f"DVC's tool environment ({DVC})",
+        "create it as the README's commands do: python3 -m venv .dvc-venv && .dvc-venv/bin/pip install 'dvc==3.67.1'",
+        flag="SCENARIO_GAN_REQUIRE_DVC",
+    )
+    return DVC
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -58,7 +60,7 @@ def make_project(dst: Path, scenarios: dict[str, dict] | None = None) -> Path:
     require_dvc()
     scenarios = scenarios if scenarios is not None else {"digits": {}}
     for f in project_files():
-        if f.startswith("scenarios/") and not f.endswith("_project.yaml"):
+        if f.startswith("scenarios/") and not f.endswith(("_project.yaml", "_defaults.yaml")):
             continue
         target = dst / f
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -70,16 +72,8 @@ def make_project(dst: Path, scenarios: dict[str, dict] | None = None) -> Path:
         raw["name"] = name
         (dst / "scenarios" / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.rmtree(dst / ".tiny")
-    spec = yaml.safe_load((dst / "dvc.yaml").read_text())
-    entries = {}
-    for name in scenarios:
-        raw = yaml.safe_load((dst / "scenarios" / f"{name}.yaml").read_text())
-        src = raw["data"]
-        entries[name] = {"source": "pipelines/builtin_data.py" if src["source"] == "builtin" else f"data/{src.get('path') or name + '/raw'}"}
-    for v in spec["vars"]:
-        if "scenarios" in v:
-            v["scenarios"] = entries
-    (dst / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # dvc.yaml as `scenario-gan dvc-yaml` writes it for these scenarios and the copied code
+    (dst / "dvc.yaml").write_text(project_dvc_yaml(dst))
     (dst / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     (dst / ".dvc-venv").symlink_to(DVC.parents[1], target_is_directory=True)
     git(dst, "init", "-q", "-b", "main")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -20,10 +21,7 @@ import pytest
 import yaml
 
 from assets.common import ScenarioGanResource
-from assets.ingestion import ingested_images
-from assets.common import scenario_partitions
-from pipelines.automation import raw_data_sensor, weekly_retrain
-from pipelines.definitions import defs
+from assets.definitions import build_definitions, defs
 from pipelines.dvcio import dvc_hash
 
 from .dagster_support import tiny_scenario
@@ -33,6 +31,11 @@ ASSETS = ["ingested_images", "validated_images", "augmented_images", "ruler", "g
 
 def project(tmp_path: Path) -> ScenarioGanResource:
     return ScenarioGanResource(base_dir=str(tmp_path / "base"), scenarios_dir=str(tmp_path / "scenarios"))
+
+
+def asset(name: str) -> dg.AssetsDefinition:
+    """The asset as the definitions declare it (resources given per call)."""
+    return next(a for a in defs.assets if a.key.to_user_string() == name)
 
 
 def test_definitions_load_with_one_partition_per_scenario():
@@ -45,10 +48,32 @@ def test_definitions_load_with_one_partition_per_scenario():
     assert {"check_blocking_expectations", "check_promotable", "expect_column_values_to_be_unique__sha256"} <= checks
 
 
+def test_partitions_and_checks_are_built_from_the_scenario_files(tmp_path):
+    """The definitions are a function of the scenario folder: a new file is a new
+    partition the next time they are built (Reload definitions in the UI), and its
+    expectations are checks; the code versions are the registry's."""
+    scen = tmp_path / "scenarios"
+    tiny_scenario(scen, "digits")
+    first = build_definitions(tmp_path / "base", scen)
+    assert first.resolve_job_def("scenario_chain").partitions_def.get_partition_keys() == ["digits"]
+    raw = yaml.safe_load((scen / "digits.yaml").read_text())
+    raw["name"] = "sprites"
+    raw["validation"]["expectations"] = [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "max", "min_value": 0.01}}]
+    (scen / "sprites.yaml").write_text(yaml.safe_dump(raw))
+    second = build_definitions(tmp_path / "base", scen)
+    assert second.resolve_job_def("scenario_chain").partitions_def.get_partition_keys() == ["digits", "sprites"]
+    new_check = "expect_column_values_to_be_between__max"
+    assert new_check in {k.name for k in second.resolve_asset_graph().asset_check_keys}
+    assert new_check not in {k.name for k in first.resolve_asset_graph().asset_check_keys}
+    from pipelines.registry import STEPS
+
+    assert second.resolve_asset_graph().get(dg.AssetKey("generator")).code_version == STEPS["train"].code_version()
+
+
 def test_ingested_images_called_directly(tmp_path):
     tiny_scenario(tmp_path / "scenarios")
     with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
-        result = ingested_images(ctx)
+        result = asset("ingested_images")(ctx)
     assert getattr(result.metadata["n_images"], "value", result.metadata["n_images"]) == 1797
     # The data version is the hash DVC records for the step's output.
     assert result.data_version.value == dvc_hash(tmp_path / "base/data/digits/ingested")
@@ -58,18 +83,12 @@ def test_ingested_images_called_directly(tmp_path):
 
 @pytest.mark.slow
 def test_each_asset_called_directly_in_order(tmp_path):
-    from assets.augmentation import augmented_images
-    from assets.evaluation import evaluation
-    from assets.ruler import ruler
-    from assets.training import generator
-    from assets.validation import validated_images
-
     tiny_scenario(tmp_path / "scenarios")
     results = {}
-    for asset in (ingested_images, validated_images, augmented_images, ruler, generator, evaluation):
+    for name in ASSETS:
         with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
-            out = asset(ctx)
-            results[asset.key.to_user_string()] = next(iter(out)) if inspect.isgenerator(out) else out
+            out = asset(name)(ctx)
+            results[name] = next(iter(out)) if inspect.isgenerator(out) else out
 
     def meta(asset: str, key: str):
         v = results[asset].metadata[key]
@@ -89,12 +108,13 @@ def test_checks_are_evaluated_per_scenario_and_only_where_they_run(tmp_path):
     """An expectation check belongs to the scenarios whose files list it: a digits run
     evaluates digits' own expectations, each for the digits partition, and leaves the
     others (declared for other scenarios) unevaluated instead of reporting a pass."""
-    from assets.validation import _CHECKS, SUMMARY_CHECK
+    from assets.validation import SUMMARY_CHECK, expectation_checks
     from pipelines.scenario import load_scenario
     from pipelines.steps.validate import check_names
 
     path = tiny_scenario(tmp_path / "scenarios")
     own = set(check_names(load_scenario(path)))
+    _CHECKS = expectation_checks()  # every scenario file of the project declares its own
     foreign = set(_CHECKS) - own
     assert foreign, "the shipped scenarios declare checks digits does not have"
     selection = [a for a in defs.assets if a.key.to_user_string() in ("ingested_images", "validated_images")]
@@ -112,7 +132,7 @@ def test_scenario_lock_serializes_writers(tmp_path):
     """A second writer of the same scenario waits for the first; another scenario does not."""
     import multiprocessing as mp
 
-    from assets.common import scenario_lock
+    from pipelines.locks import scenario_lock
     from pipelines.paths import Roots, ScenarioPaths
 
     paths = ScenarioPaths("digits", Roots.under(tmp_path))
@@ -131,7 +151,7 @@ def test_scenario_lock_serializes_writers(tmp_path):
 
 
 def _hold_lock(base: str, name: str) -> None:
-    from assets.common import scenario_lock
+    from pipelines.locks import scenario_lock
     from pipelines.paths import Roots, ScenarioPaths
 
     with scenario_lock(ScenarioPaths(name, Roots.under(base))):
@@ -146,7 +166,9 @@ def test_whole_chain_materializes_and_reports(tmp_path):
     mats = {e.materialization.asset_key.to_user_string(): e.materialization for e in res.get_asset_materialization_events()}
     assert sorted(mats) == sorted(ASSETS)
     ev = mats["evaluation"].metadata
-    assert isinstance(ev["fid"].value, float) and ev["fid"].value >= 0
+    base = tmp_path / "base"
+    fid = json.loads((base / "metrics/digits.json").read_text())["fid"]
+    assert ev["fid"].value == round(fid, 4) and fid > 0  # the metrics file's FID, shown in Dagster
     assert 0.0 <= ev["membership_auc"].value <= 1.0 and "0.5 = the attack cannot tell" in ev["membership_auc_95ci"].value
     assert ev["differential_privacy"].value == "not trained with differential privacy"
     assert mats["generator"].metadata["differential_privacy"].value == "off"
@@ -157,7 +179,6 @@ def test_whole_chain_materializes_and_reports(tmp_path):
     assert mats["generator"].tags.get("dagster/data_version") == mats["generator"].metadata["dvc_md5"].value
     checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
     assert checks["check_blocking_expectations"] and checks["check_promotable"]
-    base = tmp_path / "base"
     for p in ("data/digits/ingested/table.csv", "data/digits/validated/report.json", "data/digits/augmented/pipeline.json", "models/digits/generator.safetensors", "models/digits/eval/samples.png", "metrics/digits.json"):
         assert (base / p).is_file(), p
 
@@ -188,7 +209,7 @@ def test_sensor_fires_once_per_change_of_the_raw_folder(tmp_path):
 
     def tick(cursor):
         with dg.build_sensor_context(cursor=cursor, resources={"project": res}) as ctx:
-            out = raw_data_sensor(ctx)
+            out = defs.resolve_sensor_def("raw_data_sensor")(ctx)
         return [r.partition_key for r in out.run_requests], out.cursor
 
     reqs, cursor = tick(None)
@@ -209,9 +230,9 @@ def test_sensor_fires_once_per_change_of_the_raw_folder(tmp_path):
 
 def test_schedule_asks_for_one_run_per_scenario():
     with dg.build_schedule_context(resources={"project": ScenarioGanResource()}, scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0)) as ctx:
-        requests = weekly_retrain(ctx)
+        requests = defs.resolve_schedule_def("weekly_retrain")(ctx)
     keys = sorted(r.partition_key for r in requests)
-    assert keys == sorted(scenario_partitions.get_partition_keys())
+    assert keys == sorted(defs.resolve_job_def("scenario_chain").partitions_def.get_partition_keys())
     assert len(set(r.run_key for r in requests)) == len(keys)
 
 
@@ -223,7 +244,7 @@ def test_cli_materializes_the_chain_for_the_smallest_scenario(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "NO_ALBUMENTATIONS_UPDATE": "1"}
     (tmp_path / "home").mkdir()
-    cmd = [str(dagster), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*", "--partition", "digits", "-c", str(config)]
+    cmd = [str(dagster), "asset", "materialize", "-m", "assets.definitions", "--select", "*", "--partition", "digits", "-c", str(config)]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -234,9 +255,9 @@ def test_cli_materializes_the_chain_for_the_smallest_scenario(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_command_runs_a_scenario_and_records_it(tmp_path):
-    """`python -m pipelines.run` (the README's main job) on a tiny scenario."""
+    """`python -m assets.run` (the README's main job) on a tiny scenario."""
     tiny_scenario(tmp_path / "scenarios")
-    cmd = [sys.executable, "-m", "pipelines.run", "digits", "--scenarios-dir", str(tmp_path / "scenarios"), "--base-dir", str(tmp_path / "base"), "--home", str(tmp_path / "home")]
+    cmd = [sys.executable, "-m", "assets.run", "digits", "--scenarios-dir", str(tmp_path / "scenarios"), "--base-dir", str(tmp_path / "base"), "--home", str(tmp_path / "home")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "== digits: done in" in proc.stdout and "promote: True" in proc.stdout

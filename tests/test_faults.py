@@ -19,29 +19,36 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.dvcio import STAGE_OUTS, STEPS, dvc_hash
+from pipelines.dvcio import dvc_hash
+from pipelines.registry import STEPS
 
+from .conftest import require
 from .dagster_support import tiny_scenario
 
 ROOT = Path(__file__).parents[1]
 
-# Runs `python -m pipelines.stage ...` with every atomic write counted; the write number
+# Runs `python -m pipelines.stage ...` with every atomic write (gan_core.atomic) counted; the write number
 # $KILL_ON_WRITE leaves half its bytes in a temporary file beside the target and then the
 # process SIGKILLs itself, as a crash mid-write would. $KILL_ON_WRITE=0 only counts.
 KILLER = r"""
 import atexit, os, signal, sys
-import gan_core.checkpoint as ck
-target, calls, real = int(os.environ["KILL_ON_WRITE"]), [0], ck.atomic_write_bytes
-def write(path, data):
+from contextlib import contextmanager
+import gan_core.atomic as atomic
+target, calls, real = int(os.environ["KILL_ON_WRITE"]), [0], atomic.atomic_writer
+@contextmanager
+def writer(path, size_hint=None):
     calls[0] += 1
-    if calls[0] == target:
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".killed.tmp"), "wb") as f:
-            f.write(data[: len(data) // 2])
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, data)
-ck.atomic_write_bytes = write
+    if calls[0] != target:
+        with real(path, size_hint) as f:
+            yield f
+        return
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".killed.tmp"), "w+b") as f:
+        yield f
+        f.truncate(f.seek(0, os.SEEK_END) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+atomic.atomic_writer = writer  # before anything imports it: every atomic write of the project goes through it
 atexit.register(lambda: print("WRITES", calls[0], file=sys.stderr))
 from pipelines.stage import main
 sys.exit(main(sys.argv[1:]))
@@ -49,7 +56,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run_stage(step: str, base: Path, scenarios: Path, kill_on_write: int | None = None) -> subprocess.CompletedProcess:
-    args = [step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios), "--no-dagster"]
+    args = [step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
     if kill_on_write is None:
         cmd = [sys.executable, "-m", "pipelines.stage", *args]
@@ -63,12 +70,12 @@ def outputs(step: str, base: Path) -> dict[str, str]:
     """DVC's hash of each output of ``step`` that is a function of its inputs (wall
     times and throughput excluded)."""
     skip = {"models/digits/summary.json", "models/digits/MODEL_CARD.md"}
-    return {p.format(s="digits"): dvc_hash(base / p.format(s="digits")) for p in STAGE_OUTS[step] if p.format(s="digits") not in skip}
+    return {o.at("digits"): dvc_hash(base / o.at("digits")) for o in STEPS[step].outputs if o.at("digits") not in skip}
 
 
 def remove_outputs(step: str, base: Path) -> None:
-    for p in STAGE_OUTS[step]:
-        path = base / p.format(s="digits")
+    for o in STEPS[step].outputs:
+        path = base / o.at("digits")
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     if step == "train":
         shutil.rmtree(base / "models/digits/checkpoints", ignore_errors=True)
@@ -139,15 +146,15 @@ def test_sigkill_mid_write_then_rerun(reference, tmp_path, step, which):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MiB tmpfs (root can mount one; elsewhere the test is skipped)."""
+    """A 4 MiB tmpfs. Root can mount one; elsewhere the test is skipped, and under CI
+    (``CI`` or ``SCENARIO_GAN_REQUIRE_TMPFS`` set; CI runs as root) it fails instead,
+    since a skip there would hide the test."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
+    how = "run the tests as root (or in a container with CAP_SYS_ADMIN), as CI does"
+    require(shutil.which("mount"), "the mount command", "install it (apt-get install -y mount) and " + how, flag="SCENARIO_GAN_REQUIRE_TMPFS")
     p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if p.returncode != 0:
-        msg = f"cannot mount a size-limited tmpfs here: {p.stderr.strip()}"
-        if os.environ.get("SCENARIO_GAN_REQUIRE_TMPFS"):  # CI can (it runs as root): a skip there would hide the test
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(p.returncode == 0, f"the permission to mount a size-limited tmpfs (mount: {p.stderr.strip()})", how, flag="SCENARIO_GAN_REQUIRE_TMPFS")
     try:
         yield mnt
     finally:

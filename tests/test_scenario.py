@@ -119,3 +119,75 @@ def test_project_settings_default_and_refuse_bad_values_by_file_and_key(tmp_path
         (tmp_path / "_project.yaml").write_text(text)
         with pytest.raises(ScenarioError, match=rf"_project\.yaml.*\n.*{key}"):
             load_project(tmp_path)
+
+
+# --------------------------------------------------------------------------- #
+# scenarios/_defaults.yaml: a scenario file says only what differs
+# --------------------------------------------------------------------------- #
+DEFAULTS = """
+gan:
+  model: {arch: dcgan, width: 32}
+  train: {batch_size: 32, ema_half_life_images: 2000}
+validation:
+  expectations:
+    - {expectation: expect_column_values_to_be_unique, kwargs: {column: sha256}}
+evaluation: {feature_steps: 123}
+"""
+
+
+def test_a_scenario_file_is_laid_over_the_defaults(tmp_path):
+    (tmp_path / "_defaults.yaml").write_text(DEFAULTS)
+    sc = load_scenario(write(tmp_path, GOOD + "gan: {train: {steps: 7}}\nvalidation: {expectations: []}\n"))
+    cfg = sc.gan_config()
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.ema_half_life_images, cfg.model.width) == (7, 32, 2000, 32)  # mappings merge key by key
+    assert sc.validation.expectations == []  # a list is replaced, not appended to
+    assert sc.evaluation.feature_steps == 123 and sc.evaluation.seed == 0  # the schema's default where neither says
+    assert load_scenario(write(tmp_path, GOOD)).validation.expectations[0].expectation == "expect_column_values_to_be_unique"
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [("name: z\n", ["_defaults.yaml", "name", "each scenario file"]), ("data: {source: folder}\n", ["_defaults.yaml", "data"]), ("ganz: {}\n", ["_defaults.yaml", "ganz", "allowed"]), ("- 1\n", ["_defaults.yaml", "mapping"])],
+)
+def test_a_bad_defaults_file_names_itself(tmp_path, text, words):
+    (tmp_path / "_defaults.yaml").write_text(text)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(write(tmp_path, GOOD))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_resolved_params_are_written_once_per_change(tmp_path):
+    import yaml
+
+    from pipelines.paths import ScenarioPaths
+    from pipelines.scenario import write_params
+
+    (tmp_path / "_defaults.yaml").write_text(DEFAULTS)
+    paths = ScenarioPaths("x", Roots.under(tmp_path / "base"))
+    first = write_params(load_scenario(write(tmp_path, GOOD)), paths)
+    resolved = yaml.safe_load(first.path.read_text())
+    assert first.changed and first.path == tmp_path / "base/data/x/params.yaml"
+    assert resolved["gan"]["train"]["ema_half_life_images"] == 2000 and resolved["evaluation"]["heldout_fraction"] == 0.2  # every key, whichever layer set it
+    mtime = first.path.stat().st_mtime_ns
+    assert not write_params(load_scenario(tmp_path / "x.yaml"), paths).changed and first.path.stat().st_mtime_ns == mtime
+    write(tmp_path, GOOD + "gan: {train: {steps: 9}}\n")
+    assert write_params(load_scenario(tmp_path / "x.yaml"), paths).changed
+    assert yaml.safe_load(first.path.read_text())["gan"]["train"] == {"batch_size": 32, "ema_half_life_images": 2000, "steps": 9}
+
+
+def test_the_shipped_scenarios_say_only_what_differs_from_the_defaults():
+    import yaml
+
+    from pipelines.scenario import SCENARIO_DIR, load_defaults, scenario_files
+
+    defaults = load_defaults(SCENARIO_DIR)
+    assert defaults, "scenarios/_defaults.yaml holds the shared values"
+
+    def leaves(d, prefix=()):
+        for k, v in d.items():
+            yield from leaves(v, prefix + (k,)) if isinstance(v, dict) else [(prefix + (k,), v)]
+
+    shared = dict(leaves(defaults))
+    for f in scenario_files(SCENARIO_DIR):
+        repeated = [".".join(k) for k, v in leaves(yaml.safe_load(f.read_text())) if shared.get(k, object()) == v]
+        assert repeated == [], f"{f.name} repeats _defaults.yaml: {repeated}"

@@ -75,7 +75,7 @@ def _project(tmp_path: Path):
 def test_schedule_and_sensor_run_the_good_scenarios_and_log_the_broken_one(tmp_path, capfd):
     """Partition names of the project (digits, faces, histology, textures): faces is a
     broken file, textures a folder scenario with new data, histology missing."""
-    from pipelines.automation import raw_data_sensor, weekly_retrain
+    from assets.definitions import build_definitions
 
     scen = tmp_path / "scenarios"
     tiny_scenario(scen, "digits")
@@ -85,6 +85,8 @@ def test_schedule_and_sensor_run_the_good_scenarios_and_log_the_broken_one(tmp_p
     raw.mkdir(parents=True)
     (raw / "a.png").write_bytes(b"not read by the sensor")
     project = _project(tmp_path)
+    defs = build_definitions(tmp_path / "base", scen)
+    weekly_retrain, raw_data_sensor = defs.resolve_schedule_def("weekly_retrain"), defs.resolve_sensor_def("raw_data_sensor")
 
     with dg.build_schedule_context(resources={"project": project}, scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=timezone.utc)) as ctx:
         requests = weekly_retrain(ctx)
@@ -100,11 +102,11 @@ def test_schedule_and_sensor_run_the_good_scenarios_and_log_the_broken_one(tmp_p
 
 
 def test_a_broken_empty_or_failing_scenario_fails_its_own_run_and_the_next_one_runs(tmp_path):
-    """Real Dagster runs, one per scenario as the UI, the schedule and `pipelines.run`
+    """Real Dagster runs, one per scenario as the UI, the schedule and `assets.run`
     start them: a broken file, an empty data folder and a failed validation each fail
     their own run with a message that says what to fix; a good scenario's run after them
     materializes everything."""
-    from pipelines.run import failure_messages, materialize_scenario
+    from assets.run import failure_messages, materialize_scenario
 
     scen = tmp_path / "scenarios"
     base = tmp_path / "base"
@@ -133,17 +135,15 @@ def test_dvc_repro_and_the_dagster_definitions_with_broken_scenarios(tmp_path):
     `dvc repro --keep-going` runs the good chain to the end and fails each bad one with
     its file named; the definitions load with every scenario as a partition."""
     p = make_project(tmp_path / "project", {"digits": {}})
-    spec = yaml.safe_load((p / "dvc.yaml").read_text())
     for name in ("tagged", "typo"):
         write_broken(p / "scenarios", name)
     scenario_file(p / "scenarios", "empty", data={"source": "folder"})
     (p / "data/empty/raw").mkdir(parents=True)  # there, and empty
     scenario_file(p / "scenarios", "failing", validation={"min_images": 100000, "expectations": []})
-    for v in spec["vars"]:
-        if "scenarios" in v:
-            v["scenarios"].update({n: {"source": "pipelines/builtin_data.py"} for n in ("tagged", "typo", "failing")})
-            v["scenarios"]["empty"] = {"source": "data/empty/raw"}
-    (p / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    gen = subprocess.run([str(p / ".venv/bin/python"), "-m", "pipelines.registry"], cwd=p, capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0 and "tagged.yaml" in gen.stderr and "typo.yaml" in gen.stderr, gen.stderr  # listed, and named as broken
+    spec = yaml.safe_load((p / "dvc.yaml").read_text())
+    assert next(v["scenarios"] for v in spec["vars"] if "scenarios" in v)["empty"] == {"source": "data/empty/raw"}
 
     run = dvc(p, "repro", "--keep-going", check=False)
     out = run.stdout + run.stderr
@@ -159,10 +159,9 @@ def test_dvc_repro_and_the_dagster_definitions_with_broken_scenarios(tmp_path):
 
     probe = (
         "import json, dagster as dg\n"
-        "from pipelines.definitions import defs\n"
-        "from assets.common import scenario_partitions\n"
+        "from assets.definitions import defs\n"
         "dg.Definitions.validate_loadable(defs)\n"
-        "print(json.dumps(sorted(scenario_partitions.get_partition_keys())))\n"
+        "print(json.dumps(sorted(defs.resolve_job_def('scenario_chain').partitions_def.get_partition_keys())))\n"
     )
     keys = subprocess.run([str(p / ".venv/bin/python"), "-c", probe], cwd=p, capture_output=True, text=True, timeout=300)
     assert keys.returncode == 0, keys.stderr[-3000:]

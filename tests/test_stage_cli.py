@@ -1,5 +1,8 @@
-"""The same steps outside Dagster: `python -m pipelines.stage <step> <scenario>` writes
-what the assets write, and a failed blocking expectation is a non-zero exit."""
+"""The same steps outside Dagster: the two commands of a DVC stage (`python -m
+pipelines.stage <step> <scenario>`, then `python -m assets.record <step> <scenario>`)
+write what the assets write and record what a Dagster run records; the code a step
+imports while it runs is code its DVC stage depends on; a failed blocking expectation is
+a non-zero exit."""
 
 from __future__ import annotations
 
@@ -18,21 +21,53 @@ from .dagster_support import tiny_scenario
 ROOT = Path(__file__).parents[1]
 
 
-def stage(step: str, tmp_path: Path, name: str = "digits") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipelines.stage", step, name, "--base-dir", str(tmp_path / "base"), "--scenarios-dir", str(tmp_path / "scenarios")]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"})
+ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def stage(step: str, tmp_path: Path, name: str = "digits", *importtime: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, *importtime, "-m", "pipelines.stage", step, name, "--base-dir", str(tmp_path / "base"), "--scenarios-dir", str(tmp_path / "scenarios")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+
+
+def record_step(step: str, tmp_path: Path, name: str = "digits") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "assets.record", step, name, "--base-dir", str(tmp_path / "base")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**ENV, "DAGSTER_HOME": str(tmp_path / "base/.dagster")})
+
+
+def project_files_imported(stderr: str) -> set[str]:
+    """The project's files a process imported, from its ``-X importtime`` report (every
+    import, also those inside functions, when it happens)."""
+    from pipelines.registry import _module_file
+
+    out = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            module = line.rsplit("|", 1)[1].strip()
+            f = _module_file(module, ROOT)
+            if f is not None:
+                out.add(f.relative_to(ROOT).as_posix())
+    return out
 
 
 @pytest.mark.slow
-def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
+def test_steps_run_in_order_and_match_the_asset_layout(tmp_path, monkeypatch):
     tiny_scenario(tmp_path / "scenarios")
     out = {}
-    from pipelines.dvcio import STEPS
+    from pipelines.registry import STEPS, code_closure
 
-    for step in STEPS:
-        proc = stage(step, tmp_path)
+    for step, st in STEPS.items():
+        proc = stage(step, tmp_path, "digits", "-X", "importtime")
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[step] = json.loads(proc.stdout.splitlines()[-1])
+        # everything of the project the step ran is a dependency of its DVC stage (and in
+        # its Dagster code version); the stage command imports no Dagster
+        imported = project_files_imported(proc.stderr)
+        runner = set(code_closure("pipelines.stage"))  # the command itself (dispatch, lock): it writes no output
+        assert imported and imported <= {*st.code_files(), *st.not_code, *runner}, (step, imported - set(st.code_files()) - runner)
+        assert not any(line.rsplit("|", 1)[1].strip().startswith(("dagster", "assets")) for line in proc.stderr.splitlines() if line.startswith("import time:") and "|" in line), step
+        if st.asset:
+            rec = record_step(step, tmp_path)
+            assert rec.returncode == 0 and "warning" not in rec.stderr, rec.stderr[-2000:]
     assert out["ingest"]["n_images"] == 1797 and out["validate"]["passed"] is True
     assert out["train"]["steps"] == 6
     n_validated = len(np.load(tmp_path / "base/data/digits/validated/images.npz")["images"])
@@ -65,14 +100,14 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
     # Every step is in the Dagster instance of the base directory, with DVC's hash as data version.
     from pipelines.dvcio import data_version
 
-    os.environ["DAGSTER_HOME"] = str(base / ".dagster")
-    try:
+    with monkeypatch.context() as env:  # DAGSTER_HOME for this block only
+        env.setenv("DAGSTER_HOME", str(base / ".dagster"))
         import dagster as dg
 
-        from assets.common import STEP_ASSETS
+        from pipelines.registry import ASSET_STEPS
 
         with dg.DagsterInstance.get() as instance:
-            for step, asset in STEP_ASSETS.items():
+            for step, asset in ((s, st.asset) for s, st in ASSET_STEPS.items()):
                 rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=["digits"]), limit=1).records[0]
                 mat = rec.event_log_entry.asset_materialization
                 assert mat.tags["dagster/data_version"] == data_version(step, "digits", base)
@@ -85,8 +120,6 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path):
                 (record,) = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
                 assert record.status.value == "SUCCEEDED" and record.partition == "digits", (check, record.status)
                 assert record.event.dagster_event.event_specific_data.passed
-    finally:
-        del os.environ["DAGSTER_HOME"]
 
 
 @pytest.mark.slow

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from pipelines import builtin_data
+from pipelines.io import load_images, read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import SCENARIO_DIR, load_scenario, parse_scenario
-from pipelines.steps.ingest import ingest, load_images, read_table
+from pipelines.steps.ingest import ingest
 from pipelines.steps.validate import ValidationConfigError, ValidationFailed, check_name, check_names, require_passed, validate
 
 DAGSTER_CHECK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -343,8 +344,8 @@ def test_dagster_checks_show_set_aside_counts(contaminated, tmp_path):
     import dagster as dg
     import yaml
 
-    from assets.common import ScenarioGanResource
-    from assets.validation import SUMMARY_CHECK, validated_images
+    from assets.common import ScenarioGanResource, scenario_partitions
+    from assets.validation import SUMMARY_CHECK, build
 
     from .dagster_support import tiny_scenario
 
@@ -352,6 +353,7 @@ def test_dagster_checks_show_set_aside_counts(contaminated, tmp_path):
     tiny_scenario(tmp_path / "scenarios", name="faces", data={"source": "folder"}, validation={**shipped, "max_quarantined_share": 0.3})
     shutil.copytree(contaminated.roots.data / "faces" / "ingested", tmp_path / "base" / "data" / "faces" / "ingested")
     project = ScenarioGanResource(base_dir=str(tmp_path / "base"), scenarios_dir=str(tmp_path / "scenarios"))
+    validated_images = build(scenario_partitions(tmp_path / "scenarios"), tmp_path / "scenarios")  # as the definitions build it
     with dg.build_asset_context(partition_key="faces", resources={"project": project}) as ctx:
         (out,) = list(validated_images(ctx))  # a multi-asset yields its result (its checks are per scenario)
     checks = {c.check_name: c for c in out.check_results}

@@ -11,18 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from gan_core.checkpoint import atomic_write_bytes
-
 from ..dvcio import dvc_hash
+from ..io import atomic_write, sha256_file
 from ..model_card import write_model_card
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
 from .ruler import load_ruler
-from .train import SPLIT_FILE, TrainingInputError, file_sha256, load_originals
+from ..training_data import SPLIT_FILE, TrainingInputError, load_originals
 
 
 @dataclass
-class EvaluationStepResult:
+class EvaluationResult:
     metrics: dict[str, Any]
     promote: bool
     reasons: list[str]
@@ -36,13 +35,13 @@ def promotion(scenario: Scenario, result: dict[str, Any]) -> tuple[bool, list[st
     """Does the model meet the scenario's promotion bar? ``(ok, reasons, verdict)``:
     the reasons name each failed criterion with its value and bar
     (:func:`gan_core.verdict.judge`)."""
-    from gan_core.verdict import judge
+    from gan_core.verdict import Bar, judge
 
-    v = judge(result, scenario.evaluation.promote.bar(scenario.domain))
+    v = judge(result, Bar(**scenario.evaluation.promote.bar_values(scenario.domain)))
     return v.passed, v.reasons, v.to_dict()
 
 
-def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepResult:
+def evaluate(scenario: Scenario, paths: ScenarioPaths) -> EvaluationResult:
     import torch
 
     from gan_core.checkpoint import load_generator
@@ -86,18 +85,18 @@ def evaluate_step(scenario: Scenario, paths: ScenarioPaths) -> EvaluationStepRes
         # (epsilon, delta) spent by DP training, without the accountant's history (null: not DP-trained)
         "differential_privacy": {k: v for k, v in meta["privacy"].items() if k != "history"} if meta.get("privacy") else None,
         "steps": meta.get("step"),
-        "model_sha256": file_sha256(gen_path),
+        "model_sha256": sha256_file(gen_path),
         "promote": ok,
         "promote_reasons": reasons,
         "failed_criteria": verdict["failed_criteria"],
         "ruler_md5": dvc_hash(paths.ruler),
     }
     # eval/metrics.json keeps the verdict beside the measures it judged (what a check reads)
-    atomic_write_bytes(paths.evaluation / "metrics.json", json.dumps({**result, "verdict": verdict}, indent=2, sort_keys=True).encode())
+    atomic_write(paths.evaluation / "metrics.json", json.dumps({**result, "verdict": verdict}, indent=2, sort_keys=True).encode())
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
+    atomic_write(paths.metrics, json.dumps(headline, indent=2, sort_keys=True).encode())
     card = write_model_card(scenario, paths, headline, q, m, verdict, privacy)
-    return EvaluationStepResult(
+    return EvaluationResult(
         metrics={**headline, "quality": q, "memorization": m, "realism": realism, "privacy": privacy, "verdict": verdict},
         promote=ok,
         reasons=reasons,

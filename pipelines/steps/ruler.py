@@ -22,7 +22,6 @@ Outputs (atomic, ``ruler.json`` last):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from gan_core.checkpoint import atomic_write_bytes
-
+from ..io import atomic_write, json_bytes, sha256_file
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
-from .train import TrainingInputError, file_sha256, heldout_originals, load_originals
+from ..training_data import TrainingInputError, heldout_originals, load_originals
 
 RULER_FILE = "ruler.json"
 FEATURE_NET_FILE = "feature_net.safetensors"
@@ -53,7 +51,7 @@ class RulerResult:
 
 def real_split(images: np.ndarray, scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out rows) of the validated images: the split the training step
-    makes (:func:`pipelines.steps.train.heldout_originals` with the same keys)."""
+    makes (:func:`pipelines.training_data.heldout_originals` with the same keys)."""
     ev = scenario.evaluation
     held = heldout_originals(np.arange(len(images)), ev.heldout_fraction, ev.seed)
     return np.setdiff1d(np.arange(len(images)), held), held
@@ -63,7 +61,7 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
     import torch
 
     from gan_core.features import save_feature_net, train_feature_net
-    from gan_core.metrics import evaluate_samples
+    from gan_core.quality import evaluate_samples
     from gan_core.verdict import realism_metrics
 
     images = load_originals(paths)
@@ -83,12 +81,12 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
     body = {
         "format": RULER_FORMAT,
         "scenario": scenario.name,
-        "validated_sha256": file_sha256(paths.validated / "images.npz"),
+        "validated_sha256": sha256_file(paths.validated / "images.npz"),
         "split": {"heldout_originals": held_rows.tolist(), "fraction": ev.heldout_fraction, "seed": ev.seed},
         "n_train": int(len(train_rows)),
         "n_heldout": int(len(held_rows)),
         "symmetries": list(symmetries),
-        "feature_net": {"file": FEATURE_NET_FILE, "sha256": file_sha256(net_path), "steps": ev.feature_steps, **net.train_info},
+        "feature_net": {"file": FEATURE_NET_FILE, "sha256": sha256_file(net_path), "steps": ev.feature_steps, **net.train_info},
         "floor": {
             **{k: floor[k] for k in ("fid_floor", "kid_floor_mean", "precision_floor", "recall_floor", "n_heldout", "extractor")},
             "c2st_accuracy": realism["c2st_accuracy"],
@@ -96,7 +94,7 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
             "sharpness_ratio": realism["sharpness_ratio"],
         },
     }
-    path = atomic_write_bytes(out / RULER_FILE, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+    path = atomic_write(out / RULER_FILE, json_bytes(body, ensure_ascii=True))
     return RulerResult(path, net_path, body["n_train"], body["n_heldout"], body["floor"], net.train_info)
 
 
@@ -112,7 +110,7 @@ def load_ruler(paths: ScenarioPaths, split: dict[str, Any] | None = None):
     if body.get("format") != RULER_FORMAT:
         raise TrainingInputError(f"{f}: format {body.get('format')!r}, expected {RULER_FORMAT!r}; rebuild the ruler")
     net = load_feature_net(paths.ruler / FEATURE_NET_FILE)
-    if hashlib.sha256((paths.ruler / FEATURE_NET_FILE).read_bytes()).hexdigest() != body["feature_net"]["sha256"]:
+    if sha256_file(paths.ruler / FEATURE_NET_FILE) != body["feature_net"]["sha256"]:
         raise TrainingInputError(f"{paths.ruler / FEATURE_NET_FILE} is not the file {f} describes; rebuild the ruler")
     if split is not None and sorted(split.get("heldout_originals", [])) != body["split"]["heldout_originals"]:
         raise TrainingInputError(

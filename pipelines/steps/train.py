@@ -15,7 +15,6 @@ that evaluation scores against exactly the images training never saw.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -25,21 +24,16 @@ from typing import Callable
 
 import numpy as np
 
-from gan_core.checkpoint import atomic_write_bytes
-
+from ..io import atomic_write, sha256_bytes, sha256_file
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
+from ..training_data import SPLIT_FILE, TrainingInputError, heldout_originals, load_training_images
 
-SPLIT_FILE = "split.json"
 LOSS_CSV = "loss.csv"  # the loss curve as a table (DVC plots read it)
 
 
-class TrainingInputError(RuntimeError):
-    """The augmented dataset is missing or unusable."""
-
-
 @dataclass
-class TrainStepResult:
+class TrainingResult:
     generator_path: Path
     steps: int
     images_seen: int
@@ -52,55 +46,12 @@ class TrainStepResult:
     n_heldout: int
     profile: str
     """The budget trained: ``cpu`` (the scenario's ``gan:``) or ``gpu`` (``gan:`` + ``gpu:``)."""
-    model_hash: str
+    model_sha256: str
     training_saw: dict
     """What the real images went through and what D's input ops were (see the module doc)."""
     ada_p: float | None = None
     privacy: dict | None = None
     """The (epsilon, delta) spent by differentially private training (``gan.train.privacy``), or None."""
-
-
-def load_training_images(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 NHWC, source_index: row -> original row) that training reads: the
-    augment step's offline copies when it wrote them, else the validated images."""
-    manifest = paths.augmented / "manifest.json"
-    if not manifest.is_file():
-        raise TrainingInputError(f"{manifest} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
-    copies = paths.augmented / "images.npz"
-    f = copies if copies.is_file() else paths.validated / "images.npz"
-    if not f.is_file():
-        raise TrainingInputError(f"{f} is missing: rerun validation and augmentation of scenario {paths.name!r}")
-    with np.load(f, allow_pickle=False) as z:
-        images = z["images"]
-        source = z["source_index"] if "source_index" in z.files else np.arange(len(images))
-    return images, source
-
-
-def load_originals(paths: ScenarioPaths) -> np.ndarray:
-    """The validated images (one row per original), uint8 NHWC."""
-    f = paths.validated / "images.npz"
-    if not f.is_file():
-        raise TrainingInputError(f"{f} is missing: rerun validation of scenario {paths.name!r}")
-    with np.load(f, allow_pickle=False) as z:
-        return z["images"]
-
-
-def heldout_originals(source_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted original indices held out from training (deterministic)."""
-    originals = np.unique(source_index)
-    n_held = max(4, int(round(len(originals) * fraction)))
-    if len(originals) - n_held < 4:
-        raise TrainingInputError(f"{len(originals)} images are too few to hold out {fraction:.0%} for evaluation; add images")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.permutation(originals)[:n_held])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_loss_csv(jsonl: Path, out: Path) -> Path:
@@ -110,17 +61,17 @@ def write_loss_csv(jsonl: Path, out: Path) -> Path:
     for r in rows:
         cols += [k for k in r if k not in cols]
     lines = [",".join(cols)] + [",".join("" if r.get(c) is None else repr(r[c]) for c in cols) for r in rows]
-    return atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    return atomic_write(out, ("\n".join(lines) + "\n").encode())
 
 
-def train_step(
+def train(
     scenario: Scenario,
     paths: ScenarioPaths,
     *,
     on_event: Callable | None = None,
     progress: bool | None = None,
     profile: str = "cpu",
-) -> TrainStepResult:
+) -> TrainingResult:
     """Train the scenario's GAN on its augmented data with the budget ``profile``
     (``scenarios/_project.yaml``: ``cpu`` or ``gpu``; never chosen by the hardware)."""
     import torch
@@ -155,21 +106,21 @@ def train_step(
     }
     paths.model.mkdir(parents=True, exist_ok=True)
     split = {"heldout_originals": held.tolist(), "n_train_rows": int(train_mask.sum()), "seed": ev.seed, "fraction": ev.heldout_fraction}
-    atomic_write_bytes(paths.model / SPLIT_FILE, json.dumps(split).encode())
+    atomic_write(paths.model / SPLIT_FILE, json.dumps(split).encode())
     # Checkpoints are resumed only by a run on the same data, split and budget.
-    run_key = hashlib.sha256(json.dumps({"augmented": json.loads((paths.augmented / "manifest.json").read_text())["content_hash"], "split": split}, sort_keys=True).encode()).hexdigest()
+    run_key = sha256_bytes(json.dumps({"augmented": json.loads((paths.augmented / "manifest.json").read_text())["content_hash"], "split": split}, sort_keys=True).encode())
     trainer = Trainer(
         cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key,
         real_transform=real_transform, describe=saw,
     )
     r = trainer.fit()
     summary = json.loads((paths.model / SUMMARY_FILE).read_text())
-    atomic_write_bytes(paths.model / SUMMARY_FILE, json.dumps({**summary, "profile": profile}, indent=2, sort_keys=True).encode())
+    atomic_write(paths.model / SUMMARY_FILE, json.dumps({**summary, "profile": profile}, indent=2, sort_keys=True).encode())
     write_loss_csv(paths.model / "metrics.jsonl", paths.model / LOSS_CSV)
     # Checkpoints exist to resume an interrupted run; a finished run keeps only its
     # generator, so the next materialization (or `dvc repro`) trains from scratch.
     shutil.rmtree(paths.model / "checkpoints", ignore_errors=True)
-    return TrainStepResult(
+    return TrainingResult(
         generator_path=r.generator_path,
         steps=r.steps,
         images_seen=r.images_seen,
@@ -181,7 +132,7 @@ def train_step(
         n_train_images=int(train_mask.sum()),
         n_heldout=len(held),
         profile=profile,
-        model_hash=file_sha256(r.generator_path),
+        model_sha256=sha256_file(r.generator_path),
         training_saw=saw,
         ada_p=r.ada_p,
         privacy=r.privacy,
