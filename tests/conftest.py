@@ -16,10 +16,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def in_ci() -> bool:
+    """True where the environment variable ``CI`` is set (CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(condition: object, what: str, how: str, *, flag: str | None = None, module_level: bool = False) -> None:
+    """Go on when ``condition`` holds. Otherwise ``what`` (a tool, a permission) is
+    missing for this test: locally the test is skipped; under CI (``CI`` set) or where
+    ``flag`` (an environment variable such as ``SCENARIO_GAN_REQUIRE_DVC``, which
+    ``.ci/run`` sets) is set, it fails, since a skip there would hide a test CI must run.
+    The message says what is missing and ``how`` to get it."""
+    __tracebackhide__ = True  # report the skip or failure at the caller's line
+    if condition:
+        return
+    msg = f"{what} is missing; {how}"
+    why = [name for name, on in (("CI", in_ci()), (flag, bool(flag and os.environ.get(flag)))) if on]
+    if why:
+        pytest.fail(f"{msg} (required here: {' and '.join(f'{n}={os.environ[n]}' for n in why)})", pytrace=False)
+    pytest.skip(msg, allow_module_level=module_level)
+
+
 @pytest.fixture(scope="session")
 def digits16() -> np.ndarray:
     """200 real 8x8 digits upsampled to 16x16, uint8 (N, H, W)."""
-    from gan_core.train import dry_run_data
+    from gan_core.cli import dry_run_data
 
     return dry_run_data()[:200]
 

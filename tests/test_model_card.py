@@ -17,17 +17,18 @@ from pipelines.model_card import MODEL_CARD_FILE, render_model_card
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import load_scenario, parse_scenario
 
+from .conftest import require
 from .dagster_support import tiny_scenario
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, one_torch_thread):
-    """The five steps on a tiny digits scenario: (scenario, paths, EvaluationStepResult)."""
+    """The five steps on a tiny digits scenario: (scenario, paths, EvaluationResult)."""
     from pipelines.steps.augment import augment
-    from pipelines.steps.evaluate import evaluate_step
+    from pipelines.steps.evaluate import evaluate
     from pipelines.steps.ingest import ingest
     from pipelines.steps.ruler import build_ruler
-    from pipelines.steps.train import train_step
+    from pipelines.steps.train import train
     from pipelines.steps.validate import require_passed, validate
 
     tmp = tmp_path_factory.mktemp("card")
@@ -39,8 +40,8 @@ def evaluated(tmp_path_factory, one_torch_thread):
     require_passed(validate(scenario, paths))
     augment(scenario, paths)
     build_ruler(scenario, paths)
-    train_step(scenario, paths, progress=False, profile="cpu")
-    return scenario, paths, evaluate_step(scenario, paths)
+    train(scenario, paths, progress=False, profile="cpu")
+    return scenario, paths, evaluate(scenario, paths)
 
 
 def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
@@ -76,7 +77,7 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
         assert link in text
         assert (card.parent / link[2:-1]).is_file()
     # how to get it back
-    for cmd in ("dvc repro evaluate@digits", "dvc pull --with-deps evaluate@digits", "python -m pipelines.run digits"):
+    for cmd in ("dvc repro evaluate@digits", "dvc pull --with-deps evaluate@digits", "python -m assets.run digits"):
         assert cmd in text
     assert f"Code: {NOT_A_GIT_CHECKOUT}" in text  # the tmp project is no git checkout
     # nothing of the machine it ran on
@@ -85,11 +86,11 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
 
 
 def test_card_is_byte_identical_for_identical_inputs(evaluated, tmp_path):
-    from pipelines.steps.evaluate import evaluate_step
+    from pipelines.steps.evaluate import evaluate
 
     scenario, paths, result = evaluated
     first = result.model_card.read_bytes()
-    again = evaluate_step(scenario, paths)
+    again = evaluate(scenario, paths)
     assert again.model_card.read_bytes() == first
     # the same files in another directory: the same card (no absolute paths)
     moved = tmp_path / "elsewhere"
@@ -146,8 +147,12 @@ def test_code_version_is_not_a_git_checkout_outside_git(tmp_path):
     assert code_version(tmp_path / "does-not-exist") == NOT_A_GIT_CHECKOUT
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def require_git() -> None:
+    require(shutil.which("git"), "git", "install it: apt-get install -y git")
+
+
 def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path):
+    require_git()
     repo = tmp_path / "project"
     (repo / "metrics").mkdir(parents=True)
     (repo / "code.py").write_text("x = 1\n")
@@ -171,8 +176,7 @@ def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path):
 
 
 def test_card_of_a_git_project_names_the_commit(evaluated, tmp_path):
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+    require_git()
     scenario, paths, result = evaluated
     repo = tmp_path / "project"
     shutil.copytree(paths.roots.data.parent, repo)

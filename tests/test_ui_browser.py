@@ -1,5 +1,5 @@
 """The real Dagster UI in headless Chromium (Playwright), started as users start it
-(``python -m pipelines.ui``): the asset graph shows the six stages, an asset shows the
+(``python -m assets.ui``): the asset graph shows the six stages, an asset shows the
 scenario partitions, a materialization of the whole chain for ``digits`` launched from
 the UI succeeds, and the evaluation's sample grid renders from its metadata.
 
@@ -9,7 +9,7 @@ launch dialog's config editor, as a user would. Screenshots of every stage go to
 ``$UI_ARTIFACTS`` (default: the test's tmp dir; the path is printed).
 
 Needs Debian's ``chromium`` and ``playwright==1.65.2`` (no downloaded browser); skips
-when either is missing.
+when either is missing, and fails instead under CI (``CI`` set).
 """
 
 from __future__ import annotations
@@ -23,21 +23,17 @@ from pathlib import Path
 
 import pytest
 
-# Where the browser is required (CI sets SCENARIO_GAN_REQUIRE_BROWSER=1), a missing
+from .conftest import require
+
+# Under CI (CI set, or SCENARIO_GAN_REQUIRE_BROWSER=1 as .ci/run sets) a missing
 # playwright or chromium fails the test instead of skipping it.
-REQUIRED = os.environ.get("SCENARIO_GAN_REQUIRE_BROWSER") == "1"
-
-
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(reason + " (SCENARIO_GAN_REQUIRE_BROWSER=1)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
+BROWSER_FLAG = "SCENARIO_GAN_REQUIRE_BROWSER"
 
 try:
     from playwright import sync_api
 except ImportError:
-    _missing("playwright is not installed (pip install playwright==1.65.2)")
+    sync_api = None
+require(sync_api, "the Python package playwright", "install it: .venv/bin/pip install playwright==1.65.2 (in the dev extra)", flag=BROWSER_FLAG, module_level=True)
 expect = sync_api.expect
 
 from .dagster_support import tiny_scenario  # noqa: E402
@@ -54,8 +50,7 @@ UI_TIMEOUT_MS = 60_000  # two busy CPU cores: pages can take a while to load
 @pytest.fixture
 def chromium() -> str:
     path = shutil.which("chromium")
-    if path is None:
-        _missing("Debian chromium is not installed (apt-get install -y chromium)")
+    require(path, "Debian's chromium (no chromium on PATH)", "install it: apt-get install -y chromium (.ci/run does)", flag=BROWSER_FLAG)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the browser tests: start ``python -m pipelines.ui`` the way users do and
+"""Helpers for the browser tests: start ``python -m assets.ui`` the way users do and
 always stop it; a tiny copy of a shipped scenario; a folder for screenshots."""
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ class DagsterUI:
 
 
 def start_ui(home: Path, log: Path, *, timeout: float = 180.0) -> DagsterUI:
-    """``python -m pipelines.ui --port <free> --home <home>``; returns once /server_info
+    """``python -m assets.ui --port <free> --home <home>``; returns once /server_info
     answers. Raises (after stopping it) if it exits or does not answer in time."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.ui", "--port", str(port), "--home", str(home)],
+            [sys.executable, "-m", "assets.ui", "--port", str(port), "--home", str(home)],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -76,7 +76,7 @@ def start_ui(home: Path, log: Path, *, timeout: float = 180.0) -> DagsterUI:
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"python -m pipelines.ui exited with {proc.returncode}:\n{ui.log_tail()}")
+                raise RuntimeError(f"python -m assets.ui exited with {proc.returncode}:\n{ui.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{ui.url}/server_info", timeout=5) as r:
                     if r.status == 200:
