@@ -24,7 +24,7 @@ from assets.common import ScenarioGanResource
 from assets.definitions import build_definitions, defs
 from pipelines.dvcio import dvc_hash
 
-from .dagster_support import tiny_scenario
+from .dagster_support import TINY_DIGITS, tiny_scenario
 
 ASSETS = ["ingested_images", "validated_images", "augmented_images", "ruler", "generator", "evaluation"]
 
@@ -74,7 +74,7 @@ def test_ingested_images_called_directly(tmp_path):
     tiny_scenario(tmp_path / "scenarios")
     with dg.build_asset_context(partition_key="digits", resources={"project": project(tmp_path)}) as ctx:
         result = asset("ingested_images")(ctx)
-    assert getattr(result.metadata["n_images"], "value", result.metadata["n_images"]) == 1797
+    assert getattr(result.metadata["n_images"], "value", result.metadata["n_images"]) == TINY_DIGITS
     # The data version is the hash DVC records for the step's output.
     assert result.data_version.value == dvc_hash(tmp_path / "base/data/digits/ingested")
     assert result.data_version.value.endswith(".dir")

@@ -325,6 +325,8 @@ def test_editing_a_steps_code_makes_dvc_and_dagster_name_the_same_steps(project,
         edited.write_text(text)
     back = dvc(project, "repro").stdout  # the model of the original code, restored from DVC's run cache
     assert _ran(back) == set() and back.count("cached - skipping run") >= 2, back
+    git(project, "checkout", "--", "dvc.lock")  # the committed state, as every test of the module leaves it
+    dvc(project, "checkout", "-q")
     assert "up to date" in dvc(project, "status").stdout and stale() == set()  # the restore sync records the code version too
 
 
@@ -337,7 +339,7 @@ def test_push_then_a_fresh_clone_pulls_models_and_metrics_without_retraining(pro
     (clone / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     (clone / ".dvc-venv").symlink_to(DVC.parents[1], target_is_directory=True)
     assert not (clone / "models/digits/generator.safetensors").exists()
-    dvc(clone, "pull", "-q")
+    dvc(clone, "pull")
     for name in ("digits", "sprites"):
         for path in ("models/{s}/generator.safetensors", "metrics/{s}.json", "models/{s}/MODEL_CARD.md"):
             p = path.format(s=name)

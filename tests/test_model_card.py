@@ -18,7 +18,7 @@ from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import load_scenario, parse_scenario
 
 from .conftest import require
-from .dagster_support import tiny_scenario
+from .dagster_support import TINY_DIGITS, tiny_scenario
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_card_describes_the_model_from_the_files_of_the_run(evaluated):
         assert f"`{dvc_hash(d)}`" in text
     # data, validation, augmentation, parameters, training
     split = json.loads((paths.model / "split.json").read_text())
-    assert "Images ingested: 1797" in text and f"Held out for evaluation: {len(split['heldout_originals'])} original images" in text
+    assert f"Images ingested: {TINY_DIGITS}" in text and f"Held out for evaluation: {len(split['heldout_originals'])} original images" in text
     assert "**Passed**" in text and "| `expect_column_values_to_be_between` | `{\"column\": \"mean\"" in text
     # what training saw: digits declare no symmetry, so Affine acts on D's input
     assert "**Real images** (none)" in text
