@@ -54,7 +54,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_ingest import loadavg, machine_info  # noqa: E402
+from benchmarks.harness import loadavg, machine_info  # noqa: E402
 
 VARIANTS = ("bare", "augment_batch", "augment_step")
 DEFAULTS = {"n_images": 2000, "copies": 4, "reps": 5, "policies": None}

@@ -61,7 +61,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.bench_ingest import loadavg, machine_info
+from benchmarks.harness import loadavg, machine_info
 
 DEFAULTS = {"draws": 5, "sizes": [1000, 10000, 100000], "edit_sample": 50}
 QUICK = {"draws": 1, "sizes": [500, 2000], "edit_sample": 10}

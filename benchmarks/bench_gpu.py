@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.bench_ingest import loadavg, machine_info
+from benchmarks.harness import loadavg, machine_info
 
 NO_CUDA_EXIT = 3
 RESOLUTION = 64

@@ -59,7 +59,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -321,44 +320,7 @@ def run_worker(variant: str, jobs: list[dict[str, Any]]) -> tuple[list[dict[str,
 
 
 # --------------------------------------------------------------------------- run
-def loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from (no torch import: cheap for every benchmark)."""
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    git = None
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": cpu or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gib": mem,
-        "numpy": np.__version__,
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ},
-        "git_commit": git,
-    }
+from benchmarks.harness import loadavg, machine_info  # noqa: E402
 
 
 def _median(xs: list[float]) -> float:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = work / "scenarios"
     _tiny(scenarios, args.steps)
 
-    from benchmarks.bench_ingest import machine_info
+    from benchmarks.harness import machine_info
     from pipelines.scenario import load_scenario
     from pipelines.stage import run_step
 

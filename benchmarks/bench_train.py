@@ -511,7 +511,7 @@ def param_counts(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_info(opts: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.bench_ingest import machine_info as common
+    from benchmarks.harness import machine_info as common
 
     try:
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "gan_core"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip())

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.report import write_result
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from benchmarks.bench_ingest import machine_info
+    from benchmarks.harness import machine_info
 
     opts = parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731

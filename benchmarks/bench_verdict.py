@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.bench_ingest import loadavg, machine_info
+from benchmarks.harness import loadavg, machine_info
 
 
 @dataclass(frozen=True)

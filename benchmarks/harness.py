@@ -1,7 +1,8 @@
-"""What the quality benchmarks share: one scenario's real pipeline steps, run once for the
-data (ingest, validate, ruler) and once per variant of its file (augment, train,
-evaluate), each variant in a folder of its own with the same ruler, so that every row
-is measured the same way.
+"""What the benchmarks share: the machine facts every report carries
+(:func:`machine_info`, :func:`loadavg`), and for the quality benchmarks one scenario's
+real pipeline steps, run once for the data (ingest, validate, ruler) and once per
+variant of its file (augment, train, evaluate), each variant in a folder of its own with
+the same ruler, so that every row is measured the same way.
 
     bench = ScenarioBench.prepare(raw, work / "faces", quick=False)   # raw: the scenario file as a dict
     row = bench.run("none", {**raw, "augmentation": ...}, keep_grids="grids/")
@@ -11,13 +12,57 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from (no torch import: cheap for every benchmark)."""
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    git = None
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": cpu or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": mem,
+        "numpy": __import__("numpy").__version__,
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ},
+        "git_commit": git,
+    }
+
 
 # Headline measures every row reports (from metrics/<scenario>.json).
 MEASURES = ("fid_over_floor", "fid", "fid_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "promote", "failed_criteria")
@@ -107,7 +152,6 @@ def run_and_report(opts: argparse.Namespace, key: str, settings: dict[str, Any],
     ``opts.out``: ``{settings, machine, loadavg_before/after, wall_s, <key>: body's result}``."""
     import torch
 
-    from benchmarks.bench_ingest import machine_info
     from benchmarks.report import write_result
 
     torch.set_num_threads(opts.threads)
