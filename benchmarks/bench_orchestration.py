@@ -8,11 +8,12 @@ train -> evaluate) through each entry point, side by side, plus a no-op `dvc rep
 Variants (same tiny `digits` scenario, same machine, interleaved, order rotated each
 repetition so bursts of load hit all of them):
 
-- ``direct``   the five step functions called in this process (imports already warm:
-  the floor);
-- ``stages``   ``python -m pipelines.stage <step> digits``, five processes: what a DVC
-  stage runs, without DVC (each pays its imports, and records the step in Dagster);
-- ``dagster``  ``dagster.materialize`` of the five assets in this process (the code
+- ``direct``   the seven step functions (params, ingest, validate, augment, ruler, train,
+  evaluate) called in this process (imports already warm: the floor);
+- ``stages``   the two commands of each DVC stage, without DVC: ``python -m
+  pipelines.stage <step> digits`` (the step's imports only, no Dagster), then ``python -m
+  assets.record <step> digits`` (Dagster, records the step): seven plus six processes;
+- ``dagster``  ``dagster.materialize`` of the six assets in this process (the code
   path of ``python -m assets.run``, the UI, schedules and sensors), with a temporary
   instance;
 - ``dvc``      ``dvc repro --force evaluate@digits`` in a git + DVC copy of the project
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "orchestration",
         "machine": {**machine_info(), "loadavg": os.getloadavg()},
-        "settings": {"reps": args.reps, "train_steps": args.steps, "scenario": "digits (1797 images, 16x16, tiny dcgan)", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "settings": {"reps": args.reps, "train_steps": args.steps, "scenario": f"digits ({load_scenario(scenarios / 'digits.yaml').data.limit or 1797} images, 16x16, tiny dcgan)", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "seconds_median": {n: statistics.median(v) for n, v in times.items()},
         "seconds": times,
         "ratio_to_direct_median": {n: statistics.median(t / d for t, d in zip(v, times["direct"])) for n, v in times.items() if n != "direct"},

@@ -28,7 +28,9 @@ and what it does. Generated from the schema the pipeline validates with
 (`python -m pipelines.reference > docs/SCENARIO_KEYS.md`; a test keeps it current).
 A key that is not listed is an error naming the file and the key. `[]` marks a list
 of mappings; `gan:` and `gpu:` take the same keys (`gpu:` is laid over `gan:` when
-`profile: gpu` is set in scenarios/_project.yaml).
+`profile: gpu` is set in scenarios/_project.yaml). The defaults here are the schema's;
+`scenarios/_defaults.yaml` lays the project's own under every scenario file (mappings
+merge key by key), and `data/<name>/params.yaml` shows what a scenario resolved to.
 """
 
 
