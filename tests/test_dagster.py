@@ -179,6 +179,15 @@ def test_whole_chain_materializes_and_reports(tmp_path):
     assert mats["generator"].tags.get("dagster/data_version") == mats["generator"].metadata["dvc_md5"].value
     checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
     assert checks["check_blocking_expectations"] and checks["check_promotable"]
+    # a step run by DVC is recorded with the same metadata, built from the same files
+    from assets.record import step_check_evaluations, step_metadata
+    from pipelines.registry import ASSET_STEPS
+
+    lineage_keys = {"dvc_md5", "dvc_stage", "dvc", "git_commit"}
+    for step, st in ASSET_STEPS.items():
+        assert set(step_metadata(step, "digits", base)) == set(mats[st.asset].metadata) - lineage_keys, step
+    by_dvc = {c["check_name"]: c["passed"] for step in ASSET_STEPS for c in step_check_evaluations(step, "digits", base)}
+    assert by_dvc == checks
     for p in ("data/digits/ingested/table.csv", "data/digits/validated/report.json", "data/digits/augmented/pipeline.json", "models/digits/generator.safetensors", "models/digits/eval/samples.png", "metrics/digits.json"):
         assert (base / p).is_file(), p
 
