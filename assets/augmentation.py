@@ -8,7 +8,7 @@ import dagster as dg
 from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 
-from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel, run_step
 
 
 def routes_table(routes: list[dict]) -> str:
@@ -45,14 +45,8 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
         per batch in training, or as offline copies), image-changing transforms to D's input
         for real and generated images alike, anything else refused. Shows originals beside
         what D sees of them."""
-        from pipelines.locks import step_lock
-        from pipelines.steps.augment import augment
-
-        name = context.partition_key
-        paths = project.paths(name)
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            augment(project.scenario(name), paths)
-        version, lineage = record_lineage(context, "augment", name, project)
-        return dg.MaterializeResult(metadata={**augmentation_metadata(paths), **lineage}, data_version=version)
+        run_step(context, project, "augment")
+        version, lineage = record_lineage(context, "augment", context.partition_key, project)
+        return dg.MaterializeResult(metadata={**augmentation_metadata(project.paths(context.partition_key)), **lineage}, data_version=version)
 
     return augmented_images

@@ -75,6 +75,18 @@ class ScenarioGanResource(dg.ConfigurableResource):
         return load_project(self.scenarios_dir)
 
 
+def run_step(context: dg.AssetExecutionContext, project: "ScenarioGanResource", step: str, **kwargs: Any) -> Any:
+    """Run ``step`` (its registry function) for the run's partition under the scenario's
+    lock, waiting while a DVC command is at work in the project. Returns the step's
+    result."""
+    from pipelines.locks import step_lock
+
+    name = context.partition_key
+    paths = project.paths(name)
+    with step_lock(paths, project.roots().data.parent, log=context.log.info):
+        return STEPS[step].function_object()(project.scenario(name), paths, **kwargs)
+
+
 def record_lineage(context: dg.AssetExecutionContext, step: str, name: str, project: ScenarioGanResource) -> tuple[dg.DataVersion, dict[str, Any]]:
     """After a step wrote its outputs (and released the scenario lock): the data version
     is DVC's hash of the step's output, and the step is recorded in ``dvc.lock``

@@ -9,7 +9,7 @@ import dagster as dg
 from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 
-from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel, scenario_check
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel, run_step, scenario_check
 
 PROMOTE_CHECK = "check_promotable"
 FLOATS = ("fid_over_floor", "precision", "recall", "c2st_accuracy", "sharpness_ratio", "near_copy_share", "membership_auc", "fid", "fid_floor", "kid")
@@ -87,15 +87,9 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
         held-out real images), test whether a classifier tells samples from real images
         and whether they are as sharp, audit memorization and membership inference, draw sample and interpolation
         grids, and decide promotion: the verdict names every criterion that fails."""
-        from pipelines.locks import step_lock
-        from pipelines.steps.evaluate import evaluate
-
-        name = context.partition_key
-        paths = project.paths(name)
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            evaluate(project.scenario(name), paths)
-        version, lineage = record_lineage(context, "evaluate", name, project)
-        metadata, check = evaluation_metadata(paths)
+        run_step(context, project, "evaluate")
+        version, lineage = record_lineage(context, "evaluate", context.partition_key, project)
+        metadata, check = evaluation_metadata(project.paths(context.partition_key))
         return dg.MaterializeResult(
             metadata={**metadata, **lineage},
             check_results=[dg.AssetCheckResult(**check)],

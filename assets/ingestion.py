@@ -9,7 +9,7 @@ import dagster as dg
 from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 
-from .common import ScenarioGanResource, asset_arguments, record_lineage, rel
+from .common import ScenarioGanResource, asset_arguments, record_lineage, rel, run_step
 
 
 def ingestion_metadata(paths: ScenarioPaths) -> dict[str, Any]:
@@ -37,14 +37,8 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
         Decode, orient, convert and resize the scenario's images; write the per-image
         table (size, mode, mean/std, symmetry, content hash, duplicates). Unreadable or
         unfit files are quarantined with a reason, never dropped silently."""
-        from pipelines.locks import step_lock
-        from pipelines.steps.ingest import ingest
-
-        name = context.partition_key
-        paths = project.paths(name)
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            ingest(project.scenario(name), paths)
-        version, lineage = record_lineage(context, "ingest", name, project)
-        return dg.MaterializeResult(metadata={**ingestion_metadata(paths), **lineage}, data_version=version)
+        run_step(context, project, "ingest")
+        version, lineage = record_lineage(context, "ingest", context.partition_key, project)
+        return dg.MaterializeResult(metadata={**ingestion_metadata(project.paths(context.partition_key)), **lineage}, data_version=version)
 
     return ingested_images

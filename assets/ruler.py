@@ -9,7 +9,7 @@ import dagster as dg
 from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 
-from .common import ScenarioGanResource, asset_arguments, record_lineage, rel
+from .common import ScenarioGanResource, asset_arguments, record_lineage, rel, run_step
 
 
 def ruler_metadata(paths: ScenarioPaths) -> dict[str, Any]:
@@ -36,14 +36,8 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
         images scored like a model). Every model of the scenario is measured with the same
         ruler, so scores are comparable across retrains; rebuilt only when the real images
         change."""
-        from pipelines.locks import step_lock
-        from pipelines.steps.ruler import build_ruler
-
-        name = context.partition_key
-        paths = project.paths(name)
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            build_ruler(project.scenario(name), paths)
-        version, lineage = record_lineage(context, "ruler", name, project)
-        return dg.MaterializeResult(metadata={**ruler_metadata(paths), **lineage}, data_version=version)
+        run_step(context, project, "ruler")
+        version, lineage = record_lineage(context, "ruler", context.partition_key, project)
+        return dg.MaterializeResult(metadata={**ruler_metadata(project.paths(context.partition_key)), **lineage}, data_version=version)
 
     return ruler

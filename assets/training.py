@@ -8,7 +8,7 @@ import dagster as dg
 from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 
-from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel
+from .common import ScenarioGanResource, asset_arguments, png_markdown, record_lineage, rel, run_step
 
 
 def generator_metadata(paths: ScenarioPaths) -> dict[str, Any]:
@@ -56,13 +56,8 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
         Train (or resume) the scenario's generator with the budget `profile` of
         scenarios/_project.yaml names (cpu: `gan:`, gpu: `gan:` + `gpu:`). Checkpoints are resumable; a diverged run never
         produces a model."""
-        from pipelines.locks import step_lock
-        from pipelines.steps.train import train
-
         name = context.partition_key
-        paths = project.paths(name)
-        scenario = project.scenario(name)
-        every = max(1, scenario.gan_config().train.steps // 20)
+        every = max(1, project.scenario(name).gan_config().train.steps // 20)
 
         def on_event(e) -> None:
             if e.kind == "step" and (e.step % every == 0 or e.step == e.total_steps):
@@ -70,9 +65,8 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
             elif e.kind in ("rollback", "start", "end"):
                 context.log.info(f"[{name}] {e.kind} at step {e.step} {e.logs}")
 
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            train(scenario, paths, on_event=on_event, progress=False, profile=project.settings().profile)
+        run_step(context, project, "train", on_event=on_event, progress=False, profile=project.settings().profile)
         version, lineage = record_lineage(context, "train", name, project)
-        return dg.MaterializeResult(metadata={**generator_metadata(paths), **lineage}, data_version=version)
+        return dg.MaterializeResult(metadata={**generator_metadata(project.paths(name)), **lineage}, data_version=version)
 
     return generator

@@ -15,7 +15,7 @@ from pipelines.paths import ScenarioPaths
 from pipelines.registry import PROJECT_ROOT
 from pipelines.scenario import SCENARIO_DIR, load_each
 
-from .common import ScenarioGanResource, asset_arguments, record_lineage, rel, scenario_check
+from .common import ScenarioGanResource, asset_arguments, record_lineage, rel, run_step, scenario_check
 
 SUMMARY_CHECK = "check_blocking_expectations"
 
@@ -138,13 +138,11 @@ def build(partitions: dg.PartitionsDefinition, scenarios_dir: str | os.PathLike[
         can_subset=True,  # a partition yields only its own scenario's expectation checks
     )
     def validated_images(context: dg.AssetExecutionContext, project: ScenarioGanResource):
-        from pipelines.locks import step_lock
-        from pipelines.steps.validate import capped_files, validate
+        from pipelines.steps.validate import capped_files
 
         name = context.partition_key
         paths = project.paths(name)
-        with step_lock(paths, project.roots().data.parent, log=context.log.info):
-            r = validate(project.scenario(name), paths)
+        r = run_step(context, project, "validate")
         selected = {k.name for k in context.selected_asset_check_keys}
         results = [dg.AssetCheckResult(asset_key="validated_images", **c) for c in validation_checks(paths, checks) if c["check_name"] in selected]
         metadata = validation_metadata(paths)
