@@ -109,3 +109,11 @@ def test_assets_take_key_dependencies_and_code_version_from_the_registry():
         node = graph.get(__import__("dagster").AssetKey(st.asset))
         assert node.code_version == st.code_version()
         assert {p.to_user_string() for p in node.parent_keys} == {STEPS[u].asset for u in st.upstream}
+
+
+def test_the_scenario_gan_command_checks_dvc_yaml_and_refuses_unknown_commands(capsys):
+    from assets.cli import COMMANDS, main
+
+    assert set(COMMANDS) == {"run", "stage", "lineage", "ui", "dvc-yaml"}
+    assert main(["dvc-yaml", "--check"]) == 0 and "is current" in capsys.readouterr().out
+    assert main(["nope"]) == 2 and "dvc-yaml" in capsys.readouterr().err  # the usage, naming every command
