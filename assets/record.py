@@ -95,6 +95,7 @@ def sync_from_dvc(base: Path, instance: dg.DagsterInstance, scenarios: list[str]
     if dvc_busy(base):
         return []
     reported = []
+    code_versions: dict[str, str] = {}  # one hash of each step's code per sync, not one per scenario
     for stage, entry in read_lock(base).items():
         step, _, name = stage.partition("@")
         if step not in ASSET_STEPS or (scenarios is not None and name not in scenarios):
@@ -107,7 +108,8 @@ def sync_from_dvc(base: Path, instance: dg.DagsterInstance, scenarios: list[str]
         key = dg.AssetKey(st.asset)
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
         tags = records[0].event_log_entry.asset_materialization.tags if records else {}
-        if tags.get("dagster/data_version") == recorded and tags.get("dagster/code_version") == st.code_version(base):
+        code_version = code_versions.setdefault(step, st.code_version(base))
+        if tags.get("dagster/data_version") == recorded and tags.get("dagster/code_version") == code_version:
             continue
         try:
             on_disk = dvc_hash(base / first)
@@ -135,36 +137,27 @@ def _locked_code_is_current(entry: dict[str, Any], st, base: Path) -> bool:
         return False
 
 
+# The function each asset builds its metadata with, from the step's files.
+_METADATA = {
+    "ingest": (".ingestion", "ingestion_metadata"),
+    "validate": (".validation", "validation_metadata"),
+    "augment": (".augmentation", "augmentation_metadata"),
+    "ruler": (".ruler", "ruler_metadata"),
+    "train": (".training", "generator_metadata"),
+    "evaluate": (".evaluation", "evaluation_metadata"),
+}
+
+
 def step_metadata(step: str, name: str, base: Path) -> dict[str, Any]:
     """The metadata the step's asset shows (grids, curves, tables), built from the step's
     files by the asset's own function (paths in it are relative to the working
     directory, the project's in a DVC stage)."""
-    paths = ScenarioPaths(name, Roots.under(base))
-    if step == "ingest":
-        from .ingestion import ingestion_metadata
+    import importlib
 
-        return ingestion_metadata(paths)
-    if step == "validate":
-        from .validation import validation_metadata
+    module, function = _METADATA[step]
+    out = getattr(importlib.import_module(module, __package__), function)(ScenarioPaths(name, Roots.under(base)))
+    return out[0] if step == "evaluate" else out  # evaluation_metadata also returns its check
 
-        return validation_metadata(paths)
-    if step == "augment":
-        from .augmentation import augmentation_metadata
-
-        return augmentation_metadata(paths)
-    if step == "ruler":
-        from .ruler import ruler_metadata
-
-        return ruler_metadata(paths)
-    if step == "train":
-        from .training import generator_metadata
-
-        return generator_metadata(paths)
-    if step == "evaluate":
-        from .evaluation import evaluation_metadata
-
-        return evaluation_metadata(paths)[0]
-    raise ValueError(f"no asset for step {step!r}")
 
 
 def step_check_evaluations(step: str, name: str, base: Path) -> list[dict[str, Any]]:

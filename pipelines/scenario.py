@@ -523,8 +523,8 @@ def write_params(scenario: Scenario, paths: "ScenarioPaths") -> ParamsResult:
     same): the parameters file whose keys every DVC stage of the scenario depends on."""
     from pipelines.io import atomic_write
 
-    text = ("# Resolved by `python -m pipelines.stage params " + scenario.name + "` from scenarios/_defaults.yaml and scenarios/"
-            + scenario.name + ".yaml; do not edit (edit those).\n" + yaml.safe_dump(resolved_params(scenario), sort_keys=False, width=1000)).encode("utf-8")
+    text = ("# scenarios/_defaults.yaml under scenarios/" + scenario.name + ".yaml, every default filled in (params@"
+            + scenario.name + "); do not edit, edit those.\n" + yaml.safe_dump(resolved_params(scenario), sort_keys=False, width=1000)).encode("utf-8")
     target = paths.params
     if target.is_file() and target.read_bytes() == text:
         return ParamsResult(target, False)
