@@ -32,7 +32,7 @@ def build(partitions: dg.PartitionsDefinition, code_root: Path = PROJECT_ROOT) -
     @dg.asset(**asset_arguments("ingest", partitions, code_root), kinds={"python"})
     def ingested_images(context: dg.AssetExecutionContext, project: ScenarioGanResource) -> dg.MaterializeResult:
         """Holds `data/<scenario>/ingested/`: the scenario's raw files as uniform images
-        (images.npz) and one row per image (table.csv), quarantined files apart.
+        (images/, sharded) and one row per image (table.csv), quarantined files apart.
 
         Decode, orient, convert and resize the scenario's images; write the per-image
         table (size, mode, mean/std, symmetry, content hash, duplicates). Unreadable or

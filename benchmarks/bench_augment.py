@@ -19,9 +19,9 @@ What is compared, on the same images with the same transforms and parameters, fo
 - ``augment_batch``  :func:`pipelines.steps.augment.augment_batch` (the step's inner
   loop: shape and dtype checks, one shared seeded random stream);
 - ``augment_step``   :func:`pipelines.steps.augment.augment` end to end: read
-  ``validated/images.npz`` (written once, before timing, by the real ingest and
+  ``validated/images/`` (written once, before timing, by the real ingest and
   validate steps from an ``.npz`` of the images), build and check the pipeline (every transform probed with
-  p=1), JSON round trip, the copies, the preview grid, ``images.npz`` + manifest
+  p=1), JSON round trip, the copies, the preview grid, the ``images/`` shards + manifest
   written atomically. Its time includes those fixed costs.
 
 Throughput is augmented images per second (``n_images x copies`` per run). Method:
@@ -111,7 +111,7 @@ class Case:
         (self.paths.roots.data / name / "source.npz").write_bytes(npz_bytes({"images": images}))
         ingest(self.sc, self.paths)
         require_passed(validate(self.sc, self.paths))
-        self.images = load_images(self.paths.validated / "images.npz")
+        self.images = load_images(self.paths.validated / "images")
         self.bare = bare_compose(sc)
         self.pipeline = build_pipeline(self.sc.augmentation, size=sc.image.size, channels=sc.image.channels, source=f"scenarios/{name}.yaml")
 

@@ -15,7 +15,7 @@ What is compared, on the same files, each run in a fresh process:
 
 - ``pipeline``  :func:`pipelines.steps.ingest.ingest` on a folder scenario of
   ``--target`` px RGB (decode, EXIF, mode, square fit, resize, per-image table with
-  hashes and statistics, quarantine, ``images.npz``/``table.csv`` written atomically),
+  hashes and statistics, quarantine, the ``images/`` shards and ``table.csv`` written atomically),
   then :func:`pipelines.steps.validate.validate` with great-expectations 1.x (row count,
   quarantined share, unique ``sha256``, ``std`` between 0.02 and 1) over that table.
 - ``pil``       the loop anyone would write first: walk the folder in the same order,
@@ -258,7 +258,7 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
         **m_ing.as_dict("ingest"), **m_val.as_dict("validate"),
         "n_images": res.n_images, "n_quarantined": res.n_quarantined, "validation_passed": val.passed,
         "output_shape": list(images.shape), "pixels_sha256": hashlib.sha256(np.ascontiguousarray(images)).hexdigest(),
-        "images_npz_bytes": res.images_path.stat().st_size,
+        "images_npz_bytes": sum(p.stat().st_size for p in res.images_path.iterdir()),
     }
 
 

@@ -6,7 +6,7 @@
 
 Cases: the four default scenarios (``digits`` 1797 16x16 grey, ``faces`` 100 32x32
 grey, ``histology`` 300 32x32 RGB, ``textures`` 300 32x32 grey; the images of
-``pipelines.builtin_data``, which are what ``validated/images.npz`` holds) and
+``pipelines.builtin_data``, which are what ``validated/images/`` holds) and
 ``digits50``, a seeded choice of 50 digits. Each is split as the pipeline splits it
 (``heldout_originals(.., 0.2, 0)``: 20 % held out).
 

@@ -1,6 +1,6 @@
 """Real beside generated, one PNG per scenario, for the documentation.
 
-Reads what the main job wrote (``data/<scenario>/validated/images.npz`` and
+Reads what the main job wrote (``data/<scenario>/validated/images/`` and
 ``models/<scenario>/generator.safetensors``) and draws, side by side, 32 held-out real
 images (never trained on; fewer where the scenario holds out fewer) and the first 32 samples of the generator's sample grid
 (the same latents as ``models/<scenario>/eval/samples.png``), with the scenario's
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.io import load_images
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -35,7 +37,7 @@ def real_vs_generated(name: str, base: Path, n: int = 32, nrow: int = 8) -> byte
     from pipelines.scenario import SCENARIO_DIR, load_scenario
 
     ev = load_scenario(SCENARIO_DIR / f"{name}.yaml").evaluation
-    images = np.load(base / f"data/{name}/validated/images.npz")["images"]
+    images = load_images(base / f"data/{name}/validated/images")
     held = json.loads((base / f"models/{name}/split.json").read_text())["heldout_originals"]
     real = torch.as_tensor(images[held[:n]]).permute(0, 3, 1, 2)
     g, _, _ = load_generator(base / f"models/{name}/generator.safetensors")

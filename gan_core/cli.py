@@ -1,11 +1,14 @@
 """Command line for the trainer; also the entry point for ``torchrun``.
 
     python -m gan_core.cli --data images.npz --config gan.yaml --out runs/x
+    python -m gan_core.cli --data data/faces/validated/images --out runs/x   # a sharded dataset
     python -m gan_core.cli --dry-run --out /tmp/x          # one tiny cycle in seconds
-    torchrun --nproc_per_node 2 -m gan_core.cli --data images.npz --out runs/x
+    torchrun --nproc_per_node 2 -m gan_core.cli --data data/faces/validated/images --out runs/x
 
-``--data`` is an ``.npz`` holding uint8 images (N, H, W[, C]) under ``images`` or, in
-the MedMNIST layout, ``train_images``. ``--config`` is YAML/JSON with ``model:`` and
+``--data`` is a dataset folder (:mod:`gan_core.shards`: ``index.json`` + shards, what the
+pipeline's steps write; read per batch from disk, so its size is not bounded by memory)
+or an ``.npz`` holding uint8 images (N, H, W[, C]) under ``images`` or, in the MedMNIST
+layout, ``train_images`` (loaded whole). ``--config`` is YAML/JSON with ``model:`` and
 ``train:`` blocks (see :mod:`gan_core.config`); ``--set train.steps=50`` overrides one key.
 Under torchrun each process trains on its own shard; gradients are averaged (gloo on
 CPU, NCCL on GPU) and only rank 0 writes.
@@ -23,8 +26,16 @@ from typing import Any
 import numpy as np
 
 
-def load_images_npz(path: str | os.PathLike[str]) -> np.ndarray:
+def load_images_npz(path: str | os.PathLike[str]) -> Any:
+    """The images of ``--data``: a dataset folder, read lazily, or an ``.npz``, loaded."""
     path = Path(path)
+    if path.is_dir():
+        from .shards import ShardError, open_images
+
+        try:
+            return open_images(path)
+        except ShardError as e:
+            raise ValueError(f"--data {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"--data {path} does not exist")
     try:
@@ -84,7 +95,7 @@ def init_distributed() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gan_core.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help=".npz with uint8 images under 'images' or 'train_images'")
+    p.add_argument("--data", help="a dataset folder (index.json + shards) or an .npz with uint8 images under 'images' or 'train_images'")
     p.add_argument("--config", help="YAML or JSON file with model: and train: blocks")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--out", required=True, help="output directory (checkpoints, metrics.jsonl, generator.safetensors)")

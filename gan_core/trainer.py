@@ -16,8 +16,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -83,6 +84,28 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and dist.is_available() and dist.is_initialized():
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return torch.device(name)
+
+
+class LazyImages(Protocol):
+    """Images read from disk per batch (e.g. :class:`gan_core.shards.ShardedImages`):
+    uint8 ``(N, H, W, C)`` by ``shape``, ``len`` and ``take(rows) -> ndarray``."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: Any) -> Any: ...
+
+
+def is_lazy(images: Any) -> bool:
+    return not isinstance(images, (torch.Tensor, np.ndarray)) and hasattr(images, "take") and hasattr(images, "shape")
+
+
+def _nchw(batch: Any) -> torch.Tensor:
+    """A uint8 NHWC numpy batch as the contiguous NCHW tensor in-memory data gives."""
+    x = torch.from_numpy(np.ascontiguousarray(batch))
+    x = x.unsqueeze(-1) if x.ndim == 3 else x
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
 def as_training_tensor(images: Any) -> torch.Tensor:
@@ -163,20 +186,26 @@ class Trainer:
         self.amp = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
         self.channels_last = True  # NHWC: faster convolutions with cuDNN and with oneDNN on the CPU (~10 % per step measured)
 
-        data = as_training_tensor(data)
+        self.lazy = is_lazy(data)
+        if not self.lazy:
+            data = as_training_tensor(data)
+            dims = tuple(data.shape[1:])
+        else:  # read per batch from disk: memory does not grow with the dataset
+            n_, h_, w_, *c_ = data.shape
+            dims = (c_[0] if c_ else 1, h_, w_)
         m = cfg.model
-        if data.shape[1] != m.channels or data.shape[2] != m.resolution or data.shape[3] != m.resolution:
+        if dims != (m.channels, m.resolution, m.resolution):
             raise ValueError(
-                f"training images are {tuple(data.shape[1:])} (C, H, W) but the config asks for "
+                f"training images are {dims} (C, H, W) but the config asks for "
                 f"({m.channels}, {m.resolution}, {m.resolution}); set model.channels/model.resolution "
                 "to match, or resize the data"
             )
         if data.shape[0] < 2:
             raise ValueError(f"need at least 2 training images, got {data.shape[0]}")
-        if data.dtype != torch.uint8 and not torch.isfinite(data).all():
+        if not self.lazy and data.dtype != torch.uint8 and not torch.isfinite(data).all():
             raise ValueError("training images contain NaN or inf values")
         # A real-image transform works on host memory (e.g. numpy / OpenCV).
-        self.data = data if real_transform is not None else data.to(self.device)
+        self.data = data if real_transform is not None or self.lazy else data.to(self.device)
         self.n = data.shape[0]
         self.d_ops = cfg.d_augment_ops
         self.ada_p = cfg.train.ada_p_init if cfg.train.ada else 1.0
@@ -301,9 +330,14 @@ class Trainer:
     def _real_batch(self, step: int) -> torch.Tensor:
         """The step's real images (B, C, H, W), through ``real_transform`` if any."""
         idx = self._batch_indices(step)
-        if self.real_transform is None:
+        if self.lazy:
+            batch = _nchw(self.data.take(idx.numpy()))
+            if self.real_transform is None:
+                return batch.to(self.device)
+        elif self.real_transform is None:
             return self.data[idx.to(self.device)]
-        batch = self.data[idx]
+        else:
+            batch = self.data[idx]
         out = self.real_transform(batch, real_transform_seed(self.cfg.train.seed, step, self.rank))
         if not isinstance(out, torch.Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
             got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__

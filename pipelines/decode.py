@@ -61,6 +61,9 @@ class BadImage(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
 
+    def __reduce__(self):  # crosses process boundaries (parallel decode) intact
+        return BadImage, (self.reason, self.detail)
+
 
 @dataclass
 class Decoded:
@@ -69,6 +72,20 @@ class Decoded:
     orig_height: int
     orig_mode: str
     n_frames: int
+    sha256: str | None = None
+    """sha256 of ``pixels`` when already computed (by a decode worker)."""
+    stats: dict[str, float] | None = None
+    """:func:`image_stats` of ``pixels`` when already computed."""
+
+    def describe(self) -> Decoded:
+        """Fill in ``sha256`` and ``stats`` (where decoding runs, so workers do it)."""
+        if self.sha256 is None:
+            import hashlib
+
+            self.sha256 = hashlib.sha256(self.pixels.tobytes()).hexdigest()
+        if self.stats is None:
+            self.stats = image_stats(self.pixels)
+        return self
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """File helpers every step uses: atomic writes, sha256, JSON bytes, and the two data
-files steps hand to each other (``images.npz`` and ``table.csv``).
+files steps hand to each other (the ``images/`` dataset folder and ``table.csv``).
 
     from pipelines.io import atomic_write, json_bytes, load_images, read_table
 
@@ -27,7 +27,11 @@ import numpy as np
 from gan_core.atomic import atomic_write_bytes
 
 IMAGES_KEY = "images"
-"""The array of uint8 (N, H, W, C) images in ``images.npz``."""
+"""The array of uint8 (N, H, W, C) images in an ``.npz``."""
+IMAGES_DIR = "images"
+"""The dataset folder (:mod:`gan_core.shards`) each data step writes its images to."""
+LEGACY_IMAGES_FILE = "images.npz"
+"""Where steps kept their images before the sharded folder (removed when rewritten)."""
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -94,7 +98,13 @@ def _npy_entry(key: str) -> zipfile.ZipInfo:
 
 
 def load_images(path: str | os.PathLike[str]) -> np.ndarray:
-    """The uint8 (N, H, W, C) array of an ``images.npz`` (no pickle)."""
+    """All images of a dataset folder (:mod:`gan_core.shards`) or an ``.npz`` (no
+    pickle) as one uint8 (N, H, W, C) array; large datasets use
+    :func:`gan_core.shards.open_images` to read lazily instead."""
+    if Path(path).is_dir():
+        from gan_core.shards import open_images
+
+        return open_images(path).load()
     with np.load(path, allow_pickle=False) as npz:
         return npz[IMAGES_KEY]
 

@@ -3,9 +3,9 @@
 
     <data_root>/<scenario>/raw/                 images dropped by users (folder source)
     <data_root>/<scenario>/params.yaml          the scenario's resolved parameters (_defaults.yaml under its file)
-    <data_root>/<scenario>/ingested/            images.npz, table.csv, quarantine.json, manifest.json
-    <data_root>/<scenario>/validated/           images.npz, table.csv (the kept images and their rows), set_aside.json, report.json
-    <data_root>/<scenario>/augmented/           images.npz, pipeline.json, preview.png, manifest.json
+    <data_root>/<scenario>/ingested/            images/ (shards, gan_core.shards), table.csv, quarantine.json, manifest.json
+    <data_root>/<scenario>/validated/           images/, table.csv (the kept images and their rows), set_aside.json, report.json
+    <data_root>/<scenario>/augmented/           images/ (offline copies only), pipeline.json, policy.json, preview.png, manifest.json
     <model_root>/<scenario>/                    generator.safetensors, split.json, loss.csv, MODEL_CARD.md, ... (checkpoints/ only while a run is unfinished)
     <model_root>/<scenario>/ruler/              feature_net.safetensors, ruler.json (the scenario's measuring stick)
     <model_root>/<scenario>/eval/               samples.png, interpolation.png, metrics.json

@@ -12,8 +12,11 @@
 - ``npz``     — a MedMNIST-style archive: uint8 ``(N, H, W)`` or ``(N, H, W, C)`` under
   ``scenario.data.npz_key``, loaded with ``allow_pickle=False``; entries ``npz:<key>#<i>``.
 
-Each entry is decoded by :mod:`pipelines.decode` as it is read, so only one source file
-is in memory at a time. Bad files are entries too (a :class:`pipelines.decode.BadImage`
+Each entry is decoded by :mod:`pipelines.decode` as it is read. A folder of at least
+:data:`PARALLEL_MIN_FILES` files is read and decoded by :func:`decode_workers` processes
+(all cores by default; ``SCENARIO_GAN_DECODE_WORKERS=1`` for one), a bounded window of
+files ahead of the consumer, in the same order and with the same results as one process:
+memory holds the window, not the folder. Bad files are entries too (a :class:`pipelines.decode.BadImage`
 instead of the image), never exceptions: besides the decoding reasons, ``empty_file``,
 ``file_too_large``, ``symlink_outside_root``, ``broken_symlink``,
 ``symlinked_directory`` (directory links are never followed), ``not_a_regular_file``
@@ -38,6 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipelines.scenario import Scenario
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
+PARALLEL_MIN_FILES = 512
+"""Below this many files a folder is decoded in the calling process (starting workers
+costs more than it saves)."""
+CHUNK_FILES = 64
+"""Files per task sent to a decode worker."""
+WORKERS_ENV = "SCENARIO_GAN_DECODE_WORKERS"
 """Files larger than this are quarantined without being read."""
 
 Item = tuple[str, str | None, Decoded | BadImage]
@@ -123,16 +132,83 @@ def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: in
             raise SourceError(f"scenario {scenario.name}: cannot read the source folder {root}: {err}") from None
         entries.append((os.fsencode(rel), rel, f"error:{err.strerror or err}"))
     entries.sort()
+    workers = decode_workers()
+    if workers > 1 and len(entries) >= PARALLEL_MIN_FILES:
+        yield from _iter_parallel(entries, root, data_root_real, scenario, max_pixels, max_file_bytes, workers)
+        return
     for _, rel, kind in entries:
-        name = printable_name(rel.replace(os.sep, "/"))
-        full = os.path.join(root, rel)
-        if kind.startswith("error:"):
-            yield name, None, BadImage("unreadable", kind[6:])
-            continue
-        if kind == "dirlink":
-            yield name, None, BadImage("symlinked_directory", f"directory links are not followed (points to {printable_name(os.readlink(full))})")
-            continue
-        yield name, *_read_one(full, data_root_real, scenario, max_pixels, max_file_bytes)
+        yield _entry(rel, kind, root, data_root_real, scenario, max_pixels, max_file_bytes)
+
+
+def _entry(rel: str, kind: str, root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> Item:
+    name = printable_name(rel.replace(os.sep, "/"))
+    full = os.path.join(root, rel)
+    if kind.startswith("error:"):
+        return name, None, BadImage("unreadable", kind[6:])
+    if kind == "dirlink":
+        return name, None, BadImage("symlinked_directory", f"directory links are not followed (points to {printable_name(os.readlink(full))})")
+    digest, res = _read_one(full, data_root_real, scenario, max_pixels, max_file_bytes)
+    return name, digest, res.describe() if isinstance(res, Decoded) else res
+
+
+def decode_workers() -> int:
+    """Decode processes for a large folder: ``$SCENARIO_GAN_DECODE_WORKERS``, else the
+    cores this process may use."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise SourceError(f"{WORKERS_ENV}={raw!r} is not a number of processes; set it to e.g. 2, or unset it to use every core") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> None:
+    import warnings
+
+    from PIL import Image, ImageFile
+
+    # What pipelines.decode.pillow_limits does in the parent, for the worker's life.
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    _WORKER.update(args=(root, data_root_real, scenario, max_pixels, max_file_bytes))
+
+
+def _worker_chunk(chunk: list[tuple[str, str]]) -> list[Item]:
+    return [_entry(rel, kind, *_WORKER["args"]) for rel, kind in chunk]
+
+
+def _iter_parallel(entries: list[tuple[bytes, str, str]], root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int, workers: int) -> Iterator[Item]:
+    """The entries read and decoded by ``workers`` processes, yielded in order; at most
+    ``4 * workers`` chunks are in flight, so memory does not grow with the folder."""
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [[(rel, kind) for _, rel, kind in entries[i : i + CHUNK_FILES]] for i in range(0, len(entries), CHUNK_FILES)]
+    # spawn: fresh interpreters that inherit none of the parent's threads or locks (a
+    # Dagster run worker has some) and are this process's own children (their peak
+    # memory is in getrusage(RUSAGE_CHILDREN)).
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(root, data_root_real, scenario, max_pixels, max_file_bytes)) as pool:
+        pending: deque = deque()
+        todo = iter(chunks)
+        for chunk in todo:
+            pending.append(pool.submit(_worker_chunk, chunk))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_worker_chunk, nxt))
+            yield from done
 
 
 def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> tuple[str | None, Decoded | BadImage]:
@@ -179,7 +255,7 @@ def _iter_arrays(images: np.ndarray, prefix: str, scenario: Scenario, max_pixels
             out = bad
         except Exception as e:  # noqa: BLE001
             out = classify_error(e)
-        yield f"{prefix}#{i}", sha256_bytes(row.tobytes()), out
+        yield f"{prefix}#{i}", sha256_bytes(row.tobytes()), out.describe() if isinstance(out, Decoded) else out
 
 
 def _load_npz(path: Path, key: str, scenario: Scenario) -> np.ndarray:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import IMAGES_DIR
 from .paths import ScenarioPaths
+from gan_core.shards import INDEX_FILE, ShardedImages, ShardError, open_images
 
 SPLIT_FILE = "split.json"
 """Beside the model: the held-out originals, so evaluation scores against exactly the
@@ -17,29 +19,31 @@ class TrainingInputError(RuntimeError):
     """The augmented dataset is missing or unusable."""
 
 
-def load_training_images(paths: ScenarioPaths) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 NHWC, source_index: row -> original row) that training reads: the
-    augment step's offline copies when it wrote them, else the validated images."""
+def load_training_images(paths: ScenarioPaths) -> tuple[ShardedImages, np.ndarray]:
+    """(images, source_index: row -> original row) that training reads, lazily
+    (:mod:`gan_core.shards`): the augment step's offline copies when it wrote them,
+    else the validated images."""
     manifest = paths.augmented / "manifest.json"
     if not manifest.is_file():
         raise TrainingInputError(f"{manifest} is missing: materialize the augmented dataset of scenario {paths.name!r} first (it needs a passed validation)")
-    copies = paths.augmented / "images.npz"
-    f = copies if copies.is_file() else paths.validated / "images.npz"
-    if not f.is_file():
-        raise TrainingInputError(f"{f} is missing: rerun validation and augmentation of scenario {paths.name!r}")
-    with np.load(f, allow_pickle=False) as z:
-        images = z["images"]
-        source = z["source_index"] if "source_index" in z.files else np.arange(len(images))
+    copies = paths.augmented / IMAGES_DIR
+    f = copies if (copies / INDEX_FILE).is_file() else paths.validated / IMAGES_DIR
+    images = _open(f, paths.name, "validation and augmentation")
+    source = images.column("source_index") if images.has_column("source_index") else np.arange(len(images))
     return images, source
 
 
-def load_originals(paths: ScenarioPaths) -> np.ndarray:
-    """The validated images (one row per original), uint8 NHWC."""
-    f = paths.validated / "images.npz"
-    if not f.is_file():
-        raise TrainingInputError(f"{f} is missing: rerun validation of scenario {paths.name!r}")
-    with np.load(f, allow_pickle=False) as z:
-        return z["images"]
+def load_originals(paths: ScenarioPaths) -> ShardedImages:
+    """The validated images (one row per original), uint8 NHWC, read lazily: index it
+    (``images[rows]``, ``images.take(rows)``) or ``images.load()`` them all."""
+    return _open(paths.validated / IMAGES_DIR, paths.name, "validation")
+
+
+def _open(folder, name: str, what: str) -> ShardedImages:
+    try:
+        return open_images(folder)
+    except ShardError as e:
+        raise TrainingInputError(f"{e} (rerun {what} of scenario {name!r})") from None
 
 
 def heldout_originals(source_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 
 # NO_ALBUMENTATIONS_UPDATE=1 is set by conftest.py, imported before any test module.
 
+from gan_core.shards import open_images, write_images  # noqa: E402
 from pipelines.paths import Roots, ScenarioPaths  # noqa: E402
 from pipelines.scenario import COLOUR_TRANSFORMS, SCENARIO_DIR, ScenarioError, load_all, load_scenario, parse_scenario  # noqa: E402
 from pipelines.steps.augment import (  # noqa: E402
@@ -54,7 +55,7 @@ def scenario(transforms: list[dict], *, size: int = 16, channels: int = 1, domai
 def setup(tmp_path, sc, n: int = 6, seed: int = 0, name: str = "t") -> ScenarioPaths:
     paths = ScenarioPaths(name, Roots.under(tmp_path))
     paths.validated.mkdir(parents=True)
-    np.savez(paths.validated / "images.npz", images=images(n, sc.image.size, sc.image.channels, seed))
+    write_images(paths.validated / "images", images(n, sc.image.size, sc.image.channels, seed))
     (paths.validated / "report.json").write_text(json.dumps({"passed": True}))  # validation writes it last
     return paths
 
@@ -280,9 +281,9 @@ def test_augment_writes_all_outputs_with_offline_copies(tmp_path):
     paths = setup(tmp_path, sc, n=6)
     res = augment(sc, paths)
     out = paths.augmented
-    assert {p.name for p in out.iterdir()} == {"images.npz", "pipeline.json", "policy.json", "preview.png", "manifest.json"}
-    with np.load(out / "images.npz") as z:
-        imgs, src, copy = z["images"], z["source_index"], z["copy_index"]
+    assert {p.name for p in out.iterdir()} == {"images", "pipeline.json", "policy.json", "preview.png", "manifest.json"}
+    data = open_images(out / "images")
+    imgs, src, copy = data.load(), data.column("source_index"), data.column("copy_index")
     orig = images(6, 16, 3)
     assert imgs.shape == (18, 16, 16, 3) and imgs.dtype == np.uint8
     assert src.tolist() == list(range(6)) * 3 and copy.tolist() == [0] * 6 + [1] * 6 + [2] * 6
@@ -293,10 +294,11 @@ def test_augment_writes_all_outputs_with_offline_copies(tmp_path):
     assert (res.n_original, res.n_images, res.offline_copies) == (6, 18, 2)
     man = json.loads((out / "manifest.json").read_text())
     assert man["scenario"] == "t" and man["n_images"] == 18 and man["n_original"] == 6 and man["offline_copies"] == 2
-    files = {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("images.npz", "pipeline.json", "policy.json")}
+    files = {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("pipeline.json", "policy.json")}
+    files["images"] = hashlib.sha256((out / "images/index.json").read_bytes()).hexdigest()  # lists every shard's sha256
     assert man["files"] == {**files, "preview.png": hashlib.sha256((out / "preview.png").read_bytes()).hexdigest()}
-    assert man["content_hash"] == res.content_hash == content_hash(hashlib.sha256((paths.validated / "images.npz").read_bytes()).hexdigest(), files)
-    assert res.images_path == out / "images.npz" and man["training_reads"] == "t/augmented/images.npz"
+    assert man["content_hash"] == res.content_hash == content_hash(hashlib.sha256((paths.validated / "images/index.json").read_bytes()).hexdigest(), files)
+    assert res.images_path == out / "images" and man["training_reads"] == "t/augmented/images"
     assert man["transforms"] == ["HorizontalFlip", "VerticalFlip", "RandomRotate90"]
 
 
@@ -323,8 +325,8 @@ def test_same_seed_same_bytes_other_seed_different(tmp_path):
         return augment(sc, setup(tmp_path / base, sc, n=8))
 
     a, b, c = run("a", 0), run("b", 0), run("c", 1)
-    for f in ("images.npz", "pipeline.json", "policy.json", "preview.png", "manifest.json"):  # no paths or times inside
-        assert (a.manifest_path.parent / f).read_bytes() == (b.manifest_path.parent / f).read_bytes(), f
+    tree = lambda r: {p.relative_to(r.manifest_path.parent): p.read_bytes() for p in r.manifest_path.parent.rglob("*") if p.is_file()}  # noqa: E731
+    assert tree(a) == tree(b)  # no paths or times inside
     assert a.content_hash == b.content_hash != c.content_hash
 
 
@@ -351,8 +353,8 @@ def test_no_transforms_is_the_identity_and_skips_offline_copies(tmp_path):
     sc = scenario([], offline_copies=3, preview=2)
     paths = setup(tmp_path, sc, n=5)
     res = augment(sc, paths)
-    assert res.images_path == paths.validated / "images.npz"  # training reads the validated images
-    assert not (paths.augmented / "images.npz").exists()
+    assert res.images_path == paths.validated / "images"  # training reads the validated images
+    assert not (paths.augmented / "images").exists()
     assert res.offline_copies == 0 and res.n_images == 5
     assert any("offline_copies=3 skipped" in n for n in res.notes)
     man = json.loads(res.manifest_path.read_text())

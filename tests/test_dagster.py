@@ -207,7 +207,7 @@ def test_failing_blocking_expectation_stops_training_and_names_the_reason(tmp_pa
     assert not failed.passed
     assert "expect_column_values_to_be_between__mean" in failed.metadata["failed"].value
     assert "builtin:digits#" in failed.metadata["failed"].value  # names the offending rows
-    assert not (tmp_path / "base/data/digits/validated/images.npz").exists()
+    assert not (tmp_path / "base/data/digits/validated/images/index.json").exists()
     assert not (tmp_path / "base/models/digits/generator.safetensors").exists()
 
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from .conftest import tiny_config
@@ -15,12 +14,15 @@ from .conftest import tiny_config
 
 @pytest.mark.slow
 def test_two_gloo_processes_stay_in_sync_and_only_rank0_writes(digits16, tmp_path):
-    np.savez(tmp_path / "data.npz", images=digits16)
+    """On a sharded dataset folder (what the pipeline writes), read per batch by each rank."""
+    from gan_core.shards import write_images
+
+    write_images(tmp_path / "data", digits16[..., None], target=64)
     (tmp_path / "cfg.json").write_text(json.dumps(tiny_config(steps=6, checkpoint_every=3, diffaug="translation", ema_half_life_images=100)))
     out = tmp_path / "out"
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     cmd = torchrun + ["--standalone", "--nproc_per_node", "2", "-m", "gan_core.cli", "--no-progress",
-                      "--data", str(tmp_path / "data.npz"), "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
+                      "--data", str(tmp_path / "data"), "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,6 +3,7 @@ no good image is lost, outputs are atomic and byte-identical on reruns."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from pipelines.scenario import parse_scenario
 from pipelines.steps import ingest as ingest_mod
 from pipelines.steps.ingest import TABLE_COLUMNS, IngestError, ingest
 
-OUTPUTS = ("images.npz", "table.csv", "quarantine.json", "manifest.json")
+OUTPUTS = ("images", "table.csv", "quarantine.json", "manifest.json")
 
 
 def scenario(name: str = "mix", **over):
@@ -258,14 +259,18 @@ def test_outputs_atomic_manifest_last_and_rerun_identical(mixed):
     sc, paths, res = mixed
     out = paths.ingested
     assert sorted(os.listdir(out)) == sorted(OUTPUTS)  # no temp files left
-    mt = {f: (out / f).stat().st_mtime_ns for f in OUTPUTS}
-    assert all(mt["manifest.json"] >= mt[f] for f in OUTPUTS)
-    before = {f: (out / f).read_bytes() for f in OUTPUTS}
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert all(p.stat().st_mtime_ns <= (out / "manifest.json").stat().st_mtime_ns for p in files)
+    shards = json.loads((out / "images/index.json").read_text())["shards"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(["index.json", *(s["file"] for s in shards)])
+    before = {p: p.read_bytes() for p in files}
     res2 = ingest(sc, paths)
-    assert {f: (out / f).read_bytes() for f in OUTPUTS} == before
+    assert {p: p.read_bytes() for p in sorted(p for p in out.rglob("*") if p.is_file())} == before
     assert res2.content_hash == res.content_hash
-    with np.load(res.images_path, allow_pickle=False) as npz:  # a plain .npz, no pickle
-        assert npz.files == ["images"]
+    for s in shards:  # plain .npy files, no pickle, each named by its content's hash
+        data = (out / "images" / s["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == s["sha256"] and s["file"] == s["sha256"][:20] + ".npy"
+        assert np.load(out / "images" / s["file"], allow_pickle=False).shape[0] == s["rows"]
 
 
 def test_crash_mid_write_leaves_no_manifest_and_no_temp_files(mixed, monkeypatch):
@@ -365,3 +370,31 @@ def test_large_folder_streams(tmp_path):
     assert res.n_images == 150 and res.n_duplicates == 50
     np.testing.assert_array_equal(load_images(res.images_path)[:100], builtin_data.faces(32))
     shutil.rmtree(raw)
+
+
+def test_parallel_decode_gives_the_same_files_as_one_process(tmp_path, monkeypatch):
+    """Two decode processes (a small folder made to count as large) write byte for byte
+    what one process writes: same order, same quarantine (reasons and details), same
+    shards and table. The workers' images reach the output a window at a time."""
+    from pipelines import sources
+
+    roots = make_mixed_folder(tmp_path)
+    out = roots.data / "mix" / "ingested"
+    monkeypatch.setattr(sources, "PARALLEL_MIN_FILES", 4)
+    monkeypatch.setattr(sources, "CHUNK_FILES", 3)
+    calls = []
+    real = sources._iter_parallel
+    monkeypatch.setattr(sources, "_iter_parallel", lambda *a: calls.append(a[-1]) or real(*a))
+    tree = lambda base: {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}  # noqa: E731
+    monkeypatch.setenv(sources.WORKERS_ENV, "1")
+    one = ingest(scenario(), ScenarioPaths("mix", roots))
+    files = tree(out)
+    shutil.rmtree(out)
+    monkeypatch.setenv(sources.WORKERS_ENV, "2")
+    two = ingest(scenario(), ScenarioPaths("mix", roots))
+    assert calls == [2]  # the second run went through the worker pool
+    assert one.n_quarantined > 0 and one.quarantine == two.quarantine
+    assert tree(out) == files
+    monkeypatch.setenv(sources.WORKERS_ENV, "lots")
+    with pytest.raises(IngestError, match="SCENARIO_GAN_DECODE_WORKERS='lots' is not a number"):
+        ingest(scenario(), ScenarioPaths("mix", roots))

@@ -248,7 +248,9 @@ def test_offline_copies_are_refused_under_privacy(tmp_path):
     paths.validated.mkdir(parents=True)
     from gan_core.cli import dry_run_data
 
-    np.savez(paths.validated / "images.npz", images=dry_run_data()[:40, :, :, None])
+    from gan_core.shards import write_images
+
+    write_images(paths.validated / "images", dry_run_data()[:40, :, :, None])
     (paths.validated / "report.json").write_text(json.dumps({"passed": True}))
     augment(sc, paths)
     with pytest.raises(TrainingInputError, match="offline copies.*offline_copies: 0"):

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+from gan_core.shards import open_images
+
 from .dagster_support import TINY_DIGITS, tiny_scenario
 
 ROOT = Path(__file__).parents[1]
@@ -69,7 +71,7 @@ def test_steps_run_in_order_and_match_the_asset_layout(tmp_path, monkeypatch):
                 assert record(step, "digits", tmp_path / "base", entry_point="cli")
     assert out["ingest"]["n_images"] == TINY_DIGITS and out["validate"]["passed"] is True
     assert out["train"]["steps"] == 6
-    n_validated = len(np.load(tmp_path / "base/data/digits/validated/images.npz")["images"])
+    n_validated = len(open_images(tmp_path / "base/data/digits/validated/images"))
     assert out["ruler"]["n_train"] + out["ruler"]["n_heldout"] == n_validated and out["ruler"]["n_heldout"] == round(0.2 * n_validated)
     base = tmp_path / "base"
     metrics = json.loads((base / "metrics/digits.json").read_text())

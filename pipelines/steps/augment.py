@@ -9,8 +9,9 @@ anyone) can rebuild exactly the same pipeline from ``pipeline.json``.
 Outputs in ``paths.augmented`` (all written atomically, ``manifest.json`` last):
 
     pipeline.json   A.to_dict(compose) + a "scenario_gan" block (seed, size, channels)
-    images.npz      images: uint8 (N * (1 + copies), H, W, C) -- the originals first,
-                    then copy 1 of every image, copy 2, ...; source_index: int64 row ->
+    images/         only with offline copies (gan_core.shards, written a chunk at a
+                    time): uint8 (N * (1 + copies), H, W, C) -- the originals first,
+                    then copy 1 of every image, copy 2, ...; columns source_index: row ->
                     original row; copy_index: 0 for originals, k for copy k
     preview.png     rows = images, first column the original, then augmentations
     manifest.json   counts, content hash, file hashes, notes
@@ -42,17 +43,22 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..io import atomic_write, json_bytes, npz_bytes, sha256_bytes, sha256_file
+from ..io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, sha256_bytes
+from gan_core.shards import ShardWriter, dataset_digest, remove_dataset
 from ..paths import ScenarioPaths
 from ..scenario import SCENARIO_DIR, AugmentationSpec, Scenario
 
 if TYPE_CHECKING:  # pragma: no cover
     import albumentations as A
 
+    from gan_core.shards import ShardedImages
+
 PIPELINE_FILE = "pipeline.json"
 POLICY_FILE = "policy.json"
 POLICY_FORMAT = "scenario-gan.augment-policy/1"
-IMAGES_FILE = "images.npz"
+IMAGES_FILE = IMAGES_DIR
+CHUNK_IMAGES = 4096
+"""Images augmented and written per block (memory does not grow with the dataset)."""
 PREVIEW_FILE = "preview.png"
 MANIFEST_FILE = "manifest.json"
 PREVIEW_COLUMNS = 8
@@ -556,8 +562,11 @@ def content_hash(input_sha256: str, files: dict[str, str]) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True).encode())
 
 
-def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
-    f = paths.validated / IMAGES_FILE
+def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> "ShardedImages":
+    """The validated images, read lazily (:mod:`gan_core.shards`)."""
+    from gan_core.shards import ShardError, open_images
+
+    f = paths.validated / IMAGES_DIR
     report = paths.validated / "report.json"
     if not report.is_file():  # validation writes its report last: no report, no finished validation
         raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run validation first")
@@ -567,22 +576,19 @@ def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> np.ndarray:
         rep = {}
     if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):
         raise AugmentationError(f"scenario {scenario.name!r}: validation did not pass ({report}); fix the data or the expectations and rerun validation")
-    if not f.is_file():
+    if not (f / "index.json").is_file():
         raise MissingInputError(
-            f"scenario {scenario.name!r}: {f} is missing: run validation first (validated images are written only "
+            f"scenario {scenario.name!r}: {f}/index.json is missing: run validation first (validated images are written only "
             "when validation passes; see validated/report.json for failed expectations)"
         )
     try:
-        with np.load(f, allow_pickle=False) as z:
-            if "images" not in z.files:
-                raise AugmentationError(f"{f}: no 'images' array (found {z.files}); rerun validation")
-            images = z["images"]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise AugmentationError(f"{f}: unreadable ({e}); rerun validation") from None
+        images = open_images(f)
+    except ShardError as e:
+        raise AugmentationError(f"{e}; rerun validation") from None
     s, c = scenario.image.size, scenario.image.channels
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, c):
+    if images.shape[1:] != (s, s, c):
         raise AugmentationError(
-            f"{f}: images are {images.dtype} {images.shape}, but scenario {scenario.name!r} wants uint8 (N, {s}, {s}, {c}) "
+            f"{f}: images are uint8 {images.shape}, but scenario {scenario.name!r} wants uint8 (N, {s}, {s}, {c}) "
             "(image.size, image.channels); rerun ingestion and validation"
         )
     if len(images) == 0:
@@ -622,7 +628,7 @@ def preview_scale(size: int) -> int:
 def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = None) -> AugmentResult:
     """Route the scenario's transforms (:func:`route_transforms`), write the real-image
     pipeline (``pipeline.json``), what training applies where (``policy.json``), the
-    offline copies if asked (``images.npz``), ``preview.png`` and (last)
+    offline copies if asked (``images/``), ``preview.png`` and (last)
     ``manifest.json`` to ``paths.augmented``."""
     source = source or str(SCENARIO_DIR / f"{scenario.name}.yaml")
     spec = scenario.augmentation
@@ -665,22 +671,27 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
         # Copies come from one freshly seeded pipeline, in a fixed order: the same seed
         # and inputs always give the same rows. Training then reads them instead of
         # augmenting per batch.
+        # Streamed a chunk at a time: memory holds one chunk and one shard, not the copies.
         seed_pipeline(pipeline, spec.seed)
-        images = np.concatenate([originals] + [augment_batch(pipeline, originals) for _ in range(copies)])
-        images_npz = npz_bytes({
-            "images": images,
-            "source_index": np.tile(np.arange(n, dtype=np.int64), copies + 1),
-            "copy_index": np.repeat(np.arange(copies + 1, dtype=np.int64), n),
-        })
-        atomic_write(out / IMAGES_FILE, images_npz)
-        files[IMAGES_FILE] = sha256_bytes(images_npz)
+        with ShardWriter(out / IMAGES_FILE, (size, size, channels)) as w:
+            for block in originals.chunks(CHUNK_IMAGES):
+                w.add(block)
+            for _ in range(copies):
+                for block in originals.chunks(CHUNK_IMAGES):
+                    w.add(augment_batch(pipeline, block))
+            w.close(columns={
+                "source_index": np.tile(np.arange(n, dtype=np.int64), copies + 1),
+                "copy_index": np.repeat(np.arange(copies + 1, dtype=np.int64), n),
+            })
+        files[IMAGES_FILE] = dataset_digest(out / IMAGES_FILE)
     else:
-        (out / IMAGES_FILE).unlink(missing_ok=True)  # training reads the validated images
+        remove_dataset(out / IMAGES_FILE)  # training reads the validated images
+    (out / LEGACY_IMAGES_FILE).unlink(missing_ok=True)
     pipeline_path = atomic_write(out / PIPELINE_FILE, pipeline_json)
     policy_path = atomic_write(out / POLICY_FILE, policy_json)
     preview_path = atomic_write(out / PREVIEW_FILE, preview_png)
     files.update({PIPELINE_FILE: sha256_bytes(pipeline_json), POLICY_FILE: sha256_bytes(policy_json), PREVIEW_FILE: sha256_bytes(preview_png)})
-    validated_sha = sha256_file(paths.validated / IMAGES_FILE)
+    validated_sha = dataset_digest(paths.validated / IMAGES_FILE)
     chash = content_hash(validated_sha, files)
     A = _albu()
     manifest = {
@@ -699,7 +710,7 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
         "albumentations_version": A.__version__,
         "preview": {"rows": n_preview, "columns": columns, "scale": scale, "padding": PREVIEW_PADDING, "shows": "each original, then views of it as D sees a real image in training"},
         "training_reads": (paths.augmented / IMAGES_FILE if copies else paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(),
-        "layout": "images.npz (only with offline copies): originals first, then copy 1 of every image, copy 2, ...; source_index: row -> original row; copy_index: 0 = original",
+        "layout": "images/ (only with offline copies; gan_core.shards): originals first, then copy 1 of every image, copy 2, ...; columns source_index: row -> original row; copy_index: 0 = original",
         "input": {"path": (paths.validated / IMAGES_FILE).relative_to(paths.roots.data).as_posix(), "sha256": validated_sha},
         "files": files,
         "notes": notes,

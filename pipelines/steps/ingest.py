@@ -1,7 +1,7 @@
-"""Ingestion: turn a scenario's source into one normalized image array plus a per-image table.
+"""Ingestion: turn a scenario's source into a normalized image dataset plus a per-image table.
 
     from pipelines.steps.ingest import ingest
-    result = ingest(scenario, paths)      # writes paths.ingested/{images.npz,table.csv,quarantine.json,manifest.json}
+    result = ingest(scenario, paths)      # writes paths.ingested/{images/,table.csv,quarantine.json,manifest.json}
 
 Where the images come from (``builtin``, ``folder``, ``npz``) is :mod:`pipelines.sources`;
 how each one is decoded, oriented, converted and resized to ``scenario.image`` is
@@ -36,14 +36,20 @@ normalized images after all of them are decoded; numbers in docs/BENCHMARKS.md):
   ``max_value: 4.0`` means the same in every scenario. Linear in N (each image is
   compared with a fixed, seeded sample of at most 2,000 images); 0 below 5 images.
 
-All outputs are written atomically (``images.npz`` is streamed from the decoded images,
-so peak memory stays near the size of the output); ``manifest.json`` is removed
-first and written last, so its presence marks a complete, consistent ingestion.
-Reruns on the same input give byte-identical files.
+The images are streamed, as they are decoded (in parallel for a large folder, see
+:mod:`pipelines.sources`), into ``images/``: content-addressed shards that the later
+steps read lazily (:mod:`gan_core.shards`), so the pixels of the scenario are never all
+in memory; the contamination columns are a second pass over those shards. The shards and
+``images/index.json`` are written atomically and the index last; ``manifest.json`` is
+removed just before the new index replaces the old one and written last, so its presence
+marks a complete, consistent ingestion. A full disk is an :class:`IngestError` saying
+"No space left on device" that leaves the previous outputs untouched. Reruns on the same
+input give byte-identical files.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,13 +58,14 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.decode import MAX_IMAGE_PIXELS, BadImage, image_stats, pillow_limits
-from pipelines.io import atomic_write, json_bytes, sha256_bytes, write_images_npz
+from pipelines.decode import MAX_IMAGE_PIXELS, BadImage, pillow_limits
+from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, sha256_bytes
+from gan_core.shards import ShardWriter, dataset_digest
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
 from pipelines.sources import MAX_FILE_BYTES, Item, SourceError, open_source
 
-FORMAT = "scenario-gan.ingest/2"
+FORMAT = "scenario-gan.ingest/3"
 TABLE_COLUMNS = (
     "index", "file", "source_sha256", "sha256", "orig_width", "orig_height", "orig_mode",
     "n_frames", "width", "height", "channels", "mean", "std", "min", "max", "symmetry", "duplicate_of",
@@ -92,12 +99,11 @@ class IngestResult:
     """Rows with a ``near_duplicate_of``."""
 
 
-def _collect(items: Iterable[Item], limit: int | None) -> tuple[list[tuple[Any, ...]], list[np.ndarray], list[dict[str, str]], int]:
-    """(table rows without the contamination columns, images, quarantine, entries seen).
-    Rows are tuples in TABLE_COLUMNS order and images stay separate arrays until they
-    are streamed into images.npz: peak memory is about the output's size."""
+def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> tuple[list[tuple[Any, ...]], list[dict[str, str]], int]:
+    """(table rows without the contamination columns, quarantine, entries seen); the
+    images go to ``writer`` as they come, so memory holds one shard of pixels, not all.
+    Rows are tuples in TABLE_COLUMNS order."""
     rows: list[tuple[Any, ...]] = []
-    images: list[np.ndarray] = []
     quarantine: list[dict[str, str]] = []
     first_of: dict[str, int] = {}
     n_seen = 0
@@ -106,20 +112,26 @@ def _collect(items: Iterable[Item], limit: int | None) -> tuple[list[tuple[Any, 
         if isinstance(res, BadImage):
             quarantine.append({"file": name, "reason": res.reason, "detail": res.detail})
             continue
-        idx = len(images)
-        digest = sha256_bytes(res.pixels.tobytes())
+        idx = len(rows)
+        res.describe()
+        digest, st = res.sha256, res.stats
         dup = first_of.setdefault(digest, idx)
-        images.append(res.pixels)
-        st = image_stats(res.pixels)
+        writer.add(res.pixels, [digest])
         rows.append((
             idx, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
             res.n_frames, res.pixels.shape[1], res.pixels.shape[0], res.pixels.shape[2],
             st["mean"], st["std"], st["min"], st["max"], st["symmetry"],
             dup if dup != idx else None,
         ))
-        if limit is not None and len(images) >= limit:
+        if limit is not None and len(rows) >= limit:
             break
-    return rows, images, quarantine, n_seen
+    return rows, quarantine, n_seen
+
+
+def _remove_images(folder: Path) -> None:
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    (folder.parent / LEGACY_IMAGES_FILE).unlink(missing_ok=True)
 
 
 def ingest(
@@ -130,23 +142,45 @@ def ingest(
     max_file_bytes: int = MAX_FILE_BYTES,
 ) -> IngestResult:
     """Read the scenario's source, normalize every image, quarantine bad files and write
-    ``images.npz``, ``table.csv``, ``quarantine.json`` and (last) ``manifest.json`` to
+    ``images/``, ``table.csv``, ``quarantine.json`` and (last) ``manifest.json`` to
     ``paths.ingested``. Raises :class:`IngestError` when the source is missing or yields
     no usable image (``quarantine.json`` is still written so the reasons can be read)."""
     out_dir = paths.ingested
-    out = {k: out_dir / f for k, f in (("images", "images.npz"), ("table", "table.csv"), ("quarantine", "quarantine.json"), ("manifest", "manifest.json"))}
+    out = {k: out_dir / f for k, f in (("images", IMAGES_DIR), ("table", "table.csv"), ("quarantine", "quarantine.json"), ("manifest", "manifest.json"))}
     data_root = paths.roots.data
     spec = scenario.data
+    size, channels = scenario.image.size, scenario.image.channels
+    writer = ShardWriter(out["images"], (size, size, channels))
     try:
         source, items = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
         with pillow_limits(max_image_pixels):
-            rows, images, quarantine, n_seen = _collect(items, spec.limit)
+            rows, quarantine, n_seen = _collect(items, spec.limit, writer)
+        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root)
     except SourceError as e:
+        writer.abort()
         raise IngestError(str(e)) from None
+    except OSError as e:
+        writer.abort()
+        if e.errno == errno.ENOSPC:
+            raise IngestError(
+                f"scenario {scenario.name}: {out_dir}: No space left on device ({e.strerror or e}); the previous outputs are untouched. "
+                "Free space or move the data root"
+            ) from None
+        raise
+    except BaseException:
+        writer.abort()
+        raise
 
-    if not images:
+
+def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: list[tuple[Any, ...]], quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path) -> IngestResult:
+    """Contamination columns (a second pass over the written shards), then the table,
+    quarantine, the dataset index and (last) the manifest."""
+    spec = scenario.data
+    out_dir = out["manifest"].parent
+    if not rows:
+        writer.abort()
         out["manifest"].unlink(missing_ok=True)
-        out["images"].unlink(missing_ok=True)
+        _remove_images(out["images"])
         out["table"].unlink(missing_ok=True)
         atomic_write(out["quarantine"], json_bytes(quarantine))
         if n_seen == 0:
@@ -165,33 +199,31 @@ def ingest(
 
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c not in CONTAMINATION_COLUMNS])
     del rows
+    images = writer.reader()
     for col, values in contamination.columns(images, table["duplicate_of"].notna().tolist()).items():
         table[col] = values
     table = table[list(TABLE_COLUMNS)]
     for col in ("duplicate_of", "near_duplicate_of"):
         table[col] = table[col].astype("Int64")
-    shape = [len(images), *images[0].shape]
+    shape = list(images.shape)
+    images.close()
     content_hash = sha256_bytes("\n".join(table["sha256"]).encode("ascii"))
     n_dup = int(table["duplicate_of"].notna().sum())
     n_near = int(table["near_duplicate_of"].notna().sum())
 
     table_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
     quarantine_bytes = json_bytes(quarantine)
-    # Refuse up front when the new files cannot fit beside the old ones (each is written
-    # next to its predecessor, then renamed): a full disk leaves the previous ingestion
-    # complete and untouched instead of half replaced.
-    need = sum(im.nbytes for im in images) + len(table_bytes) + len(quarantine_bytes) + (1 << 16)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # The new shards sit beside the old ones (content-addressed names); refuse before
+    # replacing anything when the rest cannot fit: a full disk leaves the previous
+    # ingestion complete and untouched instead of half replaced.
+    need = len(table_bytes) + len(quarantine_bytes) + (1 << 16)
     free = shutil.disk_usage(out_dir).free
     if free < need:
-        raise IngestError(
-            f"scenario {scenario.name}: {out_dir} needs about {need:,} bytes for the new ingestion but its device has "
-            f"{free:,} free (No space left on device); the previous outputs are untouched. Free space or move the data root"
-        )
-    # Mark the step incomplete before touching anything.
+        raise OSError(errno.ENOSPC, f"{out_dir} needs about {need:,} more bytes, {free:,} free")
+    # Mark the step incomplete before replacing anything.
     out["manifest"].unlink(missing_ok=True)
-    write_images_npz(out["images"], images)
-    del images
+    (out_dir / LEGACY_IMAGES_FILE).unlink(missing_ok=True)
+    writer.close()
     atomic_write(out["table"], table_bytes)
     atomic_write(out["quarantine"], quarantine_bytes)
     manifest = {
@@ -213,6 +245,7 @@ def ingest(
         "image": {"size": scenario.image.size, "channels": scenario.image.channels, "fit": scenario.image.fit},
         "limit": spec.limit,
         "shape": shape,
+        "images": {"path": IMAGES_DIR, "digest": dataset_digest(out["images"]), "shards": len(writer.shards)},
     }
     atomic_write(out["manifest"], json_bytes(manifest))
     return IngestResult(

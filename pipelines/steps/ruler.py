@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, json_bytes, sha256_file
+from ..io import IMAGES_DIR, atomic_write, json_bytes, sha256_file
 from ..paths import ScenarioPaths
 from ..scenario import Scenario
+from gan_core.shards import dataset_digest
 from ..training_data import TrainingInputError, heldout_originals, load_originals
 
 RULER_FILE = "ruler.json"
@@ -81,7 +82,7 @@ def build_ruler(scenario: Scenario, paths: ScenarioPaths) -> RulerResult:
     body = {
         "format": RULER_FORMAT,
         "scenario": scenario.name,
-        "validated_sha256": sha256_file(paths.validated / "images.npz"),
+        "validated_digest": dataset_digest(paths.validated / IMAGES_DIR),
         "split": {"heldout_originals": held_rows.tolist(), "fraction": ev.heldout_fraction, "seed": ev.seed},
         "n_train": int(len(train_rows)),
         "n_heldout": int(len(held_rows)),

@@ -4,7 +4,7 @@
 What training applies comes from the augment step's ``policy.json``: the real images go
 through the scenario's albumentations pipeline per batch (seeded by (seed, step, rank),
 so retrains are byte-identical and resumes exact) or, with offline copies, are read
-from ``augmented/images.npz``; the ops routed to D's input go into ``train.augment``
+from ``augmented/images/``; the ops routed to D's input go into ``train.augment``
 (with ``train.ada`` from ``augmentation.ada``). The generator file, ``summary.json`` and
 the model card record it.
 
@@ -110,7 +110,7 @@ def train(
     # Checkpoints are resumed only by a run on the same data, split and budget.
     run_key = sha256_bytes(json.dumps({"augmented": json.loads((paths.augmented / "manifest.json").read_text())["content_hash"], "split": split}, sort_keys=True).encode())
     trainer = Trainer(
-        cfg, images[train_mask], paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key,
+        cfg, images.subset(np.flatnonzero(train_mask)), paths.model, callbacks=[on_event] if on_event else (), progress=progress, run_key=run_key,
         real_transform=real_transform, describe=saw,
     )
     r = trainer.fit()

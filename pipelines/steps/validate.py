@@ -1,7 +1,7 @@
 """Validation: great-expectations 1.x over the ingested per-image table.
 
     from pipelines.steps.validate import validate, require_passed
-    result = validate(scenario, paths)    # writes paths.validated/report.json (+ images.npz when passed)
+    result = validate(scenario, paths)    # writes paths.validated/report.json (+ images/ when passed)
     require_passed(result)                # raises ValidationFailed naming expectations and files
 
 Each entry of ``scenario.validation.expectations`` becomes one GX Expectation object
@@ -37,8 +37,8 @@ failing file in ``report.json``; one-line summaries and the Dagster UI show the 
 Outputs in ``paths.validated`` (stale ones are removed first, so training can never read
 data that did not pass):
 
-- ``images.npz`` — the kept images, in ingested order (byte-identical to the ingested
-  file when nothing is set aside), and ``table.csv`` — their rows of the ingested table
+- ``images/`` — the kept images, in ingested order (:mod:`gan_core.shards`; the
+  ingested shard files as they are when nothing is set aside), and ``table.csv`` — their rows of the ingested table
   (row i of one is row i of the other; ``index`` is the ingested row): both only when
   every blocking check passes;
 - ``set_aside.json`` — the set-aside images (an empty list when none), in both cases;
@@ -107,7 +107,7 @@ class ValidationResult:
     ingest_content_hash: str
     report_path: Path
     images_path: Path | None
-    """``validated/images.npz`` when passed, else None (and the file does not exist)."""
+    """``validated/images/`` when passed, else None (and it holds no ``index.json``)."""
     set_aside: list[dict[str, Any]] = field(default_factory=list)
     """Every set-aside image: index, file, sha256, checks, values (as in set_aside.json)."""
     set_aside_path: Path | None = None
@@ -379,20 +379,22 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     over ``paths.ingested/table.csv``, setting aside the rows that ``set_aside``
     expectations fail; write ``set_aside.json`` and ``report.json`` to
     ``paths.validated`` and, only when every blocking check passed, the kept rows'
-    ``images.npz`` and ``table.csv``. Returns the result either way; raises
+    ``images/`` and ``table.csv``. Returns the result either way; raises
     :class:`ValidationConfigError` for a broken scenario configuration and
     FileNotFoundError when ingestion has not completed (RuntimeError when its outputs
     disagree with each other)."""
-    from pipelines.io import atomic_write, json_bytes, read_table, sha256_bytes
+    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, sha256_bytes
+    from gan_core.shards import INDEX_FILE, remove_dataset
 
     ing, out_dir = paths.ingested, paths.validated
     manifest_path, table_path = ing / "manifest.json", ing / "table.csv"
-    images_in, quarantine_path = ing / "images.npz", ing / "quarantine.json"
-    report_path, images_out, table_out = out_dir / "report.json", out_dir / "images.npz", out_dir / "table.csv"
+    images_in, quarantine_path = ing / IMAGES_DIR, ing / "quarantine.json"
+    report_path, images_out, table_out = out_dir / "report.json", out_dir / IMAGES_DIR, out_dir / "table.csv"
     set_aside_path = out_dir / SET_ASIDE_FILE
 
-    # Nothing stale may survive a failed or crashed validation.
-    for stale in (images_out, table_out, set_aside_path, report_path):
+    # Nothing stale may survive a failed or crashed validation (the shards stay until a
+    # pass rewrites the index, so unchanged ones are not written again).
+    for stale in (images_out / INDEX_FILE, out_dir / LEGACY_IMAGES_FILE, table_out, set_aside_path, report_path):
         stale.unlink(missing_ok=True)
 
     if not manifest_path.is_file():
@@ -501,29 +503,20 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(set_aside_path, json_bytes(_jsonable(set_aside)))
-    if passed:
-        import numpy as np
+    if not passed:
+        remove_dataset(images_out)
+    else:
+        from gan_core.shards import ShardError, copy_dataset, open_images
 
-        from pipelines.io import load_images, write_images_npz
-
-        # Unchanged images are copied byte for byte; otherwise the kept rows are streamed
-        # into a new archive (peak memory: the ingested array once).
-        data = None if aside_rows else images_in.read_bytes()
-        if data is not None:
-            import io
-
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                n_images = len(npz["images"])
-        else:
-            images = load_images(images_in)
-            n_images = len(images)
+        # Unchanged images: the shard files are copied as they are; otherwise the kept
+        # rows are streamed into new shards (memory: one chunk of images).
+        try:
+            n_images = len(open_images(images_in))
+        except ShardError as e:
+            raise RuntimeError(f"scenario {scenario.name}: {e}; rerun the ingest step") from None
         if n_images != len(df):
             raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {len(df)} rows; rerun the ingest step")
-        if data is not None:
-            atomic_write(images_out, data)
-        else:
-            write_images_npz(images_out, [images[i] for i in keep])
-            del images
+        copy_dataset(images_in, images_out, keep if aside_rows else None)
         atomic_write(table_out, _kept_table_bytes(table_path, keep, len(df)))
     atomic_write(report_path, json_bytes(_jsonable(report)))
     return ValidationResult(

@@ -1,0 +1,103 @@
+"""The sharded image datasets every data step writes and training reads
+(:mod:`gan_core.shards`): lazy reads equal the array, boundaries follow the content, writes
+are atomic, and damage is a clear error naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from gan_core.shards import INDEX_FILE, ShardError, ShardWriter, copy_dataset, dataset_digest, open_images, write_images
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3000, 8, 8, 3), dtype=np.uint8)
+
+
+def test_lazy_reads_equal_the_array(images, tmp_path):
+    write_images(tmp_path / "d", images, target=256)
+    d = open_images(tmp_path / "d")
+    assert d.shape == images.shape and len(d) == 3000 and len(d._index["shards"]) > 4
+    np.testing.assert_array_equal(d.load(), images)
+    rows = np.random.default_rng(1).integers(0, 3000, 500)  # unsorted, repeated, across shards
+    np.testing.assert_array_equal(d.take(rows), images[rows])
+    np.testing.assert_array_equal(d[-1], images[-1])
+    np.testing.assert_array_equal(d[100:900:7], images[100:900:7])
+    mask = np.zeros(3000, bool)
+    mask[::3] = True
+    np.testing.assert_array_equal(d[mask], images[mask])
+    sub = d.subset(np.arange(2999, -1, -2)).subset([0, 5, 5, 1])  # a view of a view
+    np.testing.assert_array_equal(sub.load(), images[::-1][::2][[0, 5, 5, 1]])
+    np.testing.assert_array_equal(np.concatenate(list(d.chunks(700))), images)
+    np.testing.assert_array_equal(np.asarray(d), images)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(sub)).load(), sub.load())  # DataLoader workers
+    with pytest.raises(IndexError):
+        d.take([3000])
+
+
+def test_boundaries_follow_the_content(images, tmp_path):
+    """Inserting 10 images in the middle rewrites the shard that holds them (and at most a
+    neighbour); every other shard keeps its name and bytes, so DVC stores and pushes
+    only those. Rewriting the same images writes no file at all."""
+    write_images(tmp_path / "d", images, target=256)
+    before = {s["file"] for s in open_images(tmp_path / "d")._index["shards"]}
+    mtimes = {f: os.stat(tmp_path / "d" / f).st_mtime_ns for f in before}
+    with ShardWriter(tmp_path / "d", images.shape[1:], target=256) as w:
+        w.add(images)
+        w.close()
+        assert w._new == []  # nothing written
+    assert {f: os.stat(tmp_path / "d" / f).st_mtime_ns for f in before} == mtimes
+    new = np.random.default_rng(5).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    grown = np.concatenate([images[:1500], new, images[1500:]])
+    write_images(tmp_path / "d", grown, target=256)
+    after = {s["file"] for s in open_images(tmp_path / "d")._index["shards"]}
+    assert 1 <= len(after - before) <= 2 < len(before)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted([INDEX_FILE, *after])  # old shards removed
+    np.testing.assert_array_equal(open_images(tmp_path / "d").load(), grown)
+    # Positional boundaries would have moved every shard after the insertion.
+    assert len(before & after) >= len(before) - 2
+
+
+def test_a_failed_write_leaves_the_previous_dataset(images, tmp_path):
+    write_images(tmp_path / "d", images[:1000], target=128)
+    digest, files = dataset_digest(tmp_path / "d"), sorted(os.listdir(tmp_path / "d"))
+    with pytest.raises(RuntimeError, match="crash"):
+        with ShardWriter(tmp_path / "d", images.shape[1:], target=128) as w:
+            w.add(images[1000:])  # several new shards on disk
+            raise RuntimeError("crash")
+    assert dataset_digest(tmp_path / "d") == digest and sorted(os.listdir(tmp_path / "d")) == files
+    np.testing.assert_array_equal(open_images(tmp_path / "d").load(), images[:1000])
+
+
+def test_copy_whole_keeps_files_and_subset_streams(images, tmp_path):
+    write_images(tmp_path / "a", images, target=256, columns={"source_index": np.arange(3000) % 7})
+    copy_dataset(tmp_path / "a", tmp_path / "b")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    copy_dataset(tmp_path / "a", tmp_path / "c", rows=[7, 3, 2999])
+    np.testing.assert_array_equal(open_images(tmp_path / "c").load(), images[[7, 3, 2999]])
+    assert open_images(tmp_path / "b").column("source_index").tolist() == (np.arange(3000) % 7).tolist()
+    assert open_images(tmp_path / "b").subset([8, 9]).column("source_index").tolist() == [1, 2]
+
+
+def test_damage_is_a_clear_error_naming_the_file(images, tmp_path):
+    with pytest.raises(ShardError, match=r"d/index.json is missing.*rerun"):
+        open_images(tmp_path / "d")
+    write_images(tmp_path / "d", images, target=256)
+    index = json.loads((tmp_path / "d" / INDEX_FILE).read_text())
+    first, second = (tmp_path / "d" / s["file"] for s in index["shards"][:2])
+    first.unlink()
+    with pytest.raises(ShardError, match=f"{first.name} is missing although .*index.json lists it"):
+        open_images(tmp_path / "d").load()
+    second.write_bytes(second.read_bytes()[:-100])  # cut short
+    with pytest.raises(ShardError, match=f"{second.name} is shorter"):
+        open_images(tmp_path / "d").take([index["shards"][0]["rows"] + index["shards"][1]["rows"] - 1])
+    (tmp_path / "d" / INDEX_FILE).write_text("{not json")
+    with pytest.raises(ShardError, match="index.json is not valid JSON"):
+        open_images(tmp_path / "d")
+    with pytest.raises(ValueError, match=r"uint8 \(8, 8, 3\)"):
+        ShardWriter(tmp_path / "e", (8, 8, 3)).add(np.zeros((2, 8, 8, 1), np.uint8))
