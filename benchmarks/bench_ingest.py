@@ -249,8 +249,12 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
 
     sc = _scenario(job["target"])
     paths = ScenarioPaths(SCENARIO, Roots.under(job["base"]))
+    if job.get("decode_workers"):
+        os.environ["SCENARIO_GAN_DECODE_WORKERS"] = str(job["decode_workers"])
     with Meter() as m_ing:
         res = ingest(sc, paths)
+    # The decode processes are this process's children (spawned, joined): their peak.
+    children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     with Meter() as m_val:
         val = validate(sc, paths)
     images = load_images(res.images_path)
@@ -259,6 +263,7 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
         "n_images": res.n_images, "n_quarantined": res.n_quarantined, "validation_passed": val.passed,
         "output_shape": list(images.shape), "pixels_sha256": hashlib.sha256(np.ascontiguousarray(images)).hexdigest(),
         "images_npz_bytes": sum(p.stat().st_size for p in res.images_path.iterdir()),
+        "decode_worker_peak_rss_mb": round(children_peak / 2**20, 1),
     }
 
 
@@ -354,6 +359,7 @@ def _summarize(n: int, target: int, reps: list[dict[str, dict[str, Any]]]) -> di
             "validate_peak_growth_mb": _median([p["validate_peak_growth_mb"] for p in pipe]),
             "rss_before_mb": _median([p["ingest_rss_before_mb"] for p in pipe]),
             "worker_peak_rss_mb": _median([p["worker_peak_rss_mb"] for p in pipe]),
+            "decode_worker_peak_rss_mb": _median([p.get("decode_worker_peak_rss_mb", 0.0) for p in pipe]),
             "images_npz_mb": round(pipe[0]["images_npz_bytes"] / 2**20, 2),
             "n_images": pipe[0]["n_images"],
             "n_quarantined": pipe[0]["n_quarantined"],
@@ -409,7 +415,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         pool = make_pool(Path(opts.pool_dir) if opts.pool_dir else Path(tmp) / "pool", max(sizes), opts.side, log=log)
         per_size: dict[str, list[dict[str, dict[str, Any]]]] = {}
         bases = {n: make_folder(pool, Path(tmp) / f"n{n}", n) for n in sizes}
-        jobs = {n: {"base": str(bases[n]), "target": opts.target, "n": n} for n in sizes}
+        jobs = {n: {"base": str(bases[n]), "target": opts.target, "n": n, "decode_workers": opts.decode_workers} for n in sizes}
         if opts.one_process_per_variant:
             # --quick: one process per variant measures every size (the peak counter is
             # reset between sizes), so the seconds of imports are paid once
@@ -439,7 +445,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
     return {
         "benchmark": "bench_ingest",
         "settings": {
-            "sizes": sizes, "reps": opts.reps, "file_side": opts.side, "target": opts.target, "channels": 3, "quick": opts.quick,
+            "sizes": sizes, "reps": opts.reps, "decode_workers": opts.decode_workers or "all cores", "file_side": opts.side, "target": opts.target, "channels": 3, "quick": opts.quick,
             "one_process_per_variant": opts.one_process_per_variant,
             "data": f"{opts.side}x{opts.side} RGB PNGs: random crops of skimage.data astronaut/coffee/chelsea/rocket and brick/grass/gravel (scale 1 or 1/2) + Gaussian noise sigma {NOISE_SIGMA}",
             "memory": "peak RSS (VmHWM) of the measuring process minus its RSS before the step, peak counter reset via /proc/self/clear_refs",
@@ -462,15 +468,17 @@ def markdown(res: dict[str, Any]) -> str:
         f"### Ingestion + validation vs a plain PIL loop ({st['file_side']}px RGB PNGs -> {st['target']}px, {st['reps']} reps, "
         f"loadavg {res['loadavg_before']} -> {res['loadavg_after']})",
         "",
-        "| files | ingest img/s | ingest + validate img/s | PIL loop img/s | ingest / PIL (x) | CPU µs/img ingest | CPU µs/img PIL | ingest peak +MB | PIL peak +MB | output MB | same pixels |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"Decode workers: {st.get('decode_workers', 1)}.",
+        "",
+        "| files | ingest img/s | ingest + validate img/s | PIL loop img/s | ingest / PIL (x) | ingest + validate / PIL (x) | CPU µs/img ingest (main process) | CPU µs/img PIL | ingest peak +MB | validate peak +MB | decode worker peak MB | PIL peak +MB | output MB | same pixels |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n, s in res["sizes"].items():
         p, q = s["pipeline"], s["pil"]
         lines.append(
             f"| {int(n):,} | {p['ingest_images_per_s']:.0f} | {p['ingest_plus_validate_images_per_s']:.0f} | {q['images_per_s']:.0f} "
-            f"| {s['ratio_ingest_vs_pil']:.2f} | {p['ingest_cpu_us_per_image']:.0f} | {q['cpu_us_per_image']:.0f} "
-            f"| {p['ingest_peak_growth_mb']:.1f} | {q['peak_growth_mb']:.1f} | {s['output_mb']:.1f} | {s['pixels_identical']} |"
+            f"| {s['ratio_ingest_vs_pil']:.2f} | {s['ratio_ingest_plus_validate_vs_pil']:.2f} | {p['ingest_cpu_us_per_image']:.0f} | {q['cpu_us_per_image']:.0f} "
+            f"| {p['ingest_peak_growth_mb']:.1f} | {p['validate_peak_growth_mb']:.1f} | {p['decode_worker_peak_rss_mb']:.0f} | {q['peak_growth_mb']:.1f} | {s['output_mb']:.1f} | {s['pixels_identical']} |"
         )
     sc = res["scaling"]
     if "ingest_cpu_per_image_largest_over_smallest" in sc:
@@ -492,6 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help=f"repetitions per size, variants alternating (default {DEFAULTS['reps']})")
     p.add_argument("--side", type=int, default=None, help="side of the generated PNGs in px (default 32)")
     p.add_argument("--target", type=int, default=None, choices=[16, 28, 32, 64, 128], help="scenario image.size (default 32)")
+    p.add_argument("--decode-workers", type=int, default=None, help="SCENARIO_GAN_DECODE_WORKERS for the pipeline (default: every core)")
     p.add_argument("--pool-dir", help="generate the PNGs here and reuse them on later runs (default: a temporary directory)")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--quick", action="store_true", help=f"smoke test {QUICK}, one process per variant (explicit flags still win)")

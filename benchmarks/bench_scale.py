@@ -104,7 +104,7 @@ def worker_augment(job: dict[str, Any]) -> dict[str, Any]:
 
     sc = parse_scenario({
         "name": "bench", "data": {"source": "folder"}, "image": {"size": SIDE, "channels": 3},
-        "augmentation": {"offline_copies": 1, "transforms": [{"name": "HorizontalFlip", "params": {"p": 1.0}}]},
+        "augmentation": {"offline_copies": 1, "invariances": ["horizontal_flip"], "transforms": [{"name": "HorizontalFlip", "params": {"p": 1.0}}]},
     })
     paths = ScenarioPaths("bench", Roots.under(job["base"]))
     with Meter() as m:

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_writer
 
 FORMAT = "scenario-gan.shards/1"
 INDEX_FILE = "index.json"
@@ -68,11 +68,6 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(int(s) for s in shape)})
     return buf.getvalue()
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    arr = np.ascontiguousarray(arr)
-    return _npy_header(arr.shape, arr.dtype) + arr.tobytes()
 
 
 def target_rows(image_shape: Sequence[int], target_bytes: int = TARGET_SHARD_BYTES) -> int:
@@ -98,7 +93,8 @@ class ShardWriter:
         self.check_space = check_space
         self.shards: list[dict[str, Any]] = []
         self.n = 0
-        self._buf: list[np.ndarray] = []
+        # One preallocated shard buffer (the largest shard): no per-image arrays, no stacked copy.
+        self._buf = np.empty((self.max_rows, *self.image_shape), np.uint8)
         self._buf_rows = 0
         self._new: list[Path] = []
         self._closed = self._published = False
@@ -121,37 +117,44 @@ class ShardWriter:
         if a.dtype != np.uint8 or a.shape[1:] != self.image_shape:
             raise ValueError(f"{self.folder}: got images of {a.dtype} {a.shape[1:]}, the dataset holds uint8 {self.image_shape}")
         for k in range(len(a)):
-            row = np.ascontiguousarray(a[k])
-            d = digests[k] if digests is not None else hashlib.sha256(row.data).hexdigest()
-            self._buf.append(row)
+            row = a[k]
+            d = digests[k] if digests is not None else hashlib.sha256(np.ascontiguousarray(row).data).hexdigest()
+            self._buf[self._buf_rows] = row
             self._buf_rows += 1
             self.n += 1
             if (self._buf_rows >= self.min_rows and int(d[:8], 16) % self.target == 0) or self._buf_rows >= self.max_rows:
                 self._flush()
 
-    def _write(self, data: bytes, suffix: str = ".npy") -> dict[str, Any]:
-        digest = hashlib.sha256(data).hexdigest()
-        name = digest[:20] + suffix
+    def _write(self, arr: np.ndarray) -> dict[str, Any]:
+        """Write ``arr`` as ``<sha256[:20]>.npy`` (header and data written from where they
+        are, hashed without a copy); an existing file of that name and size is kept."""
+        header = _npy_header(arr.shape, arr.dtype)
+        data = memoryview(np.ascontiguousarray(arr)).cast("B")
+        h = hashlib.sha256(header)
+        h.update(data)
+        digest = h.hexdigest()
+        name, size = digest[:20] + ".npy", len(header) + len(data)
         path = self.folder / name
-        if not path.is_file() or path.stat().st_size != len(data):
+        if not path.is_file() or path.stat().st_size != size:
             if self.check_space:
                 import shutil
 
                 free = shutil.disk_usage(self.folder).free
-                if free < len(data) + (1 << 20):
-                    raise OSError(28, f"No space left on device: {self.folder} needs {len(data):,} bytes for {name}, {free:,} free")
+                if free < size + (1 << 20):
+                    raise OSError(28, f"No space left on device: {self.folder} needs {size:,} bytes for {name}, {free:,} free")
             if name not in self._in_use:
                 self._new.append(path)
-            atomic_write_bytes(path, data)
-        return {"file": name, "sha256": digest, "bytes": len(data)}
+            with atomic_writer(path, size) as fh:
+                fh.write(header)
+                fh.write(data)
+        return {"file": name, "sha256": digest, "bytes": size}
 
     def _flush(self) -> None:
-        if not self._buf:
+        if not self._buf_rows:
             return
-        block = np.stack(self._buf)
-        self._buf, self._buf_rows = [], 0
-        entry = self._write(_npy_bytes(block))
-        entry["rows"] = len(block)
+        entry = self._write(self._buf[: self._buf_rows])
+        entry["rows"] = self._buf_rows
+        self._buf_rows = 0
         self.shards.append(entry)
 
     def reader(self) -> ShardedImages:
@@ -172,7 +175,7 @@ class ShardWriter:
             v = np.asarray(values, dtype=np.int64)
             if v.shape != (self.n,):
                 raise ValueError(f"{self.folder}: column {key!r} has shape {v.shape}, expected ({self.n},)")
-            cols[key] = self._write(_npy_bytes(v))
+            cols[key] = self._write(v)
         index = {
             "format": FORMAT,
             "dtype": "uint8",
@@ -185,6 +188,7 @@ class ShardWriter:
         data = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
         atomic_write_bytes(self.folder / INDEX_FILE, data)
         self._closed = self._published = True
+        self._buf = np.empty((0, *self.image_shape), np.uint8)  # release the shard buffer
         keep = {s["file"] for s in self.shards} | {c["file"] for c in cols.values()} | {INDEX_FILE}
         for p in self.folder.iterdir():
             if p.name not in keep and p.suffix == ".npy":
@@ -199,7 +203,7 @@ class ShardWriter:
         for p in self._new:
             p.unlink(missing_ok=True)
         self._new.clear()
-        self._buf, self._buf_rows = [], 0
+        self._buf_rows = 0
         self._closed = True
 
 

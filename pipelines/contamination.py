@@ -391,14 +391,16 @@ def near_duplicates(images: Sequence[np.ndarray], hashes: np.ndarray, exact_dupl
     return out
 
 
-def columns(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool]) -> dict[str, list]:
+def columns(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool], *, features: np.ndarray | None = None, hashes: np.ndarray | None = None) -> dict[str, list]:
     """The three table columns for one scenario's normalized images, in row order:
     ``phash`` (hex strings), ``near_duplicate_of`` (row index or None) and
     ``outlier_score`` (robust z, rounded to 3 decimals). ``exact_duplicate`` flags the
-    rows that have a ``duplicate_of``."""
-    hashes = perceptual_hashes(images)
+    rows that have a ``duplicate_of``. ``features`` (:func:`feature_matrix`) and
+    ``hashes`` (:func:`perceptual_hashes`) are computed here unless given (decode
+    workers compute them per chunk: both are per image, so chunking changes nothing)."""
+    hashes = perceptual_hashes(images) if hashes is None else np.asarray(hashes, dtype=np.uint64)
     near = near_duplicates(images, hashes, [bool(d) for d in exact_duplicate])
-    scores = outlier_scores(feature_matrix(images))
+    scores = outlier_scores(feature_matrix(images) if features is None else features)
     return {
         "phash": [hash_hex(h) for h in hashes],
         "near_duplicate_of": near,

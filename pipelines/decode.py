@@ -76,6 +76,11 @@ class Decoded:
     """sha256 of ``pixels`` when already computed (by a decode worker)."""
     stats: dict[str, float] | None = None
     """:func:`image_stats` of ``pixels`` when already computed."""
+    features: np.ndarray | None = None
+    """The contamination feature row (``pipelines.contamination.feature_matrix``), float32,
+    when a decode worker computed it."""
+    phash: int | None = None
+    """The perceptual hash (``pipelines.contamination.perceptual_hashes``), when computed."""
 
     def describe(self) -> Decoded:
         """Fill in ``sha256`` and ``stats`` (where decoding runs, so workers do it)."""
@@ -279,6 +284,37 @@ def decode_array(row: np.ndarray, scenario: Scenario, max_pixels: int) -> Decode
         raise BadImage("unsupported_mode", f"array row of shape {row.shape}: need (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
     im = Image.fromarray(np.ascontiguousarray(row), modes[key])
     return _normalize(im, scenario, modes[key], 1, max_pixels)
+
+
+def image_stats_batch(block: np.ndarray) -> list[dict[str, float]]:
+    """:func:`image_stats` of every image of a uint8 ``(B, H, W, C)`` block, computed
+    with whole-block numpy operations (the same values, a fraction of the calls)."""
+    b = len(block)
+    if b == 0:
+        return []
+    x = block.astype(np.float64) / 255.0
+    a = x.reshape(b, -1)
+    m = x[:, :, ::-1, :].reshape(b, -1)
+    mean = a.mean(axis=1)
+    a0 = a - mean[:, None]
+    m0 = m - m.mean(axis=1)[:, None]
+    ssa = (a0 * a0).sum(axis=1)
+    den = np.sqrt(ssa * (m0 * m0).sum(axis=1))
+    cross = (a0 * m0).sum(axis=1)
+    std = np.sqrt(ssa / a.shape[1])
+    flat = block.reshape(b, -1)
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    out = []
+    for i in range(b):
+        sym = float(cross[i] / den[i]) if den[i] > 1e-12 else 1.0
+        out.append({
+            "mean": round(float(mean[i]), 6),
+            "std": round(float(std[i]), 6),
+            "min": round(int(lo[i]) / 255.0, 6),
+            "max": round(int(hi[i]) / 255.0, 6),
+            "symmetry": round(min(1.0, max(-1.0, sym)), 6),
+        })
+    return out
 
 
 def image_stats(pixels: np.ndarray) -> dict[str, float]:

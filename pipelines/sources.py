@@ -169,6 +169,16 @@ def decode_workers() -> int:
 _WORKER: dict[str, Any] = {}
 
 
+def _start_method() -> str:
+    """``fork`` from a process with one thread (a stage command, a script: fast, and a
+    script without a ``__main__`` guard is not run again); ``spawn`` from a process with
+    more (a Dagster run worker), since a forked child could inherit a lock another thread
+    holds. Either way the workers are this process's children."""
+    import threading
+
+    return "fork" if threading.active_count() == 1 and "fork" in __import__("multiprocessing").get_all_start_methods() else "spawn"
+
+
 def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> None:
     import warnings
 
@@ -181,7 +191,30 @@ def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels
 
 
 def _worker_chunk(chunk: list[tuple[str, str]]) -> list[Item]:
-    return [_entry(rel, kind, *_WORKER["args"]) for rel, kind in chunk]
+    """Read and decode a chunk of files; describe the decoded images as one block: pixel
+    sha256, statistics, contamination features and perceptual hash (all per image, so the
+    values do not depend on the chunking; the parent does what compares images)."""
+    from pipelines import contamination
+    from pipelines.decode import image_stats_batch
+
+    root, data_root_real, scenario, max_pixels, max_file_bytes = _WORKER["args"]
+    out: list[Item] = []
+    for rel, kind in chunk:
+        name = printable_name(rel.replace(os.sep, "/"))
+        if kind != "file":
+            out.append(_entry(rel, kind, *_WORKER["args"]))
+            continue
+        digest, res = _read_one(os.path.join(root, rel), data_root_real, scenario, max_pixels, max_file_bytes)
+        out.append((name, digest, res))
+    good = [res for _, _, res in out if isinstance(res, Decoded)]
+    if good:
+        block = np.stack([d.pixels for d in good])
+        feats = contamination.feature_matrix(block)
+        hashes = contamination.perceptual_hashes(block)
+        for d, st, f, h in zip(good, image_stats_batch(block), feats, hashes):
+            d.sha256 = sha256_bytes(d.pixels.tobytes())
+            d.stats, d.features, d.phash = st, f, int(h)
+    return out
 
 
 def _iter_parallel(entries: list[tuple[bytes, str, str]], root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int, workers: int) -> Iterator[Item]:
@@ -192,10 +225,7 @@ def _iter_parallel(entries: list[tuple[bytes, str, str]], root: Path, data_root_
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [[(rel, kind) for _, rel, kind in entries[i : i + CHUNK_FILES]] for i in range(0, len(entries), CHUNK_FILES)]
-    # spawn: fresh interpreters that inherit none of the parent's threads or locks (a
-    # Dagster run worker has some) and are this process's own children (their peak
-    # memory is in getrusage(RUSAGE_CHILDREN)).
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(_start_method())
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(root, data_root_real, scenario, max_pixels, max_file_bytes)) as pool:
         pending: deque = deque()
         todo = iter(chunks)
@@ -232,7 +262,7 @@ def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: in
                 return None, BadImage("empty_file", "0 bytes")
             if st.st_size > max_file_bytes:
                 return None, BadImage("file_too_large", f"{st.st_size} bytes > {max_file_bytes}")
-            data = fh.read(max_file_bytes + 1)
+            data = fh.read(st.st_size + 1)  # not max_file_bytes + 1: that allocates (and frees) a buffer that large per file
     except OSError as e:
         return None, BadImage("unreadable", f"{type(e).__name__}: {e.strerror or e}")
     digest = sha256_bytes(data)

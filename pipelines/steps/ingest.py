@@ -99,7 +99,7 @@ class IngestResult:
     """Rows with a ``near_duplicate_of``."""
 
 
-def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> tuple[list[tuple[Any, ...]], list[dict[str, str]], int]:
+def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> tuple[list[tuple[Any, ...]], list[dict[str, str]], int, dict[str, np.ndarray]]:
     """(table rows without the contamination columns, quarantine, entries seen); the
     images go to ``writer`` as they come, so memory holds one shard of pixels, not all.
     Rows are tuples in TABLE_COLUMNS order."""
@@ -107,6 +107,7 @@ def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> t
     quarantine: list[dict[str, str]] = []
     first_of: dict[str, int] = {}
     n_seen = 0
+    pre = _Precomputed()
     for name, src_hash, res in items:
         n_seen += 1
         if isinstance(res, BadImage):
@@ -117,6 +118,7 @@ def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> t
         digest, st = res.sha256, res.stats
         dup = first_of.setdefault(digest, idx)
         writer.add(res.pixels, [digest])
+        pre.add(res)
         rows.append((
             idx, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
             res.n_frames, res.pixels.shape[1], res.pixels.shape[0], res.pixels.shape[2],
@@ -125,7 +127,40 @@ def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> t
         ))
         if limit is not None and len(rows) >= limit:
             break
-    return rows, quarantine, n_seen
+    return rows, quarantine, n_seen, pre.result(len(rows))
+
+
+class _Precomputed:
+    """The contamination features and hashes decode workers computed, gathered in row
+    order into growing arrays (float32 features: 4 bytes x D per image); None unless
+    every image came with them."""
+
+    def __init__(self) -> None:
+        self.features: np.ndarray | None = None
+        self.hashes: np.ndarray | None = None
+        self.n = 0
+        self.complete = True
+
+    def add(self, d: Any) -> None:
+        if not self.complete:
+            return
+        if d.features is None or d.phash is None:
+            self.complete = False
+            return
+        if self.features is None:
+            self.features = np.empty((1024, len(d.features)), np.float32)
+            self.hashes = np.empty(1024, np.uint64)
+        if self.n == len(self.features):
+            self.features = np.concatenate([self.features, np.empty_like(self.features)])
+            self.hashes = np.concatenate([self.hashes, np.empty_like(self.hashes)])
+        self.features[self.n] = d.features
+        self.hashes[self.n] = d.phash
+        self.n += 1
+
+    def result(self, n: int) -> dict[str, np.ndarray]:
+        if not self.complete or self.features is None or self.n != n:
+            return {}
+        return {"features": self.features[:n], "hashes": self.hashes[:n]}
 
 
 def _remove_images(folder: Path) -> None:
@@ -154,8 +189,8 @@ def ingest(
     try:
         source, items = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
         with pillow_limits(max_image_pixels):
-            rows, quarantine, n_seen = _collect(items, spec.limit, writer)
-        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root)
+            rows, quarantine, n_seen, pre = _collect(items, spec.limit, writer)
+        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre)
     except SourceError as e:
         writer.abort()
         raise IngestError(str(e)) from None
@@ -172,7 +207,7 @@ def ingest(
         raise
 
 
-def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: list[tuple[Any, ...]], quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path) -> IngestResult:
+def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: list[tuple[Any, ...]], quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path, pre: dict[str, np.ndarray]) -> IngestResult:
     """Contamination columns (a second pass over the written shards), then the table,
     quarantine, the dataset index and (last) the manifest."""
     spec = scenario.data
@@ -200,7 +235,7 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c not in CONTAMINATION_COLUMNS])
     del rows
     images = writer.reader()
-    for col, values in contamination.columns(images, table["duplicate_of"].notna().tolist()).items():
+    for col, values in contamination.columns(images, table["duplicate_of"].notna().tolist(), **pre).items():
         table[col] = values
     table = table[list(TABLE_COLUMNS)]
     for col in ("duplicate_of", "near_duplicate_of"):
