@@ -10,6 +10,9 @@ repetition so bursts of load hit all of them):
 
 - ``direct``   the seven step functions (params, ingest, validate, augment, ruler, train,
   evaluate) called in this process (imports already warm: the floor);
+- ``direct_cold`` the same seven calls in one fresh Python process, its imports
+  included: what running the steps by hand in one script costs, and the baseline that
+  separate stage processes are compared with (``x direct_cold``);
 - ``stages``   the two commands of each DVC stage, without DVC: ``python -m
   pipelines.stage <step> digits`` (the step's imports only, no Dagster), then ``python -m
   assets.record <step> digits`` (Dagster, records the step): seven plus six processes;
@@ -21,7 +24,11 @@ repetition so bursts of load hit all of them):
 - ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
 
 Reported: median seconds per variant, and the median over repetitions of each variant's
-time over ``direct``'s in the same repetition. Requires the project's ``.dvc-venv``
+time over ``direct``'s and ``direct_cold``'s in the same repetition. Then, once per
+step, the stage process under ``python -X importtime``: its wall time and the
+seconds its imports took (the sum of the top-level imports' cumulative times), and
+which heavy libraries (torch, great_expectations, albumentations, dagster, pandas,
+PIL) it loaded; the same for the ``assets.record`` process. Requires the project's ``.dvc-venv``
 for the DVC variants (skipped without it, and said so).
 """
 
@@ -68,6 +75,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for step in STEPS:
             run_step(step, "digits", base_dir=base, scenarios_dir=scenarios)
 
+    def direct_cold() -> None:
+        base = work / "direct_cold"
+        code = (
+            "from pathlib import Path; from pipelines.stage import run_step; from pipelines.registry import STEPS\n"
+            f"for s in STEPS: run_step(s, 'digits', base_dir=Path({str(base)!r}), scenarios_dir=Path({str(scenarios)!r}))"
+        )
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, check=True)
+
     def stages() -> None:
         base = work / "stages"
         env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
@@ -88,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res = materialize_scenario("digits", base_dir=work / "dagster", scenarios_dir=scenarios, instance=instance, raise_on_error=True)
             assert res.success
 
-    variants: dict[str, Callable[[], None]] = {"direct": direct, "stages": stages, "dagster": dagster}
+    variants: dict[str, Callable[[], None]] = {"direct": direct, "direct_cold": direct_cold, "stages": stages, "dagster": dagster}
     dvc_note = None
     project = None
     dvc_bin = REPO / ".dvc-venv" / "bin" / "dvc"
@@ -131,6 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_median": {n: statistics.median(v) for n, v in times.items()},
         "seconds": times,
         "ratio_to_direct_median": {n: statistics.median(t / d for t, d in zip(v, times["direct"])) for n, v in times.items() if n != "direct"},
+        "ratio_to_direct_cold_median": {n: statistics.median(t / d for t, d in zip(v, times["direct_cold"])) for n, v in times.items() if n not in ("direct", "direct_cold")},
+        "stage_processes": stage_imports(work, scenarios),
     }
     if noop:
         result["dvc_noop_seconds_median"] = statistics.median(noop)
@@ -140,11 +157,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+HEAVY = ("torch", "great_expectations", "albumentations", "dagster", "pandas", "PIL", "sklearn", "skimage", "opacus")
+
+
+def import_profile(stderr: str) -> tuple[float, list[str]]:
+    """(seconds of imports, heavy top-level packages loaded) from ``-X importtime`` output:
+    the sum of the cumulative times of the top-level imports (lines without nesting)."""
+    total, heavy = 0.0, set()
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        parts = line.split("|")  # "import time: self | cumulative | name"
+        name = parts[2]
+        if name.startswith(" ") and not name.startswith("  "):  # top level: one space after the bar
+            total += int(parts[1]) / 1e6
+        root = name.strip().split(".")[0]
+        if root in HEAVY:
+            heavy.add(root)
+    return round(total, 3), sorted(heavy)
+
+
+def stage_imports(work: Path, scenarios: Path) -> dict[str, Any]:
+    """Each step's stage process (and the record process) once, under ``-X importtime``."""
+    base = work / "imports"
+    env = {**_env(), "DAGSTER_HOME": str(work / "imports-home")}
+    out: dict[str, Any] = {}
+    for step in STEPS:
+        for what, cmd in (("stage", ["pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)]), ("record", ["assets.record", step, "digits", "--base-dir", str(base)])):
+            if what == "record" and not STEPS[step].asset:
+                continue
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-X", "importtime", "-m", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if p.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-1500:]}")
+            seconds, heavy = import_profile(p.stderr)
+            out[f"{what} {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
+    return out
+
+
 def format_table(r: dict[str, Any]) -> str:
-    lines = [f"{'variant':<10} {'median s':>9} {'x direct':>9}"]
+    lines = [f"{'variant':<12} {'median s':>9} {'x direct':>9} {'x direct_cold':>14}"]
     for n, s in r["seconds_median"].items():
         ratio = r["ratio_to_direct_median"].get(n, 1.0)
-        lines.append(f"{n:<10} {s:>9.1f} {ratio:>9.2f}")
+        cold = r.get("ratio_to_direct_cold_median", {}).get(n)
+        lines.append(f"{n:<12} {s:>9.1f} {ratio:>9.2f} {'' if cold is None else f'{cold:.2f}':>14}")
+    lines.append("")
+    lines.append(f"{'process':<18} {'wall s':>7} {'imports s':>10}  heavy imports")
+    for k, v in r.get("stage_processes", {}).items():
+        lines.append(f"{k:<18} {v['process_s']:>7.2f} {v['import_s']:>10.2f}  {', '.join(v['heavy_imports'])}")
     if "dvc_noop_seconds_median" in r:
         lines.append(f"{'dvc no-op':<10} {r['dvc_noop_seconds_median']:>9.2f}")
     return "\n".join(lines)

@@ -50,7 +50,7 @@ from benchmarks.harness import loadavg, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"train_sizes": [1000, 100_000], "augment_sizes": [10_000, 100_000], "dvc_size": 100_000, "reps": 3, "steps": 40}
-QUICK = {"train_sizes": [300, 3000], "augment_sizes": [500, 2000], "dvc_size": 5000, "reps": 1, "steps": 6}
+QUICK = {"train_sizes": [300, 3000], "augment_sizes": [500, 2000], "dvc_size": 20000, "reps": 1, "steps": 6}
 SIDE = 32
 
 

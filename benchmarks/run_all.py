@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ("ingest", "augment", "contamination", "train", "train_augment", "orchestration", "gpu", "quality", "verdict", "ablation", "privacy")
+ORDER = ("ingest", "scale", "augment", "contamination", "train", "train_augment", "orchestration", "gpu", "quality", "verdict", "ablation", "privacy")
 
 
 def cuda_available() -> bool:
@@ -57,6 +57,7 @@ def commands(out_dir: Path, quick: bool, cuda: bool, pool_dir: str | None) -> di
         quality += ["--budgets", "200", "600", "--threads", "1"]
     return {
         "ingest": (ingest, None),
+        "scale": (["benchmarks.bench_scale", *q, "--out", j["scale"]], None),
         "augment": (["benchmarks.bench_augment", *q, "--out", j["augment"]], None),
         "contamination": (["benchmarks.bench_contamination", *q, "--out", j["contamination"]], None),
         "train": (["benchmarks.bench_train", *q, "--json", j["train"]], None),

@@ -226,6 +226,7 @@ class Trainer:
         self.lr_scale = 1.0
         self.rollbacks = 0
         self._perm_cache: dict[int, torch.Tensor] = {}
+        self._prefetch: tuple[int, Any] | None = None  # (step, future of its batch) for data on disk
         self.dp = None  # gan_core.privacy.DPAccounting, set when training starts
         if t.privacy is not None:
             self._init_private()
@@ -327,11 +328,28 @@ class Trainer:
             out[sel] = torch.rot90(x[sel], r, dims=(2, 3))
         return out, k
 
+    def _read_ahead(self, step: int, idx: torch.Tensor) -> Any:
+        """The rows of ``step`` from disk, and the next step's rows read in a background
+        thread while this step computes (the reads release the GIL). The next step's
+        indices are a function of the step alone, so what is read is what would be read
+        anyway; a step that is not the one read ahead (a rollback) reads directly."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ahead, self._prefetch = self._prefetch, None
+        got = ahead[1].result() if ahead is not None else None  # never two reads at once
+        batch = got if ahead is not None and ahead[0] == step else self.data.take(idx.numpy())
+        if step < self.cfg.train.steps:
+            if not hasattr(self, "_reader"):
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+            nxt = self._batch_indices(step + 1).numpy()
+            self._prefetch = (step + 1, self._reader.submit(self.data.take, nxt))
+        return batch
+
     def _real_batch(self, step: int) -> torch.Tensor:
         """The step's real images (B, C, H, W), through ``real_transform`` if any."""
         idx = self._batch_indices(step)
         if self.lazy:
-            batch = _nchw(self.data.take(idx.numpy()))
+            batch = _nchw(self._read_ahead(step, idx))
             if self.real_transform is None:
                 return batch.to(self.device)
         elif self.real_transform is None:
@@ -679,6 +697,10 @@ class Trainer:
                 metrics.close()
             if bar:
                 bar.close()
+            if hasattr(self, "_reader"):
+                self._reader.shutdown(wait=True)
+                del self._reader
+                self._prefetch = None
         wall = time.perf_counter() - t0
         images = (self.step - first_step) * t.batch_size * self.world
         gen_path = self.out_dir / GENERATOR_FILE
@@ -702,6 +724,8 @@ class Trainer:
                 ada_p=result.ada_p, real_transform=self.real_transform_info, privacy=result.privacy,
             )
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+            # what the speed depends on besides the machine (see docs/BENCHMARKS.md, entry points)
+            summary.update(torch_threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
             ck.atomic_write_bytes(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
         if self.world > 1:
             dist.barrier()

@@ -107,6 +107,23 @@ def test_run_all_collects_results(tmp_path):
     assert {b[n]["status"] for n in run_all.ORDER if n != "gpu"} == {"skipped"}
 
 
+def test_bench_scale_quick(tmp_path):
+    from benchmarks import bench_scale
+
+    out = tmp_path / "scale.json"
+    assert bench_scale.main(["--quick", "--tmp", str(tmp_path), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    t = r["train"]
+    assert set(t["variants"]) == {"memory@300", "shards@300", "shards@3000"}
+    assert all(v["images_per_s"] > 0 and v["peak_growth_mb"] >= 0 for v in t["variants"].values())
+    assert t["ratio_largest_over_smallest"] > 0 and t["shard_bytes_largest"] > 3000 * 32 * 32 * 3
+    assert {int(n): a["n_written"] for n, a in r["augment"].items()} == {500: 1000, 2000: 4000}  # one copy of every image
+    d = r["dvc"]
+    require("skipped" not in d, f"DVC's tool environment for the shard test ({d.get('skipped')})", "python3 -m venv .dvc-venv && .dvc-venv/bin/pip install 'dvc==3.67.1'", flag="SCENARIO_GAN_REQUIRE_DVC")
+    # 10 images inserted in the middle: one or two shards change, not all of them
+    assert d["shards_before"] >= 2 and 1 <= d["shards_changed"] <= 2 and d["dvc_new_cache_bytes"] < d["dataset_bytes"]
+
+
 @pytest.mark.slow
 def test_bench_orchestration_quick(tmp_path):
     from benchmarks.bench_orchestration import main
@@ -114,8 +131,13 @@ def test_bench_orchestration_quick(tmp_path):
     out = tmp_path / "orch.json"
     assert main(["--quick", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert {"direct", "stages", "dagster"} <= set(r["seconds_median"])
+    assert {"direct", "direct_cold", "stages", "dagster"} <= set(r["seconds_median"])
     assert all(v > 0 for v in r["seconds_median"].values())
+    procs = r["stage_processes"]  # every step's process measured under -X importtime
+    assert {f"stage {s}" for s in ("params", "ingest", "validate", "augment", "ruler", "train", "evaluate")} <= set(procs)
+    assert procs["stage params"]["heavy_imports"] == [] and "great_expectations" in procs["stage validate"]["heavy_imports"]
+    assert "dagster" not in {h for k, v in procs.items() if k.startswith("stage ") for h in v["heavy_imports"]}
+    assert all(0 < v["import_s"] < v["process_s"] for v in procs.values())
     dvc_venv = "create it: python3 -m venv .dvc-venv && .dvc-venv/bin/pip install 'dvc==3.67.1'"
     require("dvc" in r["seconds_median"], f"DVC's tool environment for the DVC variants ({r.get('note')})", dvc_venv, flag="SCENARIO_GAN_REQUIRE_DVC")
     assert r["dvc_noop_seconds_median"] > 0 and r["ratio_to_direct_median"]["dvc"] > 0

@@ -56,7 +56,7 @@ class DagsterUI:
             return "(no server log)"
 
 
-def start_ui(home: Path, log: Path, *, timeout: float = 180.0) -> DagsterUI:
+def start_ui(home: Path, log: Path, *, timeout: float = 180.0, cwd: Path = REPO) -> DagsterUI:
     """``python -m assets.ui --port <free> --home <home>``; returns once /server_info
     answers. Raises (after stopping it) if it exits or does not answer in time."""
     port = free_port()
@@ -64,7 +64,7 @@ def start_ui(home: Path, log: Path, *, timeout: float = 180.0) -> DagsterUI:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "assets.ui", "--port", str(port), "--home", str(home)],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
