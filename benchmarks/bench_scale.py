@@ -159,6 +159,7 @@ def bench_train(opts: argparse.Namespace, tmp: Path, log: Callable[[str], None])
         "ratio_largest_over_smallest": round(med(ratios), 3),
         "ratio_shards_over_memory_smallest": round(med(vs_mem), 3),
         "shard_bytes_largest": sum(p.stat().st_size for p in folders[sizes[-1]].iterdir()),
+        "shards_largest": len(json.loads((folders[sizes[-1]] / "index.json").read_text())["shards"]),
     }
 
 

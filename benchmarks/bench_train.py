@@ -22,8 +22,9 @@ What is compared (all at 32x32 RGB, batch 64, z_dim 100, width 64, same threads)
 - ``recipe_r1``   recipe + ``r1_gamma`` (double backward through D on real images).
 
 Optional (``--variants``): ``sn``, ``diffaug``, ``ema`` — one recipe ingredient at a time;
-``trainer_cl``, ``recipe_cl`` — what-if: the trainer's G and D in ``channels_last`` on
-CPU (gan_core uses it on CUDA only), converted by this script after construction.
+``trainer_cl``, ``recipe_cl`` — the trainer's G and D converted to ``channels_last`` again
+by this script (the trainer already uses it on the CPU and on CUDA: these rows equal
+``trainer``/``recipe`` up to noise).
 
 Method: every variant is built once and warmed up (``--warmup`` steps). Each
 repetition then runs ``--steps`` timed steps of every variant in lockstep: one step of
