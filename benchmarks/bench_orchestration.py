@@ -24,11 +24,11 @@ repetition so bursts of load hit all of them):
 - ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
 
 Reported: median seconds per variant, and the median over repetitions of each variant's
-time over ``direct``'s and ``direct_cold``'s in the same repetition. Then, once per
-step, the stage process under ``python -X importtime``: its wall time and the
-seconds its imports took (the sum of the top-level imports' cumulative times), and
-which heavy libraries (torch, great_expectations, albumentations, dagster, pandas,
-PIL) it loaded; the same for the ``assets.record`` process. Requires the project's ``.dvc-venv``
+time over ``direct``'s and ``direct_cold``'s in the same repetition. The ``stages``
+processes run under ``python -X importtime``: for each (last repetition) its wall time,
+the seconds its imports took (the sum of the top-level imports' cumulative times) and
+which heavy libraries (torch, great_expectations, albumentations, dagster, pandas, PIL,
+scikit-learn) it loaded. Requires the project's ``.dvc-venv``
 for the DVC variants (skipped without it, and said so).
 """
 
@@ -83,16 +83,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, check=True)
 
+    processes: dict[str, Any] = {}
+
     def stages() -> None:
         base = work / "stages"
         env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
         for step in STEPS:
-            # the two commands of a DVC stage: the step, then its record in Dagster
-            p = subprocess.run([sys.executable, "-m", "pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)], cwd=REPO, env=env, capture_output=True, text=True)
-            if p.returncode != 0:
-                raise RuntimeError(f"stage {step} failed: {p.stderr[-1500:]}")
+            # the two commands of a DVC stage: the step, then its record in Dagster (under
+            # -X importtime, which costs microseconds per import: each process's imports)
+            cmds = [("stage", ["pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)])]
             if STEPS[step].asset:
-                subprocess.run([sys.executable, "-m", "assets.record", step, "digits", "--base-dir", str(base)], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+                cmds.append(("record", ["assets.record", step, "digits", "--base-dir", str(base)]))
+            for what, cmd in cmds:
+                t0 = time.perf_counter()
+                p = subprocess.run([sys.executable, "-X", "importtime", "-m", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if p.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-1500:]}")
+                seconds, heavy = import_profile(p.stderr)
+                processes[f"{what} {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
 
     def dagster() -> None:
         import dagster as dg
@@ -147,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": times,
         "ratio_to_direct_median": {n: statistics.median(t / d for t, d in zip(v, times["direct"])) for n, v in times.items() if n != "direct"},
         "ratio_to_direct_cold_median": {n: statistics.median(t / d for t, d in zip(v, times["direct_cold"])) for n, v in times.items() if n not in ("direct", "direct_cold")},
-        "stage_processes": stage_imports(work, scenarios),
+        "stage_processes": processes,  # from the last repetition of ``stages``
     }
     if noop:
         result["dvc_noop_seconds_median"] = statistics.median(noop)
@@ -175,25 +184,6 @@ def import_profile(stderr: str) -> tuple[float, list[str]]:
         if root in HEAVY:
             heavy.add(root)
     return round(total, 3), sorted(heavy)
-
-
-def stage_imports(work: Path, scenarios: Path) -> dict[str, Any]:
-    """Each step's stage process (and the record process) once, under ``-X importtime``."""
-    base = work / "imports"
-    env = {**_env(), "DAGSTER_HOME": str(work / "imports-home")}
-    out: dict[str, Any] = {}
-    for step in STEPS:
-        for what, cmd in (("stage", ["pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)]), ("record", ["assets.record", step, "digits", "--base-dir", str(base)])):
-            if what == "record" and not STEPS[step].asset:
-                continue
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-X", "importtime", "-m", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
-            wall = time.perf_counter() - t0
-            if p.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-1500:]}")
-            seconds, heavy = import_profile(p.stderr)
-            out[f"{what} {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
-    return out
 
 
 def format_table(r: dict[str, Any]) -> str:
