@@ -17,10 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.io import load_images
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -34,6 +30,7 @@ def real_vs_generated(name: str, base: Path, n: int = 32, nrow: int = 8) -> byte
 
     from gan_core.checkpoint import load_generator
     from gan_core.sampling import generate, latents, make_grid, to_uint8
+    from pipelines.io import load_images
     from pipelines.scenario import SCENARIO_DIR, load_scenario
 
     ev = load_scenario(SCENARIO_DIR / f"{name}.yaml").evaluation

@@ -36,7 +36,6 @@ import math
 import os
 import random
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
