@@ -13,9 +13,10 @@ repetition so bursts of load hit all of them):
 - ``direct_cold`` the same seven calls in one fresh Python process, its imports
   included: what running the steps by hand in one script costs, and the baseline that
   separate stage processes are compared with (``x direct_cold``);
-- ``stages``   the two commands of each DVC stage, without DVC: ``python -m
-  pipelines.stage <step> digits`` (the step's imports only, no Dagster), then ``python -m
-  assets.record <step> digits`` (Dagster, records the step): seven plus six processes;
+- ``stages``   each DVC stage's command, without DVC: ``python -m assets.dvc_stage <step>
+  digits``, which starts ``python -m pipelines.stage <step> digits`` (the step's imports
+  only, no Dagster) and imports Dagster while it runs, then records the step
+  (``params``: the step process alone);
 - ``dagster``  ``dagster.materialize`` of the six assets in this process (the code
   path of ``python -m assets.run``, the UI, schedules and sensors), with a temporary
   instance;
@@ -24,11 +25,12 @@ repetition so bursts of load hit all of them):
 - ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
 
 Reported: median seconds per variant, and the median over repetitions of each variant's
-time over ``direct``'s and ``direct_cold``'s in the same repetition. The ``stages``
-processes run under ``python -X importtime``: for each (last repetition) its wall time,
-the seconds its imports took (the sum of the top-level imports' cumulative times) and
-which heavy libraries (torch, great_expectations, albumentations, dagster, pandas, PIL,
-scikit-learn) it loaded. Requires the project's ``.dvc-venv``
+time over ``direct``'s and ``direct_cold``'s in the same repetition. Then each
+step's process and its record process (``python -m assets.record``) once more, apart,
+under ``python -X importtime``: wall time, the seconds its imports took (the sum of the
+top-level imports' cumulative times) and which heavy libraries (torch,
+great_expectations, albumentations, dagster, pandas, PIL, scikit-learn) it loaded
+(``--quick``: params and validate only). Requires the project's ``.dvc-venv``
 for the DVC variants (skipped without it, and said so).
 """
 
@@ -83,25 +85,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, check=True)
 
-    processes: dict[str, Any] = {}
-
     def stages() -> None:
         base = work / "stages"
         env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
         for step in STEPS:
-            # the two commands of a DVC stage: the step, then its record in Dagster (under
-            # -X importtime, which costs microseconds per import: each process's imports)
-            cmds = [("stage", ["pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)])]
-            if STEPS[step].asset:
-                cmds.append(("record", ["assets.record", step, "digits", "--base-dir", str(base)]))
-            for what, cmd in cmds:
-                t0 = time.perf_counter()
-                p = subprocess.run([sys.executable, "-X", "importtime", "-m", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
-                wall = time.perf_counter() - t0
-                if p.returncode != 0:
-                    raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-1500:]}")
-                seconds, heavy = import_profile(p.stderr)
-                processes[f"{what} {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
+            # a DVC stage's command, without DVC: the step, recorded in Dagster
+            module = "assets.dvc_stage" if STEPS[step].asset else "pipelines.stage"
+            p = subprocess.run([sys.executable, "-m", module, step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)], cwd=REPO, env=env, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"stage {step} failed: {p.stderr[-1500:]}")
 
     def dagster() -> None:
         import dagster as dg
@@ -156,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": times,
         "ratio_to_direct_median": {n: statistics.median(t / d for t, d in zip(v, times["direct"])) for n, v in times.items() if n != "direct"},
         "ratio_to_direct_cold_median": {n: statistics.median(t / d for t, d in zip(v, times["direct_cold"])) for n, v in times.items() if n not in ("direct", "direct_cold")},
-        "stage_processes": processes,  # from the last repetition of ``stages``
+        "stage_processes": stage_imports(work, scenarios, ["params", "validate"] if args.quick else list(STEPS)),
     }
     if noop:
         result["dvc_noop_seconds_median"] = statistics.median(noop)
@@ -184,6 +176,29 @@ def import_profile(stderr: str) -> tuple[float, list[str]]:
         if root in HEAVY:
             heavy.add(root)
     return round(total, 3), sorted(heavy)
+
+
+def stage_imports(work: Path, scenarios: Path, steps: list[str]) -> dict[str, Any]:
+    """Each step's process and its record process once, under ``-X importtime``."""
+    base = work / "imports"
+    env = {**_env(), "DAGSTER_HOME": str(work / "imports-home")}
+    out: dict[str, Any] = {}
+    for step in STEPS:  # in order: every step's inputs must exist
+        cmds = [("stage", ["pipelines.stage", step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)])]
+        if STEPS[step].asset and step in steps:
+            cmds.append(("record", ["assets.record", step, "digits", "--base-dir", str(base)]))
+        for what, cmd in cmds:
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-X", "importtime", "-m", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if p.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-1500:]}")
+            if step in steps:
+                seconds, heavy = import_profile(p.stderr)
+                out[f"{what} {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
+        if step == steps[-1]:
+            break
+    return out
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -317,8 +317,9 @@ DVC_YAML_HEADER = """\
 #   .dvc-venv/bin/dvc exp run -S 'scenarios/faces.yaml:gan.train.steps=300'
 #
 # Each stage runs `python -m pipelines.stage <step> <scenario>` (the same function the
-# Dagster asset calls, on the same paths, under the same per-scenario lock), then
-# `python -m assets.record <step> <scenario>` records it in the Dagster instance. A stage
+# Dagster asset calls, on the same paths, under the same per-scenario lock) through
+# `python -m assets.dvc_stage`, which imports Dagster while the step runs and then
+# records the step in the Dagster instance (as `python -m assets.record` does). A stage
 # depends on the whole import closure of its step and on the keys it reads of
 # data/<s>/params.yaml (scenarios/_defaults.yaml under scenarios/<s>.yaml, resolved by
 # params@<s>), so editing `gan:` in scenarios/faces.yaml reruns params@faces (cheap),
@@ -347,7 +348,7 @@ def dvc_yaml(scenarios: dict[str, str], *, python: str = ".venv/bin/python", roo
         deps = [*s.code_files(root), *s.extra_deps, *(p.replace("{s}", "${key}") for p in s.input_paths())]
         do: dict[str, Any] = {
             "desc": s.description,
-            "cmd": f"${{python}} -m pipelines.stage {s.name} ${{key}}" + (f" && ${{python}} -m assets.record {s.name} ${{key}}" if s.asset else ""),
+            "cmd": f"${{python}} -m assets.dvc_stage {s.name} ${{key}}" if s.asset else f"${{python}} -m pipelines.stage {s.name} ${{key}}",
             "deps": deps,
         }
         params: list[Any] = []
