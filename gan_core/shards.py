@@ -38,6 +38,7 @@ for, and the page cache (not the process) holds what the disk returned.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections import OrderedDict
@@ -226,7 +227,7 @@ def write_images(folder: str | os.PathLike[str], images: np.ndarray | Iterable[n
     if image_shape is None:
         first = np.asarray(next(it))
         image_shape = first.shape[1:] if first.ndim == 4 else first.shape
-        it = _chain([first], it)
+        it = itertools.chain([first], it)
     with ShardWriter(folder, image_shape, target=target) as w:
         for b in it:
             w.add(b)
@@ -247,13 +248,10 @@ def copy_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], rows:
         for name in names:
             target = dst / name
             if not (target.is_file() and target.stat().st_size == (src / name).stat().st_size):
-                tmp = dst / (name + ".tmp")
                 import shutil
 
-                shutil.copyfile(src / name, tmp)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
+                with open(src / name, "rb") as fh, atomic_writer(target, (src / name).stat().st_size) as out:
+                    shutil.copyfileobj(fh, out, 1 << 20)
         atomic_write_bytes(dst / INDEX_FILE, (src / INDEX_FILE).read_bytes())
         keep = set(names) | {INDEX_FILE}
         for p in dst.iterdir():
@@ -275,11 +273,6 @@ def remove_dataset(folder: str | os.PathLike[str]) -> None:
     (folder / INDEX_FILE).unlink(missing_ok=True)
     if folder.is_dir():
         shutil.rmtree(folder)
-
-
-def _chain(*its: Iterable[Any]) -> Iterator[Any]:
-    for it in its:
-        yield from it
 
 
 def dataset_digest(folder: str | os.PathLike[str]) -> str:
