@@ -93,6 +93,17 @@ def init_distributed() -> bool:
     return True
 
 
+def _emit_line(record: dict[str, Any]) -> None:
+    """Print one JSON line as a single write.
+
+    Ranks of a distributed run share stdout, unbuffered under torchrun; print() writes
+    the text and its newline separately, so another rank's line could land between them.
+    One write of under PIPE_BUF bytes reaches a pipe whole.
+    """
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gan_core.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="a dataset folder (index.json + shards) or an .npz with uint8 images under 'images' or 'train_images'")
@@ -133,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit()
         if distributed:
             checksum = trainer_checksum(trainer)
-            print(json.dumps({"rank": trainer.rank, "g_checksum": checksum}), flush=True)
+            _emit_line({"rank": trainer.rank, "g_checksum": checksum})
         if trainer.is_main:
-            print(json.dumps({"generator": str(result.generator_path), "steps": result.steps, "images_per_s": round(result.images_per_s, 1)}))
+            _emit_line({"generator": str(result.generator_path), "steps": result.steps, "images_per_s": round(result.images_per_s, 1)})
     finally:
         if distributed:
             import torch.distributed as dist
