@@ -377,18 +377,33 @@ def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)  # sorted by i, then j
 
 
-def near_duplicates(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool]) -> list[int | None]:
+def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool] | np.ndarray) -> np.ndarray:
     """For every row, the first earlier row it is a perceptual copy of (module
-    docstring), or None. Rows flagged in ``exact_duplicate`` get None and are not
-    candidates (their first copy is). Only hash-close pairs (:func:`_close_pairs`) have
-    their pixels compared."""
+    docstring), or -1: int64 ``(N,)``. Rows flagged in ``exact_duplicate`` get -1 and
+    are not candidates (their first copy is). Only hash-close pairs
+    (:func:`_close_pairs`) have their pixels compared."""
     n = len(images)
-    out: list[int | None] = [None] * n
+    out = np.full(n, -1, np.int64)
     eligible = ~np.asarray(exact_duplicate, dtype=bool) if n else np.zeros(0, bool)
     for i, j in _close_pairs(np.asarray(hashes, dtype=np.uint64), eligible).tolist():
-        if out[i] is None and linear_residual(images[i], images[j]) <= NEAR_RESIDUAL:
+        if out[i] < 0 and linear_residual(images[i], images[j]) <= NEAR_RESIDUAL:
             out[i] = j
     return out
+
+
+def near_duplicates(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool]) -> list[int | None]:
+    """:func:`near_duplicate_rows` as a list with None for "none"."""
+    return [None if j < 0 else j for j in near_duplicate_rows(images, hashes, exact_duplicate).tolist()]
+
+
+def arrays(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool] | np.ndarray, *, features: np.ndarray | None = None, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The contamination signals as arrays, in row order: (uint64 hashes, int64
+    near-duplicate rows with -1 for none, float64 unrounded outlier scores); a few
+    bytes per image. Arguments as for :func:`columns`."""
+    hashes = perceptual_hashes(images) if hashes is None else np.asarray(hashes, dtype=np.uint64)
+    near = near_duplicate_rows(images, hashes, exact_duplicate)
+    scores = outlier_scores(feature_matrix(images) if features is None else features)
+    return hashes, near, scores
 
 
 def columns(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool], *, features: np.ndarray | None = None, hashes: np.ndarray | None = None) -> dict[str, list]:
@@ -398,11 +413,9 @@ def columns(images: Sequence[np.ndarray], exact_duplicate: Sequence[bool], *, fe
     rows that have a ``duplicate_of``. ``features`` (:func:`feature_matrix`) and
     ``hashes`` (:func:`perceptual_hashes`) are computed here unless given (decode
     workers compute them per chunk: both are per image, so chunking changes nothing)."""
-    hashes = perceptual_hashes(images) if hashes is None else np.asarray(hashes, dtype=np.uint64)
-    near = near_duplicates(images, hashes, [bool(d) for d in exact_duplicate])
-    scores = outlier_scores(feature_matrix(images) if features is None else features)
+    hashes, near, scores = arrays(images, [bool(d) for d in exact_duplicate], features=features, hashes=hashes)
     return {
         "phash": [hash_hex(h) for h in hashes],
-        "near_duplicate_of": near,
+        "near_duplicate_of": [None if j < 0 else j for j in near.tolist()],
         "outlier_score": [round(float(s), 3) + 0.0 for s in scores],
     }

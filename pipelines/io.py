@@ -109,19 +109,39 @@ def load_images(path: str | os.PathLike[str]) -> np.ndarray:
         return npz[IMAGES_KEY]
 
 
-def read_table(path: str | os.PathLike[str]):
+TABLE_DTYPES = {"file": str, "source_sha256": str, "sha256": str, "orig_mode": str, "phash": str}
+
+
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None, chunksize: int | None = None):
     """Read ``table.csv`` with the column types of the contract
     (:data:`pipelines.steps.ingest.TABLE_COLUMNS`): file names such as ``NA`` stay
-    strings; ``duplicate_of`` and ``near_duplicate_of`` are nullable integers."""
+    strings; ``duplicate_of`` and ``near_duplicate_of`` are nullable integers.
+    ``columns`` reads only those (memory: their bytes per row, not the whole row's);
+    ``chunksize`` returns an iterator of DataFrames of that many rows."""
     import pandas as pd
 
-    df = pd.read_csv(
+    def typed(df):
+        for col in ("duplicate_of", "near_duplicate_of"):
+            if col in df.columns:
+                df[col] = df[col].astype("Int64")
+        return df
+
+    read = pd.read_csv(
         path,
-        dtype={"file": str, "source_sha256": str, "sha256": str, "orig_mode": str, "phash": str},
+        usecols=columns,
+        dtype={k: v for k, v in TABLE_DTYPES.items() if columns is None or k in columns},
         keep_default_na=False,
         na_values={"duplicate_of": [""], "near_duplicate_of": [""]},
+        chunksize=chunksize,
     )
-    for col in ("duplicate_of", "near_duplicate_of"):
-        if col in df.columns:
-            df[col] = df[col].astype("Int64")
-    return df
+    if chunksize is None:
+        return typed(read)
+    return (typed(part) for part in read)
+
+
+def table_columns(path: str | os.PathLike[str]) -> list[str]:
+    """The header of ``table.csv``."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])

@@ -3,6 +3,7 @@ no good image is lost, outputs are atomic and byte-identical on reruns."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ from pipelines.io import load_images, read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import parse_scenario
 from pipelines.steps import ingest as ingest_mod
-from pipelines.steps.ingest import TABLE_COLUMNS, IngestError, ingest
+from pipelines.steps.ingest import TABLE_COLUMNS, IngestError, first_copies, ingest
 
 OUTPUTS = ("images", "table.csv", "quarantine.json", "manifest.json")
 
@@ -275,18 +276,34 @@ def test_outputs_atomic_manifest_last_and_rerun_identical(mixed):
 
 def test_crash_mid_write_leaves_no_manifest_and_no_temp_files(mixed, monkeypatch):
     sc, paths, _ = mixed
-    real = ingest_mod.atomic_write
+    real = ingest_mod.atomic_writer
+    writes = []
 
-    def crash_on_table(path, data):
-        if path.name == "table.csv":
-            raise OSError("disk full (simulated)")
-        return real(path, data)
+    @contextlib.contextmanager
+    def crash_inside_table(path, size_hint=None):
+        with real(path, size_hint) as f:
+            if path.name != "table.csv":
+                yield f
+                return
 
-    monkeypatch.setattr(ingest_mod, "atomic_write", crash_on_table)
+            class Failing:  # the disk fills after the header and the first rows
+                def write(self, data):
+                    writes.append(len(data))
+                    if len(writes) == 2:
+                        raise OSError("disk full (simulated)")
+                    return f.write(data)
+
+            yield Failing()
+
+    monkeypatch.setattr(ingest_mod, "_TABLE_CHUNK", 4)
+    monkeypatch.setattr(ingest_mod, "atomic_writer", crash_inside_table)
+    before = (paths.ingested / "table.csv").read_bytes()
     with pytest.raises(OSError, match="simulated"):
         ingest(sc, paths)
+    assert len(writes) == 2  # the table was being written in parts when it failed
     assert not (paths.ingested / "manifest.json").exists()  # the step is not marked complete
-    assert not [p for p in os.listdir(paths.ingested) if p.endswith(".tmp")]
+    assert (paths.ingested / "table.csv").read_bytes() == before  # never half written
+    assert not [p for p in os.listdir(paths.ingested) if p.endswith(".tmp") or p.startswith(".")]
 
 
 def test_npz_round_trip(tmp_path):
@@ -398,3 +415,12 @@ def test_parallel_decode_gives_the_same_files_as_one_process(tmp_path, monkeypat
     monkeypatch.setenv(sources.WORKERS_ENV, "lots")
     with pytest.raises(IngestError, match="SCENARIO_GAN_DECODE_WORKERS='lots' is not a number"):
         ingest(scenario(), ScenarioPaths("mix", roots))
+
+
+def test_first_copies_name_the_earliest_row_with_the_same_digest():
+    d = np.zeros((6, 32), np.uint8)
+    d[1, 0] = d[3, 0] = 1
+    d[4, 31] = 7
+    d[5, 0] = 1
+    assert first_copies(d).tolist() == [-1, -1, 0, 1, -1, 1]
+    assert first_copies(np.zeros((0, 32), np.uint8)).tolist() == []

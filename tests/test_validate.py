@@ -378,3 +378,24 @@ def test_dagster_checks_show_set_aside_counts(contaminated, tmp_path):
     total = summary["set_aside_count"]
     assert checks[SUMMARY_CHECK].passed and total >= n and summary["set_aside"].endswith(f"and {total - 20} more; full list in {summary['set_aside_list']}")
     assert getattr(out.metadata["n_set_aside"], "value", None) == total and getattr(out.metadata["n_kept"], "value", None) == 130 - total
+
+
+def test_tables_read_in_chunks_give_the_same_report(contaminated, monkeypatch):
+    """File names, hashes and the kept table come from passes over table.csv in chunks:
+    chunks of 7 rows (130 rows: 19 chunks, the last partial) give the same bytes as one."""
+    from pipelines.steps import validate as validate_mod
+
+    paths = contaminated
+    exps = [{**OUTLIER, "on_failure": "set_aside"}, FACE_EXPECTATIONS[0], {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "std", "max_value": 0.2}, "on_failure": "warn"}]
+    sc = faces_scenario(exps, source={"source": "folder"}, max_quarantined_share=0.3)
+    outputs = []
+    for chunk in (validate_mod._CHUNK_ROWS, 7):
+        monkeypatch.setattr(validate_mod, "_CHUNK_ROWS", chunk)
+        res = validate(sc, paths)
+        outputs.append({f: (paths.validated / f).read_bytes() for f in ("report.json", "set_aside.json", "table.csv")})
+    assert outputs[0] == outputs[1]
+    assert res.passed and res.n_set_aside >= 27 and len(by_name(res)["expect_column_values_to_be_between__std"]["unexpected_files"]) > 10
+    kept = read_table(paths.validated / "table.csv")
+    import hashlib
+
+    assert res.content_hash == hashlib.sha256("\n".join(kept["sha256"]).encode()).hexdigest()

@@ -49,9 +49,13 @@ input give byte-identical files.
 
 from __future__ import annotations
 
+import csv
 import errno
+import hashlib
+import io
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +63,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.decode import MAX_IMAGE_PIXELS, BadImage, pillow_limits
-from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, sha256_bytes
+from gan_core.atomic import atomic_writer
+from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes
 from gan_core.shards import ShardWriter, dataset_digest
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
@@ -99,13 +104,62 @@ class IngestResult:
     """Rows with a ``near_duplicate_of``."""
 
 
-def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> tuple[list[tuple[Any, ...]], list[dict[str, str]], int, dict[str, np.ndarray]]:
-    """(table rows without the contamination columns, quarantine, entries seen); the
-    images go to ``writer`` as they come, so memory holds one shard of pixels, not all.
-    Rows are tuples in TABLE_COLUMNS order."""
-    rows: list[tuple[Any, ...]] = []
+class _Rows:
+    """The table as ingestion collects it, in bytes per row rather than Python objects:
+    every row's first columns (``index`` .. ``symmetry``) go to an unnamed temporary
+    file as CSV text, and its ``sha256`` to a growing byte array (32 bytes per image)
+    that finds the exact duplicates at the end. Memory: those 32 bytes per image, not
+    the ~1.5 KB a row of Python objects takes."""
+
+    PREFIX = TABLE_COLUMNS[: TABLE_COLUMNS.index("duplicate_of")]
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=directory)  # O_TMPFILE: gone on close or crash
+        self.text = io.TextIOWrapper(self.file, encoding="utf-8", newline="")
+        self.csv = csv.writer(self.text, lineterminator="\n")
+        self.digests = bytearray()
+        self.n = 0
+
+    def add(self, row: tuple[Any, ...], digest_hex: str) -> None:
+        self.csv.writerow(row)
+        self.digests += bytes.fromhex(digest_hex)
+        self.n += 1
+
+    def lines(self) -> Iterator[bytes]:
+        """The rows written so far, one line each (file names hold no raw newline)."""
+        self.text.flush()
+        self.file.seek(0)
+        for line in self.file:
+            yield line.rstrip(b"\n")
+
+    @property
+    def size(self) -> int:
+        self.text.flush()
+        return self.file.tell() if self.n else 0
+
+    def digest_matrix(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.digests), np.uint8).reshape(self.n, 32)
+
+    def close(self) -> None:
+        self.text.close()
+
+
+def first_copies(digests: np.ndarray) -> np.ndarray:
+    """For uint8 ``(N, 32)`` digests: the index of the first row with the same digest,
+    -1 for the first of each (the ``duplicate_of`` column)."""
+    if len(digests) == 0:
+        return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(digests.view(np.uint64).reshape(len(digests), 4), axis=0, return_index=True, return_inverse=True)
+    firsts = first[inverse.ravel()]
+    return np.where(firsts == np.arange(len(digests)), -1, firsts).astype(np.int64)
+
+
+def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter, rows: _Rows) -> tuple[list[dict[str, str]], int, dict[str, np.ndarray]]:
+    """(quarantine, entries seen, precomputed contamination features); the rows go to
+    ``rows`` and the images to ``writer`` as they come, so memory holds one shard of
+    pixels and a few bytes per image, not the whole table."""
     quarantine: list[dict[str, str]] = []
-    first_of: dict[str, int] = {}
     n_seen = 0
     pre = _Precomputed()
     for name, src_hash, res in items:
@@ -113,31 +167,29 @@ def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter) -> t
         if isinstance(res, BadImage):
             quarantine.append({"file": name, "reason": res.reason, "detail": res.detail})
             continue
-        idx = len(rows)
         res.describe()
         digest, st = res.sha256, res.stats
-        dup = first_of.setdefault(digest, idx)
         writer.add(res.pixels, [digest])
         pre.add(res)
-        rows.append((
-            idx, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
+        rows.add((
+            rows.n, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
             res.n_frames, res.pixels.shape[1], res.pixels.shape[0], res.pixels.shape[2],
             st["mean"], st["std"], st["min"], st["max"], st["symmetry"],
-            dup if dup != idx else None,
-        ))
-        if limit is not None and len(rows) >= limit:
+        ), digest)
+        if limit is not None and rows.n >= limit:
             break
-    return rows, quarantine, n_seen, pre.result(len(rows))
+    return quarantine, n_seen, pre.result(rows.n)
 
 
 class _Precomputed:
     """The contamination features and hashes decode workers computed, gathered in row
-    order into growing arrays (float32 features: 4 bytes x D per image); None unless
-    every image came with them."""
+    order in blocks of :data:`BLOCK` rows (float32 features: 4 bytes x D per image, and
+    no doubling slack); None unless every image came with them."""
+
+    BLOCK = 8192
 
     def __init__(self) -> None:
-        self.features: np.ndarray | None = None
-        self.hashes: np.ndarray | None = None
+        self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self.n = 0
         self.complete = True
 
@@ -146,21 +198,23 @@ class _Precomputed:
             return
         if d.features is None or d.phash is None:
             self.complete = False
+            self.blocks.clear()
             return
-        if self.features is None:
-            self.features = np.empty((1024, len(d.features)), np.float32)
-            self.hashes = np.empty(1024, np.uint64)
-        if self.n == len(self.features):
-            self.features = np.concatenate([self.features, np.empty_like(self.features)])
-            self.hashes = np.concatenate([self.hashes, np.empty_like(self.hashes)])
-        self.features[self.n] = d.features
-        self.hashes[self.n] = d.phash
+        at = self.n % self.BLOCK
+        if at == 0:
+            self.blocks.append((np.empty((self.BLOCK, len(d.features)), np.float32), np.empty(self.BLOCK, np.uint64)))
+        features, hashes = self.blocks[-1]
+        features[at] = d.features
+        hashes[at] = d.phash
         self.n += 1
 
     def result(self, n: int) -> dict[str, np.ndarray]:
-        if not self.complete or self.features is None or self.n != n:
+        if not self.complete or not self.blocks or self.n != n:
             return {}
-        return {"features": self.features[:n], "hashes": self.hashes[:n]}
+        features = np.concatenate([f for f, _ in self.blocks])[:n]
+        hashes = np.concatenate([h for _, h in self.blocks])[:n]
+        self.blocks.clear()
+        return {"features": features, "hashes": hashes}
 
 
 def _remove_images(folder: Path) -> None:
@@ -186,10 +240,11 @@ def ingest(
     spec = scenario.data
     size, channels = scenario.image.size, scenario.image.channels
     writer = ShardWriter(out["images"], (size, size, channels))
+    rows = _Rows(out_dir)
     try:
         source, items = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
         with pillow_limits(max_image_pixels):
-            rows, quarantine, n_seen, pre = _collect(items, spec.limit, writer)
+            quarantine, n_seen, pre = _collect(items, spec.limit, writer, rows)
         return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre)
     except SourceError as e:
         writer.abort()
@@ -205,14 +260,17 @@ def ingest(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        rows.close()
 
 
-def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: list[tuple[Any, ...]], quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path, pre: dict[str, np.ndarray]) -> IngestResult:
-    """Contamination columns (a second pass over the written shards), then the table,
-    quarantine, the dataset index and (last) the manifest."""
+def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: _Rows, quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path, pre: dict[str, np.ndarray]) -> IngestResult:
+    """Duplicates and the contamination columns (a second pass over the written shards),
+    then the table (streamed: the rows' first columns from ``rows`` plus the columns
+    computed here), quarantine, the dataset index and (last) the manifest."""
     spec = scenario.data
     out_dir = out["manifest"].parent
-    if not rows:
+    if not rows.n:
         writer.abort()
         out["manifest"].unlink(missing_ok=True)
         _remove_images(out["images"])
@@ -228,30 +286,24 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
             f"see {out['quarantine']} for each file and fix or replace the files"
         )
 
-    import pandas as pd
-
     from pipelines import contamination
 
-    table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c not in CONTAMINATION_COLUMNS])
-    del rows
+    digests = rows.digest_matrix()
+    duplicate_of = first_copies(digests)
     images = writer.reader()
-    for col, values in contamination.columns(images, table["duplicate_of"].notna().tolist(), **pre).items():
-        table[col] = values
-    table = table[list(TABLE_COLUMNS)]
-    for col in ("duplicate_of", "near_duplicate_of"):
-        table[col] = table[col].astype("Int64")
+    hashes, near_of, scores = contamination.arrays(images, duplicate_of >= 0, **pre)
     shape = list(images.shape)
     images.close()
-    content_hash = sha256_bytes("\n".join(table["sha256"]).encode("ascii"))
-    n_dup = int(table["duplicate_of"].notna().sum())
-    n_near = int(table["near_duplicate_of"].notna().sum())
+    content_hash = _content_hash(digests)
+    n_dup = int((duplicate_of >= 0).sum())
+    n_near = int((near_of >= 0).sum())
 
-    table_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
     quarantine_bytes = json_bytes(quarantine)
     # The new shards sit beside the old ones (content-addressed names); refuse before
     # replacing anything when the rest cannot fit: a full disk leaves the previous
-    # ingestion complete and untouched instead of half replaced.
-    need = len(table_bytes) + len(quarantine_bytes) + (1 << 16)
+    # ingestion complete and untouched instead of half replaced. A row's computed
+    # columns take at most 46 bytes (two indices, 16 hex digits, a score).
+    need = rows.size + 46 * rows.n + len(quarantine_bytes) + (1 << 16)
     free = shutil.disk_usage(out_dir).free
     if free < need:
         raise OSError(errno.ENOSPC, f"{out_dir} needs about {need:,} more bytes, {free:,} free")
@@ -259,7 +311,7 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     out["manifest"].unlink(missing_ok=True)
     (out_dir / LEGACY_IMAGES_FILE).unlink(missing_ok=True)
     writer.close()
-    atomic_write(out["table"], table_bytes)
+    _write_table(out["table"], rows, duplicate_of, hashes, near_of, scores)
     atomic_write(out["quarantine"], quarantine_bytes)
     manifest = {
         "format": FORMAT,
@@ -288,3 +340,40 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
         content_hash=content_hash, quarantine=quarantine, images_path=out["images"], table_path=out["table"],
         quarantine_path=out["quarantine"], manifest_path=out["manifest"], source=source, n_near_duplicates=n_near,
     )
+
+
+_TABLE_CHUNK = 8192
+"""Rows per write of ``table.csv`` (and per block of the content hash)."""
+
+
+def _content_hash(digests: np.ndarray) -> str:
+    """sha256 over the rows' ``sha256`` hex values, one per line (no final newline)."""
+    h = hashlib.sha256()
+    for start in range(0, len(digests), _TABLE_CHUNK):
+        part = b"\n".join(d.tobytes().hex().encode("ascii") for d in digests[start : start + _TABLE_CHUNK])
+        h.update((b"\n" if start else b"") + part)
+    return h.hexdigest()
+
+
+def _optional_index(i: int) -> bytes:
+    return b"" if i < 0 else str(i).encode()
+
+
+def _write_table(path: Path, rows: _Rows, duplicate_of: np.ndarray, hashes: np.ndarray, near_of: np.ndarray, scores: np.ndarray) -> None:
+    """``table.csv`` written atomically in chunks of rows: each row's first columns as
+    collected, then ``duplicate_of``, ``phash``, ``near_duplicate_of`` and
+    ``outlier_score`` (rounded to 3 decimals)."""
+    from pipelines.contamination import hash_hex
+
+    with atomic_writer(path) as f:
+        f.write(",".join(TABLE_COLUMNS).encode() + b"\n")
+        chunk: list[bytes] = []
+        for i, prefix in enumerate(rows.lines()):
+            chunk.append(b",".join((
+                prefix, _optional_index(int(duplicate_of[i])), hash_hex(hashes[i]).encode(),
+                _optional_index(int(near_of[i])), repr(round(float(scores[i]), 3) + 0.0).encode(),
+            )) + b"\n")
+            if len(chunk) == _TABLE_CHUNK:
+                f.write(b"".join(chunk))
+                chunk.clear()
+        f.write(b"".join(chunk))

@@ -303,9 +303,12 @@ def _build(scenario: Scenario, columns: list[str]) -> list[tuple[dict[str, Any],
     return built
 
 
-def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> tuple[dict[str, Any], list[int]]:
-    """(result entry, ingested ``index`` of every failing row) from a GX validation
-    result; every failing file is listed, in the order GX reports them."""
+def _from_gx(meta: dict[str, Any], res: Any, index_of: Any) -> tuple[dict[str, Any], list[int]]:
+    """(result entry, ingested ``index`` of every failing row, in the order GX reports
+    them) from a GX validation result. ``index_of`` maps a batch position to its
+    ingested index (GX names rows by the ``index`` column; positions are a fallback).
+    The entry's ``unexpected_files`` are filled in from those rows by
+    :func:`_name_files` (one pass over the table for all checks)."""
     r = res.result or {}
     err = None
     info = res.exception_info or {}
@@ -317,15 +320,12 @@ def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> tuple[dict[str, Any]
                 err = v.get("exception_message")
                 break
     idx = r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or []
-    names: list[str] = []
     rows: list[int] = []
     for item in idx:
-        if isinstance(item, dict) and "file" in item:
-            names.append(str(item["file"]))
-            if item.get("index") is not None:
-                rows.append(int(item["index"]))
-        elif isinstance(item, int) and 0 <= item < len(files):
-            names.append(str(files[item]))
+        if isinstance(item, dict) and item.get("index") is not None:
+            rows.append(int(item["index"]))
+        elif isinstance(item, int) and 0 <= item < len(index_of):
+            rows.append(int(index_of[item]))
     unexpected_count = r.get("unexpected_count")
     observed = r.get("observed_value")
     if observed is None and "unexpected_percent" in r:
@@ -334,8 +334,9 @@ def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> tuple[dict[str, Any]
         **meta,
         "success": bool(res.success) and err is None,
         "unexpected_count": int(unexpected_count) if unexpected_count is not None else 0,
-        "unexpected_files": list(dict.fromkeys(names)),  # keep order, drop repeats
+        "unexpected_files": [],
         "observed_value": _jsonable(observed),
+        "_rows": list(dict.fromkeys(rows)),  # keep order, drop repeats
     }
     values = r.get("unexpected_list") or r.get("partial_unexpected_list")
     if values:
@@ -345,6 +346,38 @@ def _from_gx(meta: dict[str, Any], res: Any, files: Any) -> tuple[dict[str, Any]
     elif meta.get("on_failure") == "set_aside" and len(set(rows)) < out["unexpected_count"]:
         out["error"] = f"great-expectations named {len(set(rows))} of the {out['unexpected_count']} failing rows, so they cannot be set aside"
     return out, sorted(set(rows))
+
+
+_CHUNK_ROWS = 65536
+"""Rows per chunk when validation streams ``table.csv``."""
+
+
+def _name_files(table_path: Path, wanted: set[int], keep: Any) -> tuple[dict[int, str], dict[int, str], str]:
+    """One pass over ``table.csv`` in chunks: (file of every ``wanted`` row, sha256 of
+    every ``wanted`` row, sha256 over the kept rows' ``sha256`` values one per line).
+    ``keep`` is a boolean array over the ingested rows. Memory: one chunk plus the
+    wanted rows."""
+    import hashlib
+
+    import numpy as np
+
+    from pipelines.io import read_table
+
+    files: dict[int, str] = {}
+    digests: dict[int, str] = {}
+    h = hashlib.sha256()
+    first = True
+    for part in read_table(table_path, columns=["index", "file", "sha256"], chunksize=_CHUNK_ROWS):
+        idx = part["index"].to_numpy()
+        hit = np.flatnonzero(np.isin(idx, np.fromiter(wanted, np.int64, len(wanted)))) if wanted else []
+        for pos in hit:
+            files[int(idx[pos])] = part["file"].iat[pos]
+            digests[int(idx[pos])] = part["sha256"].iat[pos]
+        kept = part["sha256"].to_numpy()[keep[idx]]
+        if len(kept):
+            h.update((b"" if first else b"\n") + "\n".join(kept).encode("ascii"))
+            first = False
+    return files, digests, h.hexdigest()
 
 
 def _quiet_context():
@@ -363,15 +396,26 @@ def _quiet_context():
 # ----------------------------------------------------------------------------- the step
 
 
-def _kept_table_bytes(table_path: Path, keep: list[int], n_rows: int) -> bytes:
-    """The header and the ``keep`` rows (positions) of ``table.csv``, byte for byte.
+def _write_kept_table(table_path: Path, out: Path, keep: Any, n_rows: int) -> None:
+    """Write the header and the ``keep`` rows (a boolean array over the rows) of
+    ``table.csv`` to ``out``, byte for byte, streaming line by line and atomically.
     Ingestion writes one line per row (file names are printable: no raw newlines)."""
-    lines = table_path.read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if len(lines) != n_rows + 1:
-        raise RuntimeError(f"{table_path} has {len(lines) - 1} lines for {n_rows} rows; rerun the ingest step")
-    return b"".join(lines[i] + b"\n" for i in (0, *(k + 1 for k in keep)))
+    from gan_core.atomic import atomic_writer
+
+    with atomic_writer(out) as dst, open(table_path, "rb") as src:
+        dst.write(src.readline())
+        n = 0
+        block: list[bytes] = []
+        for line in src:
+            if n < n_rows and keep[n]:
+                block.append(line)
+                if len(block) == 8192:
+                    dst.write(b"".join(block))
+                    block.clear()
+            n += 1
+        dst.write(b"".join(block))
+        if n != n_rows:
+            raise RuntimeError(f"{table_path} has {n} lines for {n_rows} rows; rerun the ingest step")
 
 
 def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
@@ -382,8 +426,14 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     ``images/`` and ``table.csv``. Returns the result either way; raises
     :class:`ValidationConfigError` for a broken scenario configuration and
     FileNotFoundError when ingestion has not completed (RuntimeError when its outputs
-    disagree with each other)."""
-    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, sha256_bytes
+    disagree with each other).
+
+    Memory: great-expectations sees only the columns the expectations name (plus
+    ``index``), so a row costs a few numbers, not the whole row; file names and hashes
+    are read in chunks for the rows a report names, and the kept table is streamed."""
+    import numpy as np
+
+    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, table_columns
     from gan_core.shards import INDEX_FILE, remove_dataset
 
     ing, out_dir = paths.ingested, paths.validated
@@ -402,14 +452,19 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
             f"scenario {scenario.name}: {manifest_path} is missing, so ingestion has not completed; run the ingest step first"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    df = read_table(table_path)
+    header = table_columns(table_path)
+    built = _build(scenario, header)  # config errors before any GX run
+    used = ["index", *dict.fromkeys(c for meta, _ in built for c in _columns_in(meta["kwargs"]) if c != "index")]
+    if "index" not in header:
+        raise RuntimeError(f"scenario {scenario.name}: {table_path} has no column 'index'; rerun the ingest step")
+    df = read_table(table_path, columns=used)
     quarantine = json.loads(quarantine_path.read_text(encoding="utf-8")) if quarantine_path.is_file() else []
-    if len(df) != manifest.get("n_images"):
-        raise RuntimeError(f"scenario {scenario.name}: {table_path} has {len(df)} rows but the manifest says {manifest.get('n_images')}; rerun the ingest step")
-    if "index" not in df.columns or df["index"].tolist() != list(range(len(df))):
-        raise RuntimeError(f"scenario {scenario.name}: {table_path}: column 'index' must number the rows 0..{len(df) - 1}; rerun the ingest step")
-
-    built = _build(scenario, list(df.columns))  # config errors before any GX run
+    n_rows = len(df)
+    if n_rows != manifest.get("n_images"):
+        raise RuntimeError(f"scenario {scenario.name}: {table_path} has {n_rows} rows but the manifest says {manifest.get('n_images')}; rerun the ingest step")
+    index = df["index"].to_numpy()
+    if not np.array_equal(index, np.arange(n_rows)):
+        raise RuntimeError(f"scenario {scenario.name}: {table_path}: column 'index' must number the rows 0..{n_rows - 1}; rerun the ingest step")
 
     import great_expectations as gx
 
@@ -418,34 +473,45 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     ds = ctx.data_sources.add_pandas(name=f"scenario_{scenario.name}")
     asset = ds.add_dataframe_asset(name="ingested_table")
     batch_def = asset.add_batch_definition_whole_dataframe("whole_table")
-    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["index", "file"]}
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["index"]}
 
     # 1. set_aside entries over every ingested row; 2. the rest over the kept rows. One
     # validation per expectation: results map to scenario entries by position, and
     # identical entries (which an ExpectationSuite would merge) stay separate.
     full = batch_def.get_batch(batch_parameters={"dataframe": df})
-    files = df["file"].tolist()
     entries: dict[int, dict[str, Any]] = {}
     failing: dict[int, list[int]] = {}  # ingested row -> positions of the entries it failed
     for pos, (meta, obj) in enumerate(built):
         if meta["on_failure"] != "set_aside":
             continue
-        entry, rows = _from_gx({**meta, "rows": "ingested"}, full.validate(obj, result_format=fmt), files)
+        entry, rows = _from_gx({**meta, "rows": "ingested"}, full.validate(obj, result_format=fmt), index)
         entries[pos] = entry
         if not entry.get("error"):
             for row in rows:
                 failing.setdefault(row, []).append(pos)
             entry["set_aside_count"] = len(rows)
     aside_rows = sorted(failing)
-    keep = [i for i in range(len(df)) if i not in failing]
-    kept_df = df.iloc[keep].reset_index(drop=True) if aside_rows else df
+    keep_mask = np.ones(n_rows, bool)
+    keep_mask[aside_rows] = False
+    kept_df = df[keep_mask].reset_index(drop=True) if aside_rows else df
     batch = batch_def.get_batch(batch_parameters={"dataframe": kept_df}) if aside_rows else full
-    kept_files = kept_df["file"].tolist()
+    kept_index = kept_df["index"].to_numpy()
     for pos, (meta, obj) in enumerate(built):
         if meta["on_failure"] != "set_aside":
-            entries[pos] = _from_gx({**meta, "rows": "kept"}, batch.validate(obj, result_format=fmt), kept_files)[0]
+            entries[pos] = _from_gx({**meta, "rows": "kept"}, batch.validate(obj, result_format=fmt), kept_index)[0]
     row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
     row_count_result = batch.validate(row_count, result_format=fmt)
+
+    # The earlier image each set-aside copy repeats, then every row a report names:
+    # their file names (and the set-aside rows' sha256) in one pass over the table.
+    copy_of: dict[int, int] = {}
+    for row in aside_rows:
+        cols_used = {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])}
+        for col in ("duplicate_of", "near_duplicate_of"):
+            if col in cols_used and not _is_missing(df.at[row, col]):
+                copy_of.setdefault(row, int(df.at[row, col]))
+    wanted = {*aside_rows, *copy_of.values(), *(r for e in entries.values() for r in e["_rows"])}
+    files, digests, kept_hash = _name_files(table_path, wanted, keep_mask)
 
     results: list[dict[str, Any]] = []
     names = iter(check_names(scenario))
@@ -453,11 +519,13 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
 
     def add(entry: dict[str, Any]) -> None:  # in check_names() order
         entry["name"] = next(names)
+        if "_rows" in entry:
+            entry["unexpected_files"] = [files[r] for r in entry.pop("_rows")]
         results.append({k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")})
 
     builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
-    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, kept_files)[0])
-    n_q, n_aside, total = len(quarantine), len(aside_rows), len(df) + len(quarantine)
+    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, kept_index)[0])
+    n_q, n_aside, total = len(quarantine), len(aside_rows), n_rows + len(quarantine)
     share = (n_q + n_aside) / total if total else 0.0
     over = share > spec.max_quarantined_share
     add({
@@ -478,21 +546,19 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
             cols = _columns_in(built[pos][0]["kwargs"])
             vals = {c: _jsonable(df.at[row, c]) for c in cols}
             values[check_of[pos]] = vals[cols[0]] if len(cols) == 1 else vals
-        entry = {"index": row, "file": files[row], "sha256": df.at[row, "sha256"], "checks": [check_of[p] for p in failing[row]], "values": values}
-        for col in ("duplicate_of", "near_duplicate_of"):  # name the earlier image a copy repeats
-            cols_used = {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])}
-            if col in cols_used and col in df.columns and not _is_missing(df.at[row, col]):
-                entry["copy_of"] = files[int(df.at[row, col])]
+        entry = {"index": row, "file": files[row], "sha256": digests[row], "checks": [check_of[p] for p in failing[row]], "values": values}
+        if row in copy_of:  # name the earlier image a copy repeats
+            entry["copy_of"] = files[copy_of[row]]
         set_aside.append(entry)
 
     passed = not any(blocks(r) for r in results)
-    content_hash = sha256_bytes("\n".join(kept_df["sha256"]).encode("ascii")) if passed else None
+    content_hash = kept_hash if passed else None
     report = {
         "format": FORMAT,
         "scenario": scenario.name,
         "passed": passed,
-        "n_rows": len(df),
-        "n_kept": len(keep),
+        "n_rows": n_rows,
+        "n_kept": n_rows - n_aside,
         "n_set_aside": n_aside,
         "n_quarantined": n_q,
         "set_aside": {"file": SET_ASIDE_FILE, "count": n_aside, "by_check": {check_of[p]: entries[p].get("set_aside_count", 0) for p in range(len(built)) if built[p][0]["on_failure"] == "set_aside"}},
@@ -514,13 +580,13 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
             n_images = len(open_images(images_in))
         except ShardError as e:
             raise RuntimeError(f"scenario {scenario.name}: {e}; rerun the ingest step") from None
-        if n_images != len(df):
-            raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {len(df)} rows; rerun the ingest step")
-        copy_dataset(images_in, images_out, keep if aside_rows else None)
-        atomic_write(table_out, _kept_table_bytes(table_path, keep, len(df)))
+        if n_images != n_rows:
+            raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {n_rows} rows; rerun the ingest step")
+        copy_dataset(images_in, images_out, np.flatnonzero(keep_mask).tolist() if aside_rows else None)
+        _write_kept_table(table_path, table_out, keep_mask, n_rows)
     atomic_write(report_path, json_bytes(_jsonable(report)))
     return ValidationResult(
-        scenario=scenario.name, passed=passed, results=results, n_rows=len(df),
+        scenario=scenario.name, passed=passed, results=results, n_rows=n_rows,
         content_hash=content_hash, ingest_content_hash=manifest.get("content_hash"),
         report_path=report_path, images_path=images_out if passed else None,
         set_aside=set_aside, set_aside_path=set_aside_path, table_path=table_out if passed else None,
