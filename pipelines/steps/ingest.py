@@ -39,7 +39,12 @@ normalized images after all of them are decoded; numbers in docs/BENCHMARKS.md):
 The images are streamed, as they are decoded (in parallel for a large folder, see
 :mod:`pipelines.sources`), into ``images/``: content-addressed shards that the later
 steps read lazily (:mod:`gan_core.shards`), so the pixels of the scenario are never all
-in memory; the contamination columns are a second pass over those shards. The shards and
+in memory; the contamination columns are a second pass over those shards. Nor is the
+table: each row goes to a temporary file as it comes and ``table.csv`` is written from
+it in chunks. What stays in memory per image is a few fixed-size numbers — its pixel
+digest (32 bytes), perceptual hash (8) and contamination features (4 x 36) — and its
+entry in the folder listing (~80 bytes): ~270 bytes, against 3,072 of pixels for a
+32x32 RGB image (docs/SCALING.md). The shards and
 ``images/index.json`` are written atomically and the index last; ``manifest.json`` is
 removed just before the new index replaces the old one and written last, so its presence
 marks a complete, consistent ingestion. A full disk is an :class:`IngestError` saying
@@ -139,7 +144,8 @@ class _Rows:
         return self.file.tell() if self.n else 0
 
     def digest_matrix(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.digests), np.uint8).reshape(self.n, 32)
+        """The digests as uint8 ``(N, 32)``, without a copy (no row may be added after)."""
+        return np.frombuffer(self.digests, np.uint8).reshape(self.n, 32)
 
     def close(self) -> None:
         self.text.close()
@@ -147,12 +153,32 @@ class _Rows:
 
 def first_copies(digests: np.ndarray) -> np.ndarray:
     """For uint8 ``(N, 32)`` digests: the index of the first row with the same digest,
-    -1 for the first of each (the ``duplicate_of`` column)."""
-    if len(digests) == 0:
-        return np.zeros(0, np.int64)
-    _, first, inverse = np.unique(digests.view(np.uint64).reshape(len(digests), 4), axis=0, return_index=True, return_inverse=True)
-    firsts = first[inverse.ravel()]
-    return np.where(firsts == np.arange(len(digests)), -1, firsts).astype(np.int64)
+    -1 for the first of each (the ``duplicate_of`` column). Rows are sorted by their
+    first 8 bytes (24 bytes of memory per row); only rows whose 8 bytes another row
+    shares are compared in full."""
+    n = len(digests)
+    out = np.full(n, -1, np.int64)
+    if n < 2:
+        return out
+    key = np.ascontiguousarray(digests[:, :8]).view(np.uint64).ravel()
+    order = np.argsort(key, kind="stable")  # equal keys keep row order
+    skey = key[order]
+    del key
+    tied = np.flatnonzero(skey[1:] == skey[:-1])
+    del skey
+    if len(tied) == 0:
+        return out
+    starts = tied[np.r_[True, np.diff(tied) > 1]]  # the first position of each run of equal keys
+    run_of = np.searchsorted(starts, tied, side="right") - 1
+    ends = np.zeros(len(starts), np.int64)
+    np.maximum.at(ends, run_of, tied + 2)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        first: dict[bytes, int] = {}
+        for row in order[a:b].tolist():  # increasing row order within a run
+            j = first.setdefault(digests[row].tobytes(), row)
+            if j != row:
+                out[row] = j
+    return out
 
 
 def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter, rows: _Rows) -> tuple[list[dict[str, str]], int, dict[str, np.ndarray]]:
@@ -211,9 +237,13 @@ class _Precomputed:
     def result(self, n: int) -> dict[str, np.ndarray]:
         if not self.complete or not self.blocks or self.n != n:
             return {}
-        features = np.concatenate([f for f, _ in self.blocks])[:n]
-        hashes = np.concatenate([h for _, h in self.blocks])[:n]
-        self.blocks.clear()
+        features = np.empty((n, self.blocks[0][0].shape[1]), np.float32)
+        hashes = np.empty(n, np.uint64)
+        for start in range(0, n, self.BLOCK):  # each block freed once copied: no second copy of all
+            f, h = self.blocks[0]
+            stop = min(n, start + self.BLOCK)
+            features[start:stop], hashes[start:stop] = f[: stop - start], h[: stop - start]
+            del self.blocks[0], f, h
         return {"features": features, "hashes": hashes}
 
 
