@@ -85,6 +85,8 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 _EPS = 1e-3
 _CHUNK_PIXELS = 1 << 18
 """Images per feature chunk: about this many pixels (small arrays stay in the CPU cache)."""
+_PROBE_CHUNK = 1 << 16
+"""Rows per batch of hash look-ups in :func:`_close_pairs`."""
 _DIST_CHUNK = 1024
 """Rows per block of distances: 1,024 x 2,000 float64 = 16 MB."""
 FEATURE_NAMES_GREY = (
@@ -346,32 +348,41 @@ def linear_residual(a: np.ndarray, b: np.ndarray) -> float:
 def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """(i, j) pairs, j < i, both ``eligible``, whose hashes differ in at most
     :data:`NEAR_HASH_BITS` bits, sorted by i then j: multi-index hashing over
-    :data:`_HASH_BLOCKS`, vectorized (sorted block values and binary search), so memory
-    and time grow with N and the number of close pairs only."""
+    :data:`_HASH_BLOCKS`, vectorized (rows sorted by block value and a table of where
+    each value starts), so memory and time grow with N and the number of close pairs only."""
     rows = np.flatnonzero(eligible)
     pairs: list[np.ndarray] = []
     for lo, hi in _HASH_BLOCKS:
-        key = ((hashes[rows] >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int64)
+        key = ((hashes[rows] >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int32)
         order = np.argsort(key, kind="stable")  # equal values keep row order
         skey = key[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(skey)) + 1]
+        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
         rank = np.arange(len(skey)) - np.repeat(starts, np.diff(np.r_[starts, len(skey)]))
         keep = rank < MAX_BUCKET
-        skey, srow = skey[keep], rows[order[keep]]
-        for flip in (0, *(1 << b for b in range(hi - lo))):
-            probe = key ^ flip
-            first = np.searchsorted(skey, probe, "left")
-            count = np.searchsorted(skey, probe, "right") - first
-            if not count.any():
-                continue
-            i = np.repeat(rows, count)
-            offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-            j = srow[np.repeat(first, count) + offsets]
-            sel = j < i
-            i, j = i[sel], j[sel]
-            sel = _popcount(hashes[i] ^ hashes[j]) <= NEAR_HASH_BITS
-            if sel.any():
-                pairs.append(np.stack([i[sel], j[sel]], axis=1))
+        del starts, rank
+        # A table over every block value (2^21 of them: 12 MB): where each value's kept
+        # rows (at most MAX_BUCKET) start in the sorted order and how many there are. A
+        # look-up is then two gathers instead of two binary searches.
+        count_of = np.bincount(skey[keep], minlength=1 << (hi - lo)).astype(np.uint16)
+        start_of = np.cumsum(count_of, dtype=np.int32) - count_of
+        srow = rows[order[keep]]
+        del order, skey, keep
+        for part in range(0, len(rows), _PROBE_CHUNK):  # temporaries: one chunk of rows
+            part_key, part_rows = key[part : part + _PROBE_CHUNK], rows[part : part + _PROBE_CHUNK]
+            for flip in (0, *(1 << b for b in range(hi - lo))):
+                probe = part_key ^ flip
+                first, count = start_of[probe], count_of[probe].astype(np.int64)
+                if not count.any():
+                    continue
+                i = np.repeat(part_rows, count)
+                offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+                j = srow[np.repeat(first, count) + offsets]
+                sel = j < i
+                i, j = i[sel], j[sel]
+                sel = _popcount(hashes[i] ^ hashes[j]) <= NEAR_HASH_BITS
+                if sel.any():
+                    pairs.append(np.stack([i[sel], j[sel]], axis=1))
+        del key, srow, count_of, start_of  # before the next block's arrays exist
     if not pairs:
         return np.zeros((0, 2), np.int64)
     return np.unique(np.concatenate(pairs), axis=0)  # sorted by i, then j

@@ -137,3 +137,22 @@ def test_no_near_duplicates_among_distinct_images(name, size):
     exact = [first.setdefault(im.tobytes(), i) != i for i, im in enumerate(images)]
     near = contamination.near_duplicates(images, contamination.perceptual_hashes(images), exact)
     assert [i for i, j in enumerate(near) if j is not None] == []
+
+
+def test_hash_look_ups_find_every_close_pair_a_brute_force_finds(monkeypatch):
+    """_close_pairs (block tables, look-ups in chunks of rows) against every pair compared."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**63, 150, dtype=np.int64).astype(np.uint64)
+    hashes = base[rng.integers(0, len(base), 1200)]
+    for k in range(5):  # 0-5 flipped bits: some within NEAR_HASH_BITS, some beyond
+        flip = rng.random(len(hashes)) < 0.5
+        hashes[flip] ^= np.uint64(1) << rng.integers(0, 64, int(flip.sum())).astype(np.uint64)
+    eligible = rng.random(len(hashes)) < 0.9
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    i, j = np.nonzero((dist <= contamination.NEAR_HASH_BITS) & np.tri(len(hashes), k=-1, dtype=bool))
+    keep = eligible[i] & eligible[j]
+    expected = np.stack([i[keep], j[keep]], axis=1)
+    for chunk in (contamination._PROBE_CHUNK, 100):
+        monkeypatch.setattr(contamination, "_PROBE_CHUNK", chunk)
+        got = contamination._close_pairs(hashes, eligible)
+        assert len(expected) > 500 and got.tolist() == expected.tolist()
