@@ -138,7 +138,7 @@ def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: in
         add(rel, f"error:{err.strerror or err}")
     entries.sort()
     listing = _Listing(entries)
-    del entries
+    entries.clear()  # the packed listing replaces it
     workers = decode_workers()
     if workers > 1 and len(listing) >= PARALLEL_MIN_FILES:
         yield from _iter_parallel(listing, root, data_root_real, scenario, max_pixels, max_file_bytes, workers)

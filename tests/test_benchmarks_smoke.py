@@ -131,7 +131,7 @@ def test_bench_orchestration_quick(tmp_path):
     out = tmp_path / "orch.json"
     assert main(["--quick", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert {"direct", "direct_cold", "stages", "dagster"} <= set(r["seconds_median"])
+    assert {"direct", "direct_cold", "dagster"} <= set(r["seconds_median"]) and "stages" not in r["seconds_median"]  # --quick: dvc runs the stages
     assert all(v > 0 for v in r["seconds_median"].values())
     procs = r["stage_processes"]  # --quick: params and validate under -X importtime
     assert set(procs) == {"stage params", "stage validate", "record validate"}
