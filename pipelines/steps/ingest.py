@@ -169,10 +169,9 @@ def first_copies(digests: np.ndarray) -> np.ndarray:
     del skey
     if len(tied) == 0:
         return out
-    starts = tied[np.r_[True, np.diff(tied) > 1]]  # the first position of each run of equal keys
-    run_of = np.searchsorted(starts, tied, side="right") - 1
-    ends = np.zeros(len(starts), np.int64)
-    np.maximum.at(ends, run_of, tied + 2)
+    # Runs of equal keys: positions p, p+1, ... of ``tied`` mark sorted positions p..p+1.
+    breaks = np.flatnonzero(np.diff(tied) > 1)
+    starts, ends = tied[np.r_[0, breaks + 1]], tied[np.r_[breaks, len(tied) - 1]] + 2
     for a, b in zip(starts.tolist(), ends.tolist()):
         first: dict[bytes, int] = {}
         for row in order[a:b].tolist():  # increasing row order within a run
