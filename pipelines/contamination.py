@@ -187,19 +187,48 @@ def image_features(batch: np.ndarray) -> np.ndarray:
     cols.append(lbp / lbp.sum(axis=1, keepdims=True))
 
     if c == 3:
-        px = np.ascontiguousarray(x.reshape(b, -1, 3).transpose(0, 2, 1))  # (B, 3, pixels)
-        opp = np.stack([px[:, 0] - px[:, 1], px[:, 2] - (px[:, 0] + px[:, 1]) / 2], axis=1)
-        cols.append(px.mean(axis=2, dtype=np.float64))
-        cols.append(np.log(px.std(axis=2, dtype=np.float64) + _EPS))
-        cols.append(opp.mean(axis=2, dtype=np.float64))
-        cols.append(np.log(opp.std(axis=2, dtype=np.float64) + _EPS))
+        cols.append(_colour_features(batch))
     return np.concatenate([np.asarray(col, dtype=np.float64) for col in cols], axis=1)
+
+
+def _colour_features(batch: np.ndarray) -> np.ndarray:
+    """Means and log standard deviations of R, G, B and of the opponent channels
+    ``rg = R - G`` and ``yb = B - (R + G) / 2`` (values in [0, 1]) of a uint8
+    ``(B, H, W, 3)`` batch -> float64 ``(B, 10)``. Computed from exact integer sums of
+    the bytes and their pairwise products per image (a product of two bytes fits in
+    uint16), so no per-pixel float arrays are formed."""
+    b = len(batch)
+    planes = batch.reshape(b, -1, 3).transpose(0, 2, 1).astype(np.uint16, order="C")  # (B, 3, pixels)
+    n = planes.shape[2]
+    r, g, bl = planes[:, 0], planes[:, 1], planes[:, 2]
+    s = planes.sum(axis=2, dtype=np.int64)  # (B, 3)
+    sq = (planes * planes).sum(axis=2, dtype=np.int64)
+    s_rg, s_rb, s_gb = ((u * v).sum(axis=1, dtype=np.int64) for u, v in ((r, g), (r, bl), (g, bl)))
+    sr, sg, sb = s[:, 0], s[:, 1], s[:, 2]
+    # Sums (and sums of squares) of rg and of 2 * yb, still exact integers.
+    s_opp = np.stack([sr - sg, 2 * sb - sr - sg], axis=1)
+    sq_opp = np.stack([sq[:, 0] + sq[:, 1] - 2 * s_rg, 4 * sq[:, 2] + sq[:, 0] + sq[:, 1] + 2 * s_rg - 4 * s_rb - 4 * s_gb], axis=1)
+    unit = np.array([255.0 * n, 255.0 * n, 255.0 * n])
+    unit_opp = np.array([255.0 * n, 2 * 255.0 * n])
+
+    def std(sums: np.ndarray, squares: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return np.sqrt((n * squares - sums * sums).astype(np.float64)) / scale
+
+    return np.concatenate([
+        s / unit, np.log(std(s, sq, unit) + _EPS),
+        s_opp / unit_opp, np.log(std(s_opp, sq_opp, unit_opp) + _EPS),
+    ], axis=1)
 
 
 def _chunks(n: int, shape: tuple[int, ...]) -> list[slice]:
     """Row ranges of about :data:`_CHUNK_PIXELS` pixels each."""
     per = max(1, _CHUNK_PIXELS // max(1, shape[0] * shape[1]))
     return [slice(start, min(n, start + per)) for start in range(0, n, per)]
+
+
+def _block(images: Sequence[np.ndarray], part: slice) -> np.ndarray:
+    """Images ``part`` as one uint8 ``(B, H, W, C)`` array (a view when already one)."""
+    return images[part] if isinstance(images, np.ndarray) else np.stack(images[part])
 
 
 def feature_matrix(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -211,7 +240,7 @@ def feature_matrix(images: Sequence[np.ndarray]) -> np.ndarray:
     shape = images[0].shape
     out = np.empty((n, N_FEATURES_RGB if shape[-1] == 3 else N_FEATURES_GREY), np.float32)
     for part in _chunks(n, shape):
-        out[part] = image_features(np.stack(images[part]))
+        out[part] = image_features(_block(images, part))
     return out
 
 
@@ -310,7 +339,7 @@ def perceptual_hashes(images: Sequence[np.ndarray]) -> np.ndarray:
     dh, dw = _dct_matrix(h), _dct_matrix(w)
     weights = (np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64))
     for part in _chunks(n, images[0].shape):
-        g = _grey(np.stack(images[part]).astype(np.float64))
+        g = _grey(_block(images, part).astype(np.float64))
         low = np.einsum("ah,bhw,cw->bac", dh, g, dw, optimize=True).reshape(len(g), 64)
         bits = low > np.median(low, axis=1, keepdims=True)
         out[part] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
