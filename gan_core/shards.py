@@ -117,14 +117,24 @@ class ShardWriter:
             a = a[None]
         if a.dtype != np.uint8 or a.shape[1:] != self.image_shape:
             raise ValueError(f"{self.folder}: got images of {a.dtype} {a.shape[1:]}, the dataset holds uint8 {self.image_shape}")
-        for k in range(len(a)):
-            row = a[k]
-            d = digests[k] if digests is not None else hashlib.sha256(np.ascontiguousarray(row).data).hexdigest()
-            self._buf[self._buf_rows] = row
-            self._buf_rows += 1
-            self.n += 1
-            if (self._buf_rows >= self.min_rows and int(d[:8], 16) % self.target == 0) or self._buf_rows >= self.max_rows:
+        ds = digests if digests is not None else [hashlib.sha256(np.ascontiguousarray(row).data).hexdigest() for row in a]
+        # A shard ends after an image whose digest is 0 modulo the target (content-defined
+        # boundaries) once it holds min_rows, or when it holds max_rows: found per block,
+        # copied in slices.
+        cuts = np.flatnonzero([int(d[:8], 16) % self.target == 0 for d in ds])
+        start, n = 0, len(a)
+        while start < n:
+            first = start + max(0, self.min_rows - self._buf_rows - 1)  # the first row that may end a shard
+            stop = min(n, start + self.max_rows - self._buf_rows)
+            at = int(np.searchsorted(cuts, first))
+            hit = at < len(cuts) and int(cuts[at]) < stop
+            end = int(cuts[at]) + 1 if hit else stop
+            self._buf[self._buf_rows : self._buf_rows + end - start] = a[start:end]
+            self._buf_rows += end - start
+            self.n += end - start
+            if hit or self._buf_rows >= self.max_rows:
                 self._flush()
+            start = end
 
     def _write(self, arr: np.ndarray) -> dict[str, Any]:
         """Write ``arr`` as ``<sha256[:20]>.npy`` (header and data written from where they

@@ -72,25 +72,6 @@ class Decoded:
     orig_height: int
     orig_mode: str
     n_frames: int
-    sha256: str | None = None
-    """sha256 of ``pixels`` when already computed (by a decode worker)."""
-    stats: dict[str, float] | None = None
-    """:func:`image_stats` of ``pixels`` when already computed."""
-    features: np.ndarray | None = None
-    """The contamination feature row (``pipelines.contamination.feature_matrix``), float32,
-    when a decode worker computed it."""
-    phash: int | None = None
-    """The perceptual hash (``pipelines.contamination.perceptual_hashes``), when computed."""
-
-    def describe(self) -> Decoded:
-        """Fill in ``sha256`` and ``stats`` (where decoding runs, so workers do it)."""
-        if self.sha256 is None:
-            import hashlib
-
-            self.sha256 = hashlib.sha256(self.pixels.tobytes()).hexdigest()
-        if self.stats is None:
-            self.stats = image_stats(self.pixels)
-        return self
 
 
 @contextmanager
@@ -286,54 +267,53 @@ def decode_array(row: np.ndarray, scenario: Scenario, max_pixels: int) -> Decode
     return _normalize(im, scenario, modes[key], 1, max_pixels)
 
 
+def _moments(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact integer sums of a uint8 ``(B, H, W, C)`` block, per image: the values, their
+    squares and their products with the left-right mirror image (int64 ``(B,)`` each).
+    A product of two bytes fits in uint16 (255**2 < 2**16), so the products are formed
+    in 2 bytes per value and summed in int64: exact, in any order."""
+    b = len(block)
+    flat = block.reshape(b, -1)
+    a = flat.astype(np.uint16)
+    mirror = block[:, :, ::-1, :].astype(np.uint16).reshape(b, -1)
+    return flat.sum(axis=1, dtype=np.int64), (a * a).sum(axis=1, dtype=np.int64), (a * mirror).sum(axis=1, dtype=np.int64)
+
+
 def image_stats_batch(block: np.ndarray) -> list[dict[str, float]]:
-    """:func:`image_stats` of every image of a uint8 ``(B, H, W, C)`` block, computed
-    with whole-block numpy operations (the same values, a fraction of the calls)."""
+    """:func:`image_stats` of every image of a uint8 ``(B, H, W, C)`` block.
+
+    Mean, standard deviation and symmetry come from exact integer sums (:func:`_moments`):
+    with ``n`` values per image, ``S1 = sum v``, ``S2 = sum v**2`` and ``M = sum v * mirror(v)``,
+    ``std = sqrt(n*S2 - S1**2) / (255 n)`` and ``symmetry = (n*M - S1**2) / (n*S2 - S1**2)``
+    (the mirror is a permutation of the image, so both have the same variance). No
+    floating-point sum whose rounding depends on the order, and one pass per sum."""
     b = len(block)
     if b == 0:
         return []
-    x = block.astype(np.float64) / 255.0
-    a = x.reshape(b, -1)
-    m = x[:, :, ::-1, :].reshape(b, -1)
-    mean = a.mean(axis=1)
-    a0 = a - mean[:, None]
-    m0 = m - m.mean(axis=1)[:, None]
-    ssa = (a0 * a0).sum(axis=1)
-    den = np.sqrt(ssa * (m0 * m0).sum(axis=1))
-    cross = (a0 * m0).sum(axis=1)
-    std = np.sqrt(ssa / a.shape[1])
+    n = block[0].size
+    s1, s2, s12 = _moments(block)
+    var_num = n * s2 - s1 * s1  # n**2 * variance, in (0..255)**2 units: an exact integer
+    cross_num = n * s12 - s1 * s1
+    mean = (s1 / (n * 255.0)).tolist()
+    std = (np.sqrt(var_num.astype(np.float64)) / (n * 255.0)).tolist()
     flat = block.reshape(b, -1)
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    lo, hi = flat.min(axis=1).tolist(), flat.max(axis=1).tolist()
+    var_num, cross_num = var_num.tolist(), cross_num.tolist()  # Python numbers: no numpy scalar in the loop
     out = []
     for i in range(b):
-        sym = float(cross[i] / den[i]) if den[i] > 1e-12 else 1.0
+        sym = cross_num[i] / var_num[i] if var_num[i] > 0 else 1.0
         out.append({
-            "mean": round(float(mean[i]), 6),
-            "std": round(float(std[i]), 6),
-            "min": round(int(lo[i]) / 255.0, 6),
-            "max": round(int(hi[i]) / 255.0, 6),
+            "mean": round(mean[i], 6),
+            "std": round(std[i], 6),
+            "min": round(lo[i] / 255.0, 6),
+            "max": round(hi[i] / 255.0, 6),
             "symmetry": round(min(1.0, max(-1.0, sym)), 6),
         })
     return out
 
 
 def image_stats(pixels: np.ndarray) -> dict[str, float]:
-    """mean/std/min/max of uint8 pixels scaled to [0, 1], and left-right ``symmetry``
-    (the Pearson correlation of the image with its mirror; 1.0 without variance)."""
-    x = pixels.astype(np.float64) / 255.0
-    a = x.ravel()
-    m = x[:, ::-1, :].ravel()
-    mean = a.mean()
-    a0, m0 = a - mean, m - m.mean()
-    ssa = (a0 * a0).sum()
-    den = float(np.sqrt(ssa * (m0 * m0).sum()))
-    sym = float((a0 * m0).sum() / den) if den > 1e-12 else 1.0
-    # The same floating-point operations as a.std() (sum of squared deviations from
-    # the mean, divided by n) and a.min()/a.max() (x / 255 is monotonic), computed once.
-    return {
-        "mean": round(float(mean), 6),
-        "std": round(float(np.sqrt(ssa / a.size)), 6),
-        "min": round(int(pixels.min()) / 255.0, 6),
-        "max": round(int(pixels.max()) / 255.0, 6),
-        "symmetry": round(min(1.0, max(-1.0, sym)), 6),
-    }
+    """mean/std/min/max of uint8 ``(H, W, C)`` pixels scaled to [0, 1], and left-right
+    ``symmetry`` (the Pearson correlation of the image with its mirror; 1.0 without
+    variance): :func:`image_stats_batch` of one image, so both give the same values."""
+    return image_stats_batch(np.asarray(pixels, np.uint8)[None])[0]

@@ -1,8 +1,8 @@
 """Where a scenario's images come from (``scenario.data.source``), one entry at a time.
 
     from pipelines.sources import open_source
-    info, items = open_source(scenario, data_root, max_pixels=..., max_file_bytes=...)
-    for name, source_sha256, decoded_or_bad in items: ...
+    info, blocks = open_source(scenario, data_root, max_pixels=..., max_file_bytes=...)
+    for block in blocks: ...      # pipelines.blocks.Block: entries, pixels, rows, features
 
 - ``builtin`` — :func:`pipelines.builtin_data.load` (real images shipped with installed
   packages); entries are named ``builtin:<name>#<i>``;
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.blocks import Block, Item, blocks, describe
 from pipelines.decode import BadImage, Decoded, classify_error, decode_array, decode_bytes
 from pipelines.io import sha256_bytes, sha256_file
 
@@ -49,8 +50,6 @@ CHUNK_FILES = 64
 WORKERS_ENV = "SCENARIO_GAN_DECODE_WORKERS"
 """Files larger than this are quarantined without being read."""
 
-Item = tuple[str, str | None, Decoded | BadImage]
-"""(printable name, sha256 of the source bytes or None when unread, decoded or bad)."""
 
 
 class SourceError(RuntimeError):
@@ -81,8 +80,9 @@ def printable_name(name: str | bytes) -> str:
 
 def open_source(
     scenario: Scenario, data_root: Path, *, max_pixels: int, max_file_bytes: int = MAX_FILE_BYTES
-) -> tuple[dict[str, Any], Iterator[Item]]:
-    """(what the source is, for the manifest; its entries, decoded lazily). Raises
+) -> tuple[dict[str, Any], Iterator[Block]]:
+    """(what the source is, for the manifest; its entries, decoded and described lazily
+    in :class:`pipelines.blocks.Block` s of :data:`CHUNK_FILES`). Raises
     :class:`SourceError` when the source is missing or cannot be loaded; entries are read
     (and a folder walked) only as the iterator is consumed."""
     spec = scenario.data
@@ -95,12 +95,12 @@ def open_source(
         except Exception as e:  # noqa: BLE001 - e.g. a package without its data files
             raise SourceError(f"scenario {scenario.name}: built-in source {spec.builtin!r} could not be loaded ({type(e).__name__}: {e}); check that scikit-image/scikit-learn are installed") from None
         source.update(name=spec.builtin)
-        return source, _iter_arrays(arr, f"builtin:{spec.builtin}", scenario, max_pixels)
+        return source, blocks(_iter_arrays(arr, f"builtin:{spec.builtin}", scenario, max_pixels), _shape(scenario), CHUNK_FILES)
     if spec.source == "npz":
         path = scenario.data_path(data_root)
         arr = _load_npz(path, spec.npz_key, scenario)
         source.update(path=Path(os.path.relpath(path, data_root.resolve())).as_posix(), key=spec.npz_key, sha256=sha256_file(path), shape=list(arr.shape))
-        return source, _iter_arrays(arr, f"npz:{spec.npz_key}", scenario, max_pixels)
+        return source, blocks(_iter_arrays(arr, f"npz:{spec.npz_key}", scenario, max_pixels), _shape(scenario), CHUNK_FILES)
     root = scenario.data_path(data_root)
     if not root.is_dir():
         raise SourceError(
@@ -111,9 +111,12 @@ def open_source(
     return source, _iter_folder(root, data_root, scenario, max_pixels, max_file_bytes)
 
 
-def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> Iterator[Item]:
-    """(printable relative name, source sha256, decoded or bad) for every entry, sorted
-    by the relative path's bytes. While ingestion runs the listing is packed
+def _shape(scenario: Scenario) -> tuple[int, int, int]:
+    return (scenario.image.size, scenario.image.size, scenario.image.channels)
+
+
+def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> Iterator[Block]:
+    """Every entry in blocks, sorted by the relative path's bytes. While ingestion runs the listing is packed
     (:class:`_Listing`: the path, a NUL and the kind, ~60 bytes for a typical name), so a
     million files take ~60 MB, not the ~270 a tuple of strings each would."""
     data_root_real = os.path.realpath(data_root)
@@ -143,8 +146,8 @@ def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: in
     if workers > 1 and len(listing) >= PARALLEL_MIN_FILES:
         yield from _iter_parallel(listing, root, data_root_real, scenario, max_pixels, max_file_bytes, workers)
         return
-    for entry in listing:
-        yield _entry(*_split_entry(entry), root, data_root_real, scenario, max_pixels, max_file_bytes)
+    items = (_entry(*_split_entry(entry), root, data_root_real, scenario, max_pixels, max_file_bytes) for entry in listing)
+    yield from blocks(items, _shape(scenario), CHUNK_FILES)
 
 
 class _Listing:
@@ -185,7 +188,7 @@ def _entry(rel: str, kind: str, root: Path, data_root_real: str, scenario: Scena
     if kind == "dirlink":
         return name, None, BadImage("symlinked_directory", f"directory links are not followed (points to {printable_name(os.readlink(full))})")
     digest, res = _read_one(full, data_root_real, scenario, max_pixels, max_file_bytes)
-    return name, digest, res.describe() if isinstance(res, Decoded) else res
+    return name, digest, res
 
 
 def decode_workers() -> int:
@@ -220,6 +223,11 @@ def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels
     import warnings
 
     from PIL import Image, ImageFile
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS/OpenMP thread per worker: the workers already use every core, and a
+    # second thread each only spins (it doubled the workers' CPU time for no gain).
+    _WORKER["threads"] = threadpool_limits(limits=1)
 
     # What pipelines.decode.pillow_limits does in the parent, for the worker's life.
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
@@ -227,13 +235,9 @@ def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels
     _WORKER.update(args=(root, data_root_real, scenario, max_pixels, max_file_bytes))
 
 
-def _worker_chunk(chunk: list[tuple[str, str]]) -> list[Item]:
-    """Read and decode a chunk of files; describe the decoded images as one block: pixel
-    sha256, statistics, contamination features and perceptual hash (all per image, so the
-    values do not depend on the chunking; the parent does what compares images)."""
-    from pipelines import contamination
-    from pipelines.decode import image_stats_batch
-
+def _worker_chunk(chunk: list[tuple[str, str]]) -> Block:
+    """Read and decode a chunk of files and describe them as one block
+    (:func:`pipelines.blocks.describe`: per-image values, whatever the chunking)."""
     root, data_root_real, scenario, max_pixels, max_file_bytes = _WORKER["args"]
     out: list[Item] = []
     for rel, kind in chunk:
@@ -243,19 +247,12 @@ def _worker_chunk(chunk: list[tuple[str, str]]) -> list[Item]:
             continue
         digest, res = _read_one(os.path.join(root, rel), data_root_real, scenario, max_pixels, max_file_bytes)
         out.append((name, digest, res))
-    good = [res for _, _, res in out if isinstance(res, Decoded)]
-    if good:
-        block = np.stack([d.pixels for d in good])
-        feats = contamination.feature_matrix(block)
-        hashes = contamination.perceptual_hashes(block)
-        for d, st, f, h in zip(good, image_stats_batch(block), feats, hashes):
-            d.sha256 = sha256_bytes(d.pixels.tobytes())
-            d.stats, d.features, d.phash = st, f, int(h)
-    return out
+    return describe(out, _shape(scenario))
 
 
-def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int, workers: int) -> Iterator[Item]:
-    """The entries read and decoded by ``workers`` processes, yielded in order; at most
+def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int, workers: int) -> Iterator[Block]:
+    """The entries read, decoded and described by ``workers`` processes, one block per
+    chunk of :data:`CHUNK_FILES`, yielded in order; at most
     ``4 * workers`` chunks are in flight, so memory does not grow with the folder."""
     import multiprocessing as mp
     from collections import deque
@@ -275,7 +272,7 @@ def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenari
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append(pool.submit(_worker_chunk, nxt))
-            yield from done
+            yield done
 
 
 def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> tuple[str | None, Decoded | BadImage]:
@@ -322,7 +319,7 @@ def _iter_arrays(images: np.ndarray, prefix: str, scenario: Scenario, max_pixels
             out = bad
         except Exception as e:  # noqa: BLE001
             out = classify_error(e)
-        yield f"{prefix}#{i}", sha256_bytes(row.tobytes()), out.describe() if isinstance(out, Decoded) else out
+        yield f"{prefix}#{i}", sha256_bytes(row.tobytes()), out
 
 
 def _load_npz(path: Path, key: str, scenario: Scenario) -> np.ndarray:

@@ -63,6 +63,38 @@ def test_boundaries_follow_the_content(images, tmp_path):
     assert len(before & after) >= len(before) - 2
 
 
+def _reference_boundaries(digests: list[str], target: int) -> list[int]:
+    """Shard sizes by the rule, one image at a time: a shard ends after an image whose
+    digest prefix is 0 modulo ``target`` once it holds ``target // 4`` images, or when it
+    holds ``4 * target``."""
+    sizes, rows = [], 0
+    for d in digests:
+        rows += 1
+        if (rows >= max(1, target // 4) and int(d[:8], 16) % target == 0) or rows >= 4 * target:
+            sizes.append(rows)
+            rows = 0
+    return sizes + ([rows] if rows else [])
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 3000])
+def test_blocks_of_any_size_give_the_same_shards(images, tmp_path, block):
+    """Images added in blocks (as ingestion adds a decode worker's chunk) end the shards
+    exactly where one image at a time would; a small target makes both rules (content
+    boundary, full buffer) fire many times, some inside a block."""
+    import hashlib
+
+    digests = [hashlib.sha256(im.tobytes()).hexdigest() for im in images]
+    target = 16
+    with ShardWriter(tmp_path / "d", images.shape[1:], target=target) as w:
+        for start in range(0, len(images), block):
+            w.add(images[start : start + block], digests[start : start + block])
+        w.close()
+    sizes = [s["rows"] for s in open_images(tmp_path / "d")._index["shards"]]
+    expected = _reference_boundaries(digests, target)
+    assert sizes == expected and max(expected) == 4 * target and min(expected[:-1]) < target  # both rules fired
+    np.testing.assert_array_equal(open_images(tmp_path / "d").load(), images)
+
+
 def test_a_failed_write_leaves_the_previous_dataset(images, tmp_path):
     write_images(tmp_path / "d", images[:1000], target=128)
     digest, files = dataset_digest(tmp_path / "d"), sorted(os.listdir(tmp_path / "d"))

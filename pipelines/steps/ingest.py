@@ -55,26 +55,26 @@ input give byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
 import io
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.decode import MAX_IMAGE_PIXELS, BadImage, pillow_limits
+from pipelines.decode import MAX_IMAGE_PIXELS, pillow_limits
 from gan_core.atomic import atomic_writer
 from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes
 from gan_core.shards import ShardWriter, dataset_digest
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
-from pipelines.sources import MAX_FILE_BYTES, Item, SourceError, open_source
+from pipelines.blocks import ROW_COLUMNS, Block
+from pipelines.sources import MAX_FILE_BYTES, SourceError, open_source
 
 FORMAT = "scenario-gan.ingest/3"
 TABLE_COLUMNS = (
@@ -84,6 +84,7 @@ TABLE_COLUMNS = (
 )
 """The columns of ``table.csv``, in order, each described in the module docstring; the
 last three are the contamination columns (:mod:`pipelines.contamination`)."""
+assert TABLE_COLUMNS[1 : 1 + len(ROW_COLUMNS)] == ROW_COLUMNS
 CONTAMINATION_COLUMNS = ("phash", "near_duplicate_of", "outlier_score")
 """Computed once all images are decoded (they compare images with each other)."""
 
@@ -122,26 +123,26 @@ class _Rows:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         self.file = tempfile.TemporaryFile(dir=directory)  # O_TMPFILE: gone on close or crash
-        self.text = io.TextIOWrapper(self.file, encoding="utf-8", newline="")
-        self.csv = csv.writer(self.text, lineterminator="\n")
         self.digests = bytearray()
         self.n = 0
 
-    def add(self, row: tuple[Any, ...], digest_hex: str) -> None:
-        self.csv.writerow(row)
-        self.digests += bytes.fromhex(digest_hex)
-        self.n += 1
+    def add(self, lines: Sequence[bytes], digests_hex: Sequence[str]) -> None:
+        """Rows whose columns after ``index`` are ``lines`` (:data:`pipelines.blocks.ROW_COLUMNS`
+        as CSV, no newline): numbered from :attr:`n` on."""
+        self.file.write(b"".join(b"%d,%s\n" % (self.n + j, line) for j, line in enumerate(lines)))
+        self.digests += bytes.fromhex("".join(digests_hex))
+        self.n += len(lines)
 
     def lines(self) -> Iterator[bytes]:
         """The rows written so far, one line each (file names hold no raw newline)."""
-        self.text.flush()
+        self.file.flush()
         self.file.seek(0)
         for line in self.file:
             yield line.rstrip(b"\n")
 
     @property
     def size(self) -> int:
-        self.text.flush()
+        self.file.seek(0, io.SEEK_END)
         return self.file.tell() if self.n else 0
 
     def digest_matrix(self) -> np.ndarray:
@@ -149,7 +150,7 @@ class _Rows:
         return np.frombuffer(self.digests, np.uint8).reshape(self.n, 32)
 
     def close(self) -> None:
-        self.text.close()
+        self.file.close()
 
 
 def first_copies(digests: np.ndarray) -> np.ndarray:
@@ -181,61 +182,52 @@ def first_copies(digests: np.ndarray) -> np.ndarray:
     return out
 
 
-def _collect(items: Iterable[Item], limit: int | None, writer: ShardWriter, rows: _Rows) -> tuple[list[dict[str, str]], int, dict[str, np.ndarray]]:
-    """(quarantine, entries seen, precomputed contamination features); the rows go to
-    ``rows`` and the images to ``writer`` as they come, so memory holds one shard of
-    pixels and a few bytes per image, not the whole table."""
+def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows) -> tuple[list[dict[str, str]], int, dict[str, np.ndarray]]:
+    """(quarantine, entries seen, contamination features and hashes); the rows go to
+    ``rows`` and the images to ``writer`` block by block as they come, so memory holds
+    a shard of pixels and a few bytes per image, not the whole table."""
     quarantine: list[dict[str, str]] = []
     n_seen = 0
     pre = _Precomputed()
-    for name, src_hash, res in items:
-        n_seen += 1
-        if isinstance(res, BadImage):
-            quarantine.append({"file": name, "reason": res.reason, "detail": res.detail})
-            continue
-        res.describe()
-        digest, st = res.sha256, res.stats
-        writer.add(res.pixels, [digest])
-        pre.add(res)
-        rows.add((
-            rows.n, name, src_hash, digest, res.orig_width, res.orig_height, res.orig_mode,
-            res.n_frames, res.pixels.shape[1], res.pixels.shape[0], res.pixels.shape[2],
-            st["mean"], st["std"], st["min"], st["max"], st["symmetry"],
-        ), digest)
+    for block in source:
+        if limit is not None and rows.n + block.n_good >= limit and block.n_good:
+            block = block.head(limit - rows.n)  # stop at the limit-th image, as one at a time would
+        n_seen += len(block.entries)
+        quarantine += ({"file": name, "reason": bad.reason, "detail": bad.detail} for name, _, bad in block.entries if bad is not None)
+        if block.n_good:
+            writer.add(block.pixels, block.sha256)
+            rows.add(block.rows, block.sha256)
+            pre.add(block.features, block.hashes)
         if limit is not None and rows.n >= limit:
             break
     return quarantine, n_seen, pre.result(rows.n)
 
 
 class _Precomputed:
-    """The contamination features and hashes decode workers computed, gathered in row
-    order in blocks of :data:`BLOCK` rows (float32 features: 4 bytes x D per image, and
-    no doubling slack); None unless every image came with them."""
+    """The contamination features and hashes of every block, gathered in row order in
+    blocks of :data:`BLOCK` rows (float32 features: 4 bytes x D per image, and no
+    doubling slack)."""
 
     BLOCK = 8192
 
     def __init__(self) -> None:
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self.n = 0
-        self.complete = True
 
-    def add(self, d: Any) -> None:
-        if not self.complete:
-            return
-        if d.features is None or d.phash is None:
-            self.complete = False
-            self.blocks.clear()
-            return
-        at = self.n % self.BLOCK
-        if at == 0:
-            self.blocks.append((np.empty((self.BLOCK, len(d.features)), np.float32), np.empty(self.BLOCK, np.uint64)))
-        features, hashes = self.blocks[-1]
-        features[at] = d.features
-        hashes[at] = d.phash
-        self.n += 1
+    def add(self, features: np.ndarray, hashes: np.ndarray) -> None:
+        done = 0
+        while done < len(features):
+            at = self.n % self.BLOCK
+            if at == 0:
+                self.blocks.append((np.empty((self.BLOCK, features.shape[1]), np.float32), np.empty(self.BLOCK, np.uint64)))
+            take = min(len(features) - done, self.BLOCK - at)
+            f, h = self.blocks[-1]
+            f[at : at + take], h[at : at + take] = features[done : done + take], hashes[done : done + take]
+            done += take
+            self.n += take
 
     def result(self, n: int) -> dict[str, np.ndarray]:
-        if not self.complete or not self.blocks or self.n != n:
+        if not self.blocks or self.n != n:
             return {}
         features = np.empty((n, self.blocks[0][0].shape[1]), np.float32)
         hashes = np.empty(n, np.uint64)
@@ -288,9 +280,9 @@ def ingest(
     writer = ShardWriter(out["images"], (size, size, channels))
     rows = _Rows(out_dir)
     try:
-        source, items = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
+        source, described = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
         with pillow_limits(max_image_pixels):
-            quarantine, n_seen, pre = _collect(items, spec.limit, writer, rows)
+            quarantine, n_seen, pre = _collect(described, spec.limit, writer, rows)
         return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre)
     except SourceError as e:
         writer.abort()
