@@ -357,21 +357,27 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)  # pragma: no cover - numpy < 2
 
 
-def linear_residual(a: np.ndarray, b: np.ndarray) -> float:
-    """RMS residual (grey, [0, 1]) of the best linear map ``a ~ s * b + t``, in the worse
-    of the two directions: 0 for brightness/contrast edits, small for re-encodings."""
-    x = _grey(a[None].astype(np.float64) / 255.0).ravel()
-    y = _grey(b[None].astype(np.float64) / 255.0).ravel()
+def linear_residuals(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each pair of uint8 images ``a[k], b[k]`` (``(P, H, W, C)`` each), the RMS
+    residual (grey, [0, 1]) of the best linear map ``a ~ s * b + t``, in the worse of the
+    two directions: 0 for brightness/contrast edits, small for re-encodings."""
+    x = _grey(a.astype(np.float64) / 255.0).reshape(len(a), -1)
+    y = _grey(b.astype(np.float64) / 255.0).reshape(len(b), -1)
 
-    def one(u: np.ndarray, v: np.ndarray) -> float:
-        vc = v - v.mean()
-        var = float((vc * vc).sum())
-        uc = u - u.mean()
-        slope = float((uc * vc).sum()) / var if var > 1e-12 else 0.0
-        res = uc - slope * vc
-        return float(np.sqrt((res * res).mean()))
+    def one(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        vc = v - v.mean(axis=1, keepdims=True)
+        var = (vc * vc).sum(axis=1)
+        uc = u - u.mean(axis=1, keepdims=True)
+        slope = np.where(var > 1e-12, (uc * vc).sum(axis=1) / np.where(var > 1e-12, var, 1.0), 0.0)
+        res = uc - slope[:, None] * vc
+        return np.sqrt((res * res).mean(axis=1))
 
-    return max(one(x, y), one(y, x))
+    return np.maximum(one(x, y), one(y, x))
+
+
+_PAIR_BATCH_BYTES = 1 << 24
+"""Memory for one batch of candidate pairs compared (their pixels as float64 and the
+temporaries, ~32 bytes per pixel value and pair): 16 MB."""
 
 
 def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -425,9 +431,27 @@ def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_
     n = len(images)
     out = np.full(n, -1, np.int64)
     eligible = ~np.asarray(exact_duplicate, dtype=bool) if n else np.zeros(0, bool)
-    for i, j in _close_pairs(np.asarray(hashes, dtype=np.uint64), eligible).tolist():
-        if out[i] < 0 and linear_residual(images[i], images[j]) <= NEAR_RESIDUAL:
-            out[i] = j
+    pairs = _close_pairs(np.asarray(hashes, dtype=np.uint64), eligible)
+    if not len(pairs):
+        return out
+    if isinstance(images, np.ndarray):
+        take = images.__getitem__
+    elif hasattr(images, "take"):  # a sharded dataset: one read per run of rows
+        take = images.take
+    else:
+        take = lambda rows: np.stack([images[r] for r in rows])  # noqa: E731
+    per = max(1, _PAIR_BATCH_BYTES // (32 * max(1, int(np.prod(np.shape(images[0]))))))
+    for start in range(0, len(pairs), per):  # pixels of one batch of pairs in memory
+        part = pairs[start : start + per]
+        rows, inverse = np.unique(part, return_inverse=True)
+        pix = take(rows)
+        inverse = inverse.reshape(part.shape)
+        close = part[linear_residuals(pix[inverse[:, 0]], pix[inverse[:, 1]]) <= NEAR_RESIDUAL]
+        # Pairs are sorted by i, then j: the first passing pair of each i is its earliest copy.
+        first = np.r_[True, close[1:, 0] != close[:-1, 0]] if len(close) else np.zeros(0, bool)
+        for i, j in close[first].tolist():
+            if out[i] < 0:
+                out[i] = j
     return out
 
 
