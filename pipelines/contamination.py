@@ -168,11 +168,18 @@ def image_features(batch: np.ndarray) -> np.ndarray:
 
     # Gradient orientation mix: magnitude-weighted shares of [0, 45), [45, 90), [90, 135)
     # and [135, 180) degrees (a direction and its opposite are one orientation).
+    # Bins: [0, 90) holds the pixels where gx and gy have the same sign (or gy = 0 < |gx|),
+    # split at 45 degrees by |gy| >= |gx|; the others split by |gy| > |gx|. Magnitude sums
+    # per bin from masked sums (no per-pixel bin index).
     gxx, gyy = gx[:, :-1, :], gy[:, :, :-1]
-    ax, ay = np.abs(gxx), np.abs(gyy)
-    same = (gxx * gyy > 0) | ((gyy == 0) & (gxx != 0))  # in [0, 90) once folded
-    obin = np.where(same, ay >= ax, np.where(ay > ax, 2, 3)).astype(np.int64)
-    orient = _per_image_hist(obin, 4, np.sqrt(ax * ax + ay * ay))
+    ax2, ay2 = gxx * gxx, gyy * gyy
+    mag = np.sqrt(ax2 + ay2).reshape(b, -1)
+    m_same = mag * ((gxx * gyy > 0) | ((gyy == 0) & (gxx != 0))).reshape(b, -1)
+    m_other = mag - m_same
+    s_same, total = m_same.sum(axis=1, dtype=np.float64), mag.sum(axis=1, dtype=np.float64)
+    s_45_90 = (m_same * (ay2 >= ax2).reshape(b, -1)).sum(axis=1, dtype=np.float64)
+    s_90_135 = (m_other * (ay2 > ax2).reshape(b, -1)).sum(axis=1, dtype=np.float64)
+    orient = np.stack([s_same - s_45_90, s_45_90, s_90_135, total - s_same - s_90_135], axis=1)
     cols.append(orient / (orient.sum(axis=1, keepdims=True) + 1e-12))
 
     # Local binary patterns on the 256 grey levels (8 neighbours, radius 1; a neighbour
