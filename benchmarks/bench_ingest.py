@@ -28,9 +28,10 @@ to the same pixels: the JSON records whether the two arrays are byte-identical.
 Method: for every size, ``--reps`` repetitions, each running both variants in turn
 (pipeline first in odd repetitions, PIL first in even ones, so a burst of load from
 other processes lands on both). Each measurement is a fresh Python process with
-``OMP_NUM_THREADS=1`` that imports everything first (great-expectations alone takes
-seconds) and then times only the work. Reported per size: median images/s, median CPU
-microseconds per image (a second opinion that other processes barely disturb), and the
+``OMP_NUM_THREADS=1`` (``--omp-threads inherit``: as this shell has it) that imports
+everything first (great-expectations alone takes seconds) and then times only the
+work. Reported per size: median images/s, median CPU microseconds per image (a second
+opinion that other processes barely disturb), and the
 median over repetitions of the per-repetition ratio ``pipeline images/s / PIL images/s``.
 
 Memory: the **peak resident set size (RSS) of the measuring process**, as the kernel
@@ -304,10 +305,14 @@ def _worker_main(variant: str, jobs_json: str) -> int:
     return 0
 
 
-def run_worker(variant: str, jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def run_worker(variant: str, jobs: list[dict[str, Any]], omp_threads: str = "1") -> tuple[list[dict[str, Any]], int]:
     """Run ``jobs`` in a fresh process; returns their results and the process's own
-    peak RSS in bytes (``ru_maxrss`` from ``os.wait4`` on that very child)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    peak RSS in bytes (``ru_maxrss`` from ``os.wait4`` on that very child).
+    ``omp_threads`` is its ``OMP_NUM_THREADS``; ``"inherit"`` leaves this process's
+    environment as it is (unset, as in a user's shell that runs ``dvc repro``)."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if omp_threads != "inherit":
+        env["OMP_NUM_THREADS"] = omp_threads
     cmd = [sys.executable, "-m", "benchmarks.bench_ingest", "--worker", variant, "--jobs", json.dumps(jobs)]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
@@ -421,7 +426,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
             # reset between sizes), so the seconds of imports are paid once
             got = {}
             for v in VARIANTS:
-                res, peak = run_worker(v, [jobs[n] for n in sizes])
+                res, peak = run_worker(v, [jobs[n] for n in sizes], opts.omp_threads)
                 got[v] = [{**r, "worker_peak_rss_mb": round(peak / 2**20, 1)} for r in res]
             for k, n in enumerate(sizes):
                 per_size[str(n)] = [{v: got[v][k] for v in VARIANTS}]
@@ -432,7 +437,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
                     order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
                     r: dict[str, dict[str, Any]] = {}
                     for v in order:
-                        res, peak = run_worker(v, [jobs[n]])
+                        res, peak = run_worker(v, [jobs[n]], opts.omp_threads)
                         r[v] = {**res[0], "worker_peak_rss_mb": round(peak / 2**20, 1)}
                     per_size[str(n)].append(r)
                     p, q = r["pipeline"], r["pil"]
@@ -447,6 +452,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         "settings": {
             "sizes": sizes, "reps": opts.reps, "decode_workers": opts.decode_workers or "all cores", "file_side": opts.side, "target": opts.target, "channels": 3, "quick": opts.quick,
             "one_process_per_variant": opts.one_process_per_variant,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset") if opts.omp_threads == "inherit" else opts.omp_threads,
             "data": f"{opts.side}x{opts.side} RGB PNGs: random crops of skimage.data astronaut/coffee/chelsea/rocket and brick/grass/gravel (scale 1 or 1/2) + Gaussian noise sigma {NOISE_SIGMA}",
             "memory": "peak RSS (VmHWM) of the measuring process minus its RSS before the step, peak counter reset via /proc/self/clear_refs",
             "validation": "great-expectations: row count >= 16, quarantined share <= 0.2, sha256 unique, std in [0.02, 1]",
@@ -501,6 +507,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--side", type=int, default=None, help="side of the generated PNGs in px (default 32)")
     p.add_argument("--target", type=int, default=None, choices=[16, 28, 32, 64, 128], help="scenario image.size (default 32)")
     p.add_argument("--decode-workers", type=int, default=None, help="SCENARIO_GAN_DECODE_WORKERS for the pipeline (default: every core)")
+    p.add_argument("--omp-threads", default="1", help="OMP_NUM_THREADS of the measured processes (default 1); 'inherit' keeps this shell's (unset: what a stage run from a plain shell gets)")
     p.add_argument("--pool-dir", help="generate the PNGs here and reuse them on later runs (default: a temporary directory)")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--quick", action="store_true", help=f"smoke test {QUICK}, one process per variant (explicit flags still win)")
