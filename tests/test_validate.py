@@ -399,3 +399,48 @@ def test_tables_read_in_chunks_give_the_same_report(contaminated, monkeypatch):
     import hashlib
 
     assert res.content_hash == hashlib.sha256("\n".join(kept["sha256"]).encode()).hexdigest()
+
+
+def test_uniqueness_checked_over_digest_codes_names_the_digests(contaminated, tmp_path, monkeypatch):
+    """A uniqueness check over ``sha256`` goes to great-expectations as 8-byte codes
+    (the first row with the same digest), not 64-character strings: the same rows fail,
+    and the reports name the digests. Rows 3, 5 and 9 share a digest; rows 20 and 21
+    share only its first 16 hex digits, so the prefix pass makes them candidates and
+    the second pass tells them apart."""
+    import csv
+    import shutil
+
+    from pipelines.steps import validate as validate_mod
+
+    paths = ScenarioPaths("faces", Roots.under(tmp_path))
+    shutil.copytree(contaminated.ingested, paths.ingested)
+    table = paths.ingested / "table.csv"
+    rows = list(csv.reader(table.read_text(encoding="utf-8").splitlines()))
+    col = rows[0].index("sha256")
+    for r in (5, 9):
+        rows[1 + r][col] = rows[1 + 3][col]
+    rows[1 + 21][col] = rows[1 + 20][col][:16] + "f" * 48
+    assert rows[1 + 21][col] != rows[1 + 20][col]
+    with open(table, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+    exps = [{**FACE_EXPECTATIONS[0], "on_failure": "set_aside"}, {"expectation": "expect_column_values_to_be_unique", "kwargs": {"column": "sha256"}, "on_failure": "warn"}]
+    sc = faces_scenario(exps, source={"source": "folder"})
+    calls = []
+    real = validate_mod._digest_codes
+    monkeypatch.setattr(validate_mod, "_digest_codes", lambda *a: calls.append(a) or real(*a))
+    outputs = []
+    for coded in (True, False):
+        if not coded:
+            monkeypatch.setattr(validate_mod, "_coded", lambda built: False)
+        res = validate(sc, paths)
+        outputs.append({f: (paths.validated / f).read_bytes() for f in ("report.json", "set_aside.json", "table.csv")})
+    assert len(calls) == 1  # codes in the first run only
+    assert outputs[0] == outputs[1]  # the same report, set-aside list and kept table as over the strings
+    digest = rows[1 + 3][col]
+    assert [a["index"] for a in res.set_aside] == [3, 5, 9]
+    assert all(a["sha256"] == digest and a["values"] == {"expect_column_values_to_be_unique__sha256": digest} for a in res.set_aside)
+    assert res.passed and by_name(res)["expect_column_values_to_be_unique__sha256__2"]["success"]  # judged on the kept rows
+    codes = real(table, 130)
+    assert codes[5] == codes[9] == codes[3] == 3 and codes[20] == 20 and codes[21] == 21
+    assert len(set(codes.tolist())) == 128
