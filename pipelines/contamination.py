@@ -364,27 +364,40 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)  # pragma: no cover - numpy < 2
 
 
+def _centred_grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey levels in [0, 1] of uint8 ``(K, H, W, C)`` images minus each image's mean,
+    ``(K, H*W)`` float64, and each one's sum of squares ``(K,)``."""
+    g = _grey(images.astype(np.float64) / 255.0).reshape(len(images), -1)
+    g -= g.mean(axis=1, keepdims=True)
+    return g, np.einsum("ij,ij->i", g, g)
+
+
+def _residual(cross: np.ndarray, ssu: np.ndarray, ssv: np.ndarray, n: int) -> np.ndarray:
+    """RMS residual of the best linear map ``u ~ s * v + t`` from the centred images'
+    sums: ``sum(res**2) = sum(uc**2) - cross**2 / sum(vc**2)``, with ``cross = sum(uc * vc)``
+    (slope 0 when ``v`` is flat)."""
+    ok = ssv > 1e-12
+    left = ssu - np.where(ok, cross * cross / np.where(ok, ssv, 1.0), 0.0)
+    return np.sqrt(np.maximum(left, 0.0) / n)
+
+
+def _pair_residuals(cross: np.ndarray, ssa: np.ndarray, ssb: np.ndarray, n: int) -> np.ndarray:
+    """The worse direction's :func:`_residual` of pairs of images."""
+    return np.maximum(_residual(cross, ssa, ssb, n), _residual(cross, ssb, ssa, n))
+
+
 def linear_residuals(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each pair of uint8 images ``a[k], b[k]`` (``(P, H, W, C)`` each), the RMS
     residual (grey, [0, 1]) of the best linear map ``a ~ s * b + t``, in the worse of the
     two directions: 0 for brightness/contrast edits, small for re-encodings."""
-    x = _grey(a.astype(np.float64) / 255.0).reshape(len(a), -1)
-    y = _grey(b.astype(np.float64) / 255.0).reshape(len(b), -1)
-
-    def one(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        vc = v - v.mean(axis=1, keepdims=True)
-        var = (vc * vc).sum(axis=1)
-        uc = u - u.mean(axis=1, keepdims=True)
-        slope = np.where(var > 1e-12, (uc * vc).sum(axis=1) / np.where(var > 1e-12, var, 1.0), 0.0)
-        res = uc - slope[:, None] * vc
-        return np.sqrt((res * res).mean(axis=1))
-
-    return np.maximum(one(x, y), one(y, x))
+    x, ssx = _centred_grey(a)
+    y, ssy = _centred_grey(b)
+    return _pair_residuals(np.einsum("ij,ij->i", x, y), ssx, ssy, x.shape[1])
 
 
 _PAIR_BATCH_BYTES = 1 << 24
-"""Memory for one batch of candidate pairs compared (their pixels as float64 and the
-temporaries, ~32 bytes per pixel value and pair): 16 MB."""
+"""Memory for one batch of candidate pairs compared (the images' centred grey levels as
+float64 and the pairs' gathered copies): 16 MB."""
 
 
 def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -447,13 +460,15 @@ def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_
         take = images.take
     else:
         take = lambda rows: np.stack([images[r] for r in rows])  # noqa: E731
-    per = max(1, _PAIR_BATCH_BYTES // (32 * max(1, int(np.prod(np.shape(images[0]))))))
-    for start in range(0, len(pairs), per):  # pixels of one batch of pairs in memory
+    h, w = np.shape(images[0])[:2]
+    per = max(1, _PAIR_BATCH_BYTES // (32 * h * w))
+    for start in range(0, len(pairs), per):  # one batch of pairs in memory
         part = pairs[start : start + per]
         rows, inverse = np.unique(part, return_inverse=True)
-        pix = take(rows)
-        inverse = inverse.reshape(part.shape)
-        close = part[linear_residuals(pix[inverse[:, 0]], pix[inverse[:, 1]]) <= NEAR_RESIDUAL]
+        g, ss = _centred_grey(take(rows))  # each image once, however many pairs it is in
+        a, b = inverse.reshape(part.shape).T
+        cross = np.einsum("ij,ij->i", g[a], g[b])
+        close = part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
         # Pairs are sorted by i, then j: the first passing pair of each i is its earliest copy.
         first = np.r_[True, close[1:, 0] != close[:-1, 0]] if len(close) else np.zeros(0, bool)
         for i, j in close[first].tolist():

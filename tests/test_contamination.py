@@ -156,3 +156,32 @@ def test_hash_look_ups_find_every_close_pair_a_brute_force_finds(monkeypatch):
         monkeypatch.setattr(contamination, "_PROBE_CHUNK", chunk)
         got = contamination._close_pairs(hashes, eligible)
         assert len(expected) > 500 and got.tolist() == expected.tolist()
+
+
+def test_residuals_from_sums_equal_an_explicit_least_squares_fit():
+    """Near-duplicate pairs are judged from per-image sums and one dot product per pair;
+    that equals fitting ``a ~ s * b + t`` by least squares and taking the RMS residual
+    (the worse direction), for edited copies, unrelated images and a flat image."""
+    rng = np.random.default_rng(3)
+    base = builtin_data.faces(32)[:6].astype(np.float64)
+    a = np.concatenate([base, base[:2], np.full((1, 32, 32, 1), 77.0)])
+    b = np.concatenate([
+        np.clip(base * 0.8 + 20 + rng.normal(0, 2, base.shape), 0, 255),  # brightness/contrast + noise
+        base[::-1][:2],  # unrelated faces
+        base[:1],  # a flat image against a face
+    ])
+    a8, b8 = a.astype(np.uint8), np.rint(b).astype(np.uint8)
+
+    def explicit(u8, v8):
+        u = u8.reshape(-1).astype(np.float64) / 255.0
+        v = v8.reshape(-1).astype(np.float64) / 255.0
+        if v.std() < 1e-9:
+            return np.sqrt(((u - u.mean()) ** 2).mean())
+        design = np.stack([v, np.ones_like(v)], axis=1)
+        coef = np.linalg.lstsq(design, u, rcond=None)[0]
+        return np.sqrt(((u - design @ coef) ** 2).mean())
+
+    want = np.array([max(explicit(x, y), explicit(y, x)) for x, y in zip(a8, b8)])
+    got = contamination.linear_residuals(a8, b8)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert (got[:6] <= contamination.NEAR_RESIDUAL).all() and (got[6:] > contamination.NEAR_RESIDUAL).all()
