@@ -483,8 +483,10 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     disagree with each other).
 
     Memory: great-expectations sees only the columns the expectations name (plus
-    ``index``), so a row costs a few numbers, not the whole row; file names and hashes
-    are read in chunks for the rows a report names, and the kept table is streamed."""
+    ``index``), so a row costs a few numbers, not the whole row; a ``sha256`` column that
+    only uniqueness expectations read goes as 8-byte codes (:func:`_digest_codes`) with
+    the reports naming the digests themselves; file names and hashes are read in chunks
+    for the rows a report names, and the kept table is streamed."""
     import numpy as np
 
     from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, table_columns
