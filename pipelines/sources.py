@@ -1,4 +1,4 @@
-"""Where a scenario's images come from (``scenario.data.source``), one entry at a time.
+"""Where a scenario's images come from (``scenario.data.source``), a block of entries at a time.
 
     from pipelines.sources import open_source
     info, blocks = open_source(scenario, data_root, max_pixels=..., max_file_bytes=...)
@@ -12,11 +12,13 @@
 - ``npz``     — a MedMNIST-style archive: uint8 ``(N, H, W)`` or ``(N, H, W, C)`` under
   ``scenario.data.npz_key``, loaded with ``allow_pickle=False``; entries ``npz:<key>#<i>``.
 
-Each entry is decoded by :mod:`pipelines.decode` as it is read. A folder of at least
-:data:`PARALLEL_MIN_FILES` files is read and decoded by :func:`decode_workers` processes
-(all cores by default; ``SCENARIO_GAN_DECODE_WORKERS=1`` for one), a bounded window of
-files ahead of the consumer, in the same order and with the same results as one process:
-memory holds the window, not the folder. Bad files are entries too (a :class:`pipelines.decode.BadImage`
+Each entry is decoded by :mod:`pipelines.decode` as it is read, and every
+:data:`CHUNK_FILES` entries are described as one :class:`pipelines.blocks.Block`
+(digests, statistics, contamination features, table rows). A folder of at least
+:data:`PARALLEL_MIN_FILES` files is read, decoded and described by :func:`decode_workers`
+processes (all cores by default; ``SCENARIO_GAN_DECODE_WORKERS=1`` for one; one BLAS
+thread each), a bounded window of chunks ahead of the consumer, in the same order and
+with the same results as one process: memory holds the window, not the folder. Bad files are entries too (a :class:`pipelines.decode.BadImage`
 instead of the image), never exceptions: besides the decoding reasons, ``empty_file``,
 ``file_too_large``, ``symlink_outside_root``, ``broken_symlink``,
 ``symlinked_directory`` (directory links are never followed), ``not_a_regular_file``

@@ -44,8 +44,8 @@ table: each row goes to a temporary file as it comes and ``table.csv`` is writte
 it in chunks. What stays in memory per image is a few fixed-size numbers — its pixel
 digest (32 bytes), perceptual hash (8) and contamination features (4 x 36) — and its
 entry in the folder listing (~60 bytes), and the outlier and near-duplicate passes add
-index arrays while they run: ~400 bytes per image at the peak, against 3,072 of pixels
-for a 32x32 RGB image (+490 MB for 10^6 images; docs/SCALING.md). The shards and
+index arrays while they run: ~300-400 bytes per image at the peak, against 3,072 of
+pixels for a 32x32 RGB image (+410 MB for 10^6 images; docs/SCALING.md). The shards and
 ``images/index.json`` are written atomically and the index last; ``manifest.json`` is
 removed just before the new index replaces the old one and written last, so its presence
 marks a complete, consistent ingestion. A full disk is an :class:`IngestError` saying
