@@ -46,7 +46,9 @@ of one class apart, whose hashes often collide. Pixel-identical copies are alrea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -254,6 +256,44 @@ def feature_matrix(images: Sequence[np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------- outlier score
 
 
+class FeatureRows:
+    """Feature rows kept in a file (float32, ``dim`` per row, row after row) and read by
+    rows: the outlier pass needs the reference sample and one chunk of rows at a time,
+    so the features of every image need not be in memory together. ``rows[sel]`` for an
+    index array reads a consecutive range at once and other rows one by one."""
+
+    def __init__(self, file: Any, n: int, dim: int):
+        self.file, self.n, self.dim = file, n, dim
+        self.row_bytes = 4 * dim
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        rows = np.arange(self.n)[rows] if isinstance(rows, slice) else np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
+            raise IndexError(f"rows outside 0..{self.n - 1}")
+        if len(rows) > 1 and int(rows[-1] - rows[0]) == len(rows) - 1 and bool((np.diff(rows) == 1).all()):
+            self._read(int(rows[0]), out)
+        else:
+            for k, row in enumerate(rows.tolist()):
+                self._read(row, out[k : k + 1])
+        return out
+
+    def _read(self, row: int, out: np.ndarray) -> None:
+        view = memoryview(out).cast("B")
+        got = 0
+        while got < len(view):
+            more = os.preadv(self.file.fileno(), [view[got:]], row * self.row_bytes + got)
+            if more == 0:
+                raise OSError(f"feature file ended at row {row}: {got} of {len(view)} bytes")
+            got += more
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _robust_scale(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(median, scale) with scale = 1.4826 * MAD; where that is 0 (more than half the
     values equal), (P90 - P10) / 2.563, then the standard deviation, then 1."""
@@ -272,16 +312,14 @@ def _knn(f: np.ndarray, centre: np.ndarray, scale: np.ndarray, rows: np.ndarray,
     same neighbours. Standardized in chunks: memory stays O(chunk * len(ref)) beside ``f``."""
     r = (f[ref] - centre) / scale
     r2 = (r * r).sum(axis=1)
-    pos = np.full(len(f), -1)
-    pos[ref] = np.arange(len(ref))
     dk = np.empty(len(rows))
     local = None if ref_values is None else np.empty(len(rows))
     for start in range(0, len(rows), _DIST_CHUNK):
         sel = rows[start : start + _DIST_CHUNK]
         q = (f[sel].astype(np.float64) - centre) / scale
         d2 = np.maximum((q * q).sum(axis=1)[:, None] + r2[None, :] - 2.0 * (q @ r.T), 0.0)
-        own = pos[sel]
-        hit = own >= 0
+        own = np.minimum(np.searchsorted(ref, sel), len(ref) - 1)  # ref is sorted: where each row sits in it, if it does
+        hit = ref[own] == sel
         d2[np.flatnonzero(hit), own[hit]] = np.inf
         idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
         dk[start : start + len(sel)] = np.sqrt(np.take_along_axis(d2, idx, axis=1)).mean(axis=1)
@@ -304,7 +342,7 @@ def outlier_scores(features: np.ndarray, *, k: int = K, reference_size: int = RE
     n = len(features)
     if n < MIN_IMAGES:
         return np.zeros(n)
-    f = np.asarray(features)
+    f = features if isinstance(features, FeatureRows) else np.asarray(features)
     ref = reference_rows(n, reference_size)
     centre, scale = _robust_scale(f[ref].astype(np.float64))
 

@@ -185,3 +185,24 @@ def test_residuals_from_sums_equal_an_explicit_least_squares_fit():
     got = contamination.linear_residuals(a8, b8)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     assert (got[:6] <= contamination.NEAR_RESIDUAL).all() and (got[6:] > contamination.NEAR_RESIDUAL).all()
+
+
+def test_outlier_scores_from_features_on_disk_equal_those_in_memory(tmp_path):
+    """Ingestion keeps the features in a file and reads them by rows: the scores are the
+    same as from the array, with a reference sample smaller than the rows (so rows are
+    read both in consecutive chunks and one by one)."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(700, 9)).astype(np.float32)
+    f[:10] += 6  # a few outliers
+    with open(tmp_path / "features", "w+b") as fh:
+        fh.write(f.tobytes())
+        fh.flush()
+        rows = contamination.FeatureRows(fh, len(f), f.shape[1])
+        np.testing.assert_array_equal(rows[np.array([5, 3, 699, 4])], f[[5, 3, 699, 4]])
+        np.testing.assert_array_equal(rows[100:356], f[100:356])
+        with pytest.raises(IndexError):
+            rows[[700]]
+        on_disk = contamination.outlier_scores(rows, reference_size=300)
+    in_memory = contamination.outlier_scores(f, reference_size=300)
+    np.testing.assert_array_equal(on_disk, in_memory)
+    assert (in_memory[:10] > contamination.OUTLIER_THRESHOLD).all()

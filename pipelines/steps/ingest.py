@@ -182,13 +182,12 @@ def first_copies(digests: np.ndarray) -> np.ndarray:
     return out
 
 
-def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows) -> tuple[list[dict[str, str]], int, dict[str, np.ndarray]]:
-    """(quarantine, entries seen, contamination features and hashes); the rows go to
-    ``rows`` and the images to ``writer`` block by block as they come, so memory holds
-    a shard of pixels and a few bytes per image, not the whole table."""
+def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows, pre: _Precomputed) -> tuple[list[dict[str, str]], int]:
+    """(quarantine, entries seen); the rows go to ``rows``, the images to ``writer`` and
+    the contamination features and hashes to ``pre``, block by block as they come, so
+    memory holds a shard of pixels and a few bytes per image, not the whole table."""
     quarantine: list[dict[str, str]] = []
     n_seen = 0
-    pre = _Precomputed()
     for block in source:
         if limit is not None and rows.n + block.n_good >= limit and block.n_good:
             block = block.head(limit - rows.n)  # stop at the limit-th image, as one at a time would
@@ -200,46 +199,57 @@ def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, ro
             pre.add(block.features, block.hashes)
         if limit is not None and rows.n >= limit:
             break
-    return quarantine, n_seen, pre.result(rows.n)
+    return quarantine, n_seen
 
 
 class _Precomputed:
-    """The contamination features and hashes of every block, gathered in row order in
-    blocks of :data:`BLOCK` rows (float32 features: 4 bytes x D per image, and no
-    doubling slack)."""
+    """The contamination features and hashes of every block, in row order. Features go
+    to an unnamed temporary file a block of :data:`BLOCK` rows at a time and are read
+    back by rows (:class:`pipelines.contamination.FeatureRows`): 144 bytes per 32x32 RGB
+    image that need not stay in memory. Hashes (8 bytes per image) do."""
 
     BLOCK = 8192
 
-    def __init__(self) -> None:
-        self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.file: Any = None
+        self.buf: np.ndarray | None = None
+        self.hashes: list[np.ndarray] = []
         self.n = 0
 
     def add(self, features: np.ndarray, hashes: np.ndarray) -> None:
+        if self.buf is None:
+            self.file = tempfile.TemporaryFile(dir=self.directory)  # O_TMPFILE: gone on close or crash
+            self.buf = np.empty((self.BLOCK, features.shape[1]), np.float32)
+        self.hashes.append(np.array(hashes, np.uint64))
         done = 0
         while done < len(features):
             at = self.n % self.BLOCK
-            if at == 0:
-                self.blocks.append((np.empty((self.BLOCK, features.shape[1]), np.float32), np.empty(self.BLOCK, np.uint64)))
             take = min(len(features) - done, self.BLOCK - at)
-            f, h = self.blocks[-1]
-            f[at : at + take], h[at : at + take] = features[done : done + take], hashes[done : done + take]
+            self.buf[at : at + take] = features[done : done + take]
             done += take
             self.n += take
+            if self.n % self.BLOCK == 0:
+                self.file.write(self.buf.data)
 
-    def result(self, n: int) -> dict[str, np.ndarray]:
-        if not self.blocks or self.n != n:
+    def result(self, n: int) -> dict[str, Any]:
+        from pipelines.contamination import FeatureRows
+
+        if self.buf is None or self.n != n:
             return {}
-        features = np.empty((n, self.blocks[0][0].shape[1]), np.float32)
-        hashes = np.empty(n, np.uint64)
-        for k, start in enumerate(range(0, n, self.BLOCK)):  # each block freed once copied
-            f, h = self.blocks[0]
-            stop = min(n, start + self.BLOCK)
-            features[start:stop], hashes[start:stop] = f[: stop - start], h[: stop - start]
-            del self.blocks[0], f, h
-            if k % 16 == 15:
-                _release_free_memory()
+        if self.n % self.BLOCK:
+            self.file.write(self.buf[: self.n % self.BLOCK].data)
+        self.file.flush()
+        dim = self.buf.shape[1]
+        self.buf = None
+        hashes = np.concatenate(self.hashes)
+        self.hashes.clear()
         _release_free_memory()
-        return {"features": features, "hashes": hashes}
+        return {"features": FeatureRows(self.file, n, dim), "hashes": hashes}
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _release_free_memory() -> None:
@@ -279,11 +289,12 @@ def ingest(
     size, channels = scenario.image.size, scenario.image.channels
     writer = ShardWriter(out["images"], (size, size, channels))
     rows = _Rows(out_dir)
+    pre = _Precomputed(out_dir)
     try:
         source, described = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
         with pillow_limits(max_image_pixels):
-            quarantine, n_seen, pre = _collect(described, spec.limit, writer, rows)
-        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre)
+            quarantine, n_seen = _collect(described, spec.limit, writer, rows, pre)
+        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre.result(rows.n))
     except SourceError as e:
         writer.abort()
         raise IngestError(str(e)) from None
@@ -300,9 +311,10 @@ def ingest(
         raise
     finally:
         rows.close()
+        pre.close()
 
 
-def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: _Rows, quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path, pre: dict[str, np.ndarray]) -> IngestResult:
+def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows: _Rows, quarantine: list[dict[str, str]], n_seen: int, source: dict[str, Any], data_root: Path, pre: dict[str, Any]) -> IngestResult:
     """Duplicates and the contamination columns (a second pass over the written shards),
     then the table (streamed: the rows' first columns from ``rows`` plus the columns
     computed here), quarantine, the dataset index and (last) the manifest."""
