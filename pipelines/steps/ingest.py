@@ -41,11 +41,12 @@ The images are streamed, as they are decoded (in parallel for a large folder, se
 steps read lazily (:mod:`gan_core.shards`), so the pixels of the scenario are never all
 in memory; the contamination columns are a second pass over those shards. Nor is the
 table: each row goes to a temporary file as it comes and ``table.csv`` is written from
-it in chunks. What stays in memory per image is a few fixed-size numbers — its pixel
-digest (32 bytes), perceptual hash (8) and contamination features (4 x 36) — and its
-entry in the folder listing (~60 bytes), and the outlier and near-duplicate passes add
-index arrays while they run: ~300-400 bytes per image at the peak, against 3,072 of
-pixels for a 32x32 RGB image (+410 MB for 10^6 images; docs/SCALING.md). The shards and
+it in chunks, and the contamination features go to another temporary file that the
+outlier pass reads by rows. What stays in memory per image is a few fixed-size numbers
+— its pixel digest (32 bytes) and perceptual hash (8) — and its entry in the folder
+listing (~60 bytes), and the outlier and near-duplicate passes add index arrays while
+they run: ~160 bytes per image at the peak, against 3,072 of pixels for a 32x32 RGB
+image (+270 MB for 10^6 images; docs/SCALING.md). The shards and
 ``images/index.json`` are written atomically and the index last; ``manifest.json`` is
 removed just before the new index replaces the old one and written last, so its presence
 marks a complete, consistent ingestion. A full disk is an :class:`IngestError` saying
