@@ -417,6 +417,29 @@ def test_parallel_decode_gives_the_same_files_as_one_process(tmp_path, monkeypat
         ingest(scenario(), ScenarioPaths("mix", roots))
 
 
+@pytest.mark.parametrize("limit", [1, 4, 7])
+def test_a_limit_stops_inside_a_block_where_one_entry_at_a_time_would(tmp_path, monkeypatch, limit):
+    """Entries reach ingestion in blocks; with ``data.limit`` the run stops right after the
+    limit-th usable image, counting the bad files before it and none after, exactly as
+    blocks of one entry do (the mixed folder interleaves good and bad files)."""
+    from pipelines import sources
+
+    roots = make_mixed_folder(tmp_path)
+    out = roots.data / "mix" / "ingested"
+    sc = scenario(data={"limit": limit})
+    monkeypatch.setattr(sources, "PARALLEL_MIN_FILES", 4)
+    outputs = []
+    for chunk, workers in ((1, "1"), (3, "1"), (64, "1"), (3, "2")):
+        monkeypatch.setattr(sources, "CHUNK_FILES", chunk)
+        monkeypatch.setenv(sources.WORKERS_ENV, workers)
+        res = ingest(sc, ScenarioPaths("mix", roots))
+        outputs.append({f: (out / f).read_bytes() for f in ("table.csv", "quarantine.json", "manifest.json")})
+        shutil.rmtree(out)
+    assert res.n_images == limit and all(o == outputs[0] for o in outputs[1:])
+    if limit == 7:
+        assert res.n_quarantined > 0  # some bad files come before the 7th image
+
+
 def test_first_copies_name_the_earliest_row_with_the_same_digest():
     d = np.zeros((6, 32), np.uint8)
     d[1, 0] = d[3, 0] = 1
