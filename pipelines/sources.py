@@ -240,16 +240,8 @@ def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels
 def _worker_chunk(chunk: list[tuple[str, str]]) -> Block:
     """Read and decode a chunk of files and describe them as one block
     (:func:`pipelines.blocks.describe`: per-image values, whatever the chunking)."""
-    root, data_root_real, scenario, max_pixels, max_file_bytes = _WORKER["args"]
-    out: list[Item] = []
-    for rel, kind in chunk:
-        name = printable_name(rel.replace(os.sep, "/"))
-        if kind != "file":
-            out.append(_entry(rel, kind, *_WORKER["args"]))
-            continue
-        digest, res = _read_one(os.path.join(root, rel), data_root_real, scenario, max_pixels, max_file_bytes)
-        out.append((name, digest, res))
-    return describe(out, _shape(scenario))
+    args = _WORKER["args"]
+    return describe([_entry(rel, kind, *args) for rel, kind in chunk], _shape(args[2]))
 
 
 def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int, workers: int) -> Iterator[Block]:

@@ -78,16 +78,12 @@ from pipelines.blocks import ROW_COLUMNS, Block
 from pipelines.sources import MAX_FILE_BYTES, SourceError, open_source
 
 FORMAT = "scenario-gan.ingest/3"
-TABLE_COLUMNS = (
-    "index", "file", "source_sha256", "sha256", "orig_width", "orig_height", "orig_mode",
-    "n_frames", "width", "height", "channels", "mean", "std", "min", "max", "symmetry", "duplicate_of",
-    "phash", "near_duplicate_of", "outlier_score",
-)
-"""The columns of ``table.csv``, in order, each described in the module docstring; the
-last three are the contamination columns (:mod:`pipelines.contamination`)."""
-assert TABLE_COLUMNS[1 : 1 + len(ROW_COLUMNS)] == ROW_COLUMNS
 CONTAMINATION_COLUMNS = ("phash", "near_duplicate_of", "outlier_score")
 """Computed once all images are decoded (they compare images with each other)."""
+TABLE_COLUMNS = ("index", *ROW_COLUMNS, "duplicate_of", *CONTAMINATION_COLUMNS)
+"""The columns of ``table.csv``, in order, each described in the module docstring: the
+row's number, the columns each decoded block formats (:data:`pipelines.blocks.ROW_COLUMNS`),
+the exact-duplicate column and the contamination columns (:mod:`pipelines.contamination`)."""
 
 
 class IngestError(RuntimeError):
@@ -118,8 +114,6 @@ class _Rows:
     file as CSV text, and its ``sha256`` to a growing byte array (32 bytes per image)
     that finds the exact duplicates at the end. Memory: those 32 bytes per image, not
     the ~1.5 KB a row of Python objects takes."""
-
-    PREFIX = TABLE_COLUMNS[: TABLE_COLUMNS.index("duplicate_of")]
 
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
