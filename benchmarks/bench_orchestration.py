@@ -14,14 +14,18 @@ repetition so bursts of load hit all of them):
   included: what running the steps by hand in one script costs, and the baseline that
   separate stage processes are compared with (``x direct_cold``);
 - ``stages``   each DVC stage's command, without DVC: ``python -m assets.dvc_stage <step>
-  digits``, which starts ``python -m pipelines.stage <step> digits`` (the step's imports
-  only, no Dagster) and imports Dagster while it runs, then records the step
-  (``params``: the step process alone);
+  digits`` (``params``: ``python -m pipelines.stage``). With no warm stage server
+  (:mod:`assets.warm`) at the start: the first asset stage starts one and runs its step
+  fresh (``python -m pipelines.stage``, Dagster imported meanwhile), the later ones are
+  forked from the server;
 - ``dagster``  ``dagster.materialize`` of the six assets in this process (the code
   path of ``python -m assets.run``, the UI, schedules and sensors), with a temporary
   instance;
 - ``dvc``      ``dvc repro --force evaluate@digits`` in a git + DVC copy of the project
-  (``.dvc-venv`` needed);
+  (``.dvc-venv`` needed), with no warm server at the start (a user's first chain);
+- ``dvc_warm`` the same with the server of the previous ``dvc`` run still up (a second
+  chain within its idle time);
+- ``dvc_fresh`` the same with ``SCENARIO_GAN_WARM=off``: every stage a fresh process;
 - ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
 
 Reported: median seconds per variant, and the median over repetitions of each variant's
@@ -85,8 +89,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, check=True)
 
+    servers = iter(range(1_000_000))
+
+    def no_server() -> Path:
+        """A socket directory of its own (so no warm server yet) for the next chain."""
+        from assets.warm import stop
+
+        for d in work.glob("tmp-*"):
+            stop(d / f"scenario-gan-{os.getuid()}") if (d / f"scenario-gan-{os.getuid()}").is_dir() else None
+        d = work / f"tmp-{next(servers)}"
+        d.mkdir()
+        os.environ["TMPDIR"] = str(d)
+        return d
+
     def stages() -> None:
         base = work / "stages"
+        no_server()
         env = {**_env(), "DAGSTER_HOME": str(work / "stages-home")}
         for step in STEPS:
             # a DVC stage's command, without DVC: the step, recorded in Dagster
@@ -115,9 +133,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         project = make_project(work / "dvc" / "project", {"digits": {"gan": json.loads(json.dumps(load_scenario(scenarios / "digits.yaml").gan))}})
 
         def dvc_force() -> None:
+            no_server()
             dvc(project, "repro", "--force", "evaluate@digits")
 
-        variants["dvc"] = dvc_force
+        def dvc_warm() -> None:  # right after dvc_force: its server is up
+            dvc(project, "repro", "--force", "evaluate@digits")
+
+        def dvc_fresh() -> None:
+            os.environ["SCENARIO_GAN_WARM"] = "off"
+            try:
+                dvc(project, "repro", "--force", "evaluate@digits")
+            finally:
+                del os.environ["SCENARIO_GAN_WARM"]
+
+        variants.update(dvc=dvc_force, dvc_warm=dvc_warm, dvc_fresh=dvc_fresh)
     else:
         dvc_note = f"{dvc_bin} missing: DVC variants skipped"
 
@@ -128,10 +157,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fn()
     times: dict[str, list[float]] = {n: [] for n in variants}
     noop: list[float] = []
-    names = list(variants)
+    after = {"dvc": "dvc_warm"} if "dvc_warm" in variants else {}  # run straight after, not rotated
+    names = [n for n in variants if n not in after.values()]
     for rep in range(args.reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
-        for n in order:
+        for n in (m for n in order for m in (n, after.get(n)) if m):
             t0 = time.perf_counter()
             variants[n]()
             times[n].append(time.perf_counter() - t0)
@@ -140,7 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = dvc(project, "repro").stdout
             noop.append(time.perf_counter() - t0)
             assert "Running stage" not in out, out
-        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names) + (f", dvc no-op {noop[-1]:.2f}s" if noop else ""), flush=True)
+        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in variants) + (f", dvc no-op {noop[-1]:.2f}s" if noop else ""), flush=True)
+    no_server()  # stops the last chain's server
     result: dict[str, Any] = {
         "benchmark": "orchestration",
         "machine": {**machine_info(), "loadavg": os.getloadavg()},
@@ -151,6 +182,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_to_direct_cold_median": {n: statistics.median(t / d for t, d in zip(v, times["direct_cold"])) for n, v in times.items() if n not in ("direct", "direct_cold")},
         "stage_processes": stage_imports(work, scenarios, ["params", "validate"] if args.quick else list(STEPS)),
     }
+    if not args.quick:
+        result["warm_stage_processes"] = warm_callers(work, scenarios, no_server())
+        no_server()
     if noop:
         result["dvc_noop_seconds_median"] = statistics.median(noop)
         result["dvc_noop_seconds"] = noop
@@ -202,6 +236,37 @@ def stage_imports(work: Path, scenarios: Path, steps: list[str]) -> dict[str, An
     return out
 
 
+def warm_callers(work: Path, scenarios: Path, tmp: Path) -> dict[str, Any]:
+    """Each asset step's DVC command (``python -m assets.dvc_stage``) once more with a warm
+    server up, under ``-X importtime``: the caller's own wall time and imports (the step
+    runs in a child forked from the server)."""
+    base = work / "warm-imports"
+    env = {**_env(), "DAGSTER_HOME": str(work / "warm-imports-home")}
+    log_dir = tmp / f"scenario-gan-{os.getuid()}"
+
+    def stage(step: str) -> subprocess.CompletedProcess:
+        module = "assets.dvc_stage" if STEPS[step].asset else "pipelines.stage"
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", module, step, "digits", "--base-dir", str(base), "--scenarios-dir", str(scenarios)], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+
+    stage("params")
+    stage("ingest")  # finds no server: starts one
+    deadline = time.monotonic() + 300
+    while not any("ready:" in f.read_text() for f in log_dir.glob("*.log")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no warm server came up in {log_dir}")
+        time.sleep(0.2)
+    out: dict[str, Any] = {}
+    for step in [s for s in STEPS if STEPS[s].asset]:
+        t0 = time.perf_counter()
+        p = stage(step)
+        wall = time.perf_counter() - t0
+        seconds, heavy = import_profile(p.stderr)
+        out[f"warm {step}"] = {"process_s": round(wall, 3), "import_s": seconds, "heavy_imports": heavy}
+    if not sum("served:" in f.read_text() for f in log_dir.glob("*.log")):
+        raise RuntimeError("the warm server served nothing")
+    return out
+
+
 def format_table(r: dict[str, Any]) -> str:
     lines = [f"{'variant':<12} {'median s':>9} {'x direct':>9} {'x direct_cold':>14}"]
     for n, s in r["seconds_median"].items():
@@ -210,7 +275,7 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"{n:<12} {s:>9.1f} {ratio:>9.2f} {'' if cold is None else f'{cold:.2f}':>14}")
     lines.append("")
     lines.append(f"{'process':<18} {'wall s':>7} {'imports s':>10}  heavy imports")
-    for k, v in r.get("stage_processes", {}).items():
+    for k, v in {**r.get("stage_processes", {}), **r.get("warm_stage_processes", {})}.items():
         lines.append(f"{k:<18} {v['process_s']:>7.2f} {v['import_s']:>10.2f}  {', '.join(v['heavy_imports'])}")
     if "dvc_noop_seconds_median" in r:
         lines.append(f"{'dvc no-op':<10} {r['dvc_noop_seconds_median']:>9.2f}")

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Warm stage servers (assets.warm) that the suite's DVC stages start leave soon after it.
+os.environ.setdefault("SCENARIO_GAN_WARM_IDLE", "30")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: a worker's torch (and the subprocesses it starts) on one
     # thread, instead of every worker's threads contending for every core.
