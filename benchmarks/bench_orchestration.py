@@ -24,8 +24,9 @@ repetition so bursts of load hit all of them):
 - ``dvc``      ``dvc repro --force evaluate@digits`` in a git + DVC copy of the project
   (``.dvc-venv`` needed), with no warm server at the start (a user's first chain);
 - ``dvc_warm`` the same with the server of the previous ``dvc`` run still up (a second
-  chain within its idle time);
-- ``dvc_fresh`` the same with ``SCENARIO_GAN_WARM=off``: every stage a fresh process;
+  chain within its idle time; not with ``--quick``);
+- ``dvc_fresh`` the same with ``SCENARIO_GAN_WARM=off``: every stage a fresh process
+  (not with ``--quick``);
 - ``dvc_noop`` ``dvc repro`` right after, with nothing to do.
 
 Reported: median seconds per variant, and the median over repetitions of each variant's
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, check=True)
 
     servers = iter(range(1_000_000))
+    served: list[int] = []  # per dvc run: the stages a warm server ran
 
     def no_server() -> Path:
         """A socket directory of its own (so no warm server yet) for the next chain."""
@@ -133,8 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         project = make_project(work / "dvc" / "project", {"digits": {"gan": json.loads(json.dumps(load_scenario(scenarios / "digits.yaml").gan))}})
 
         def dvc_force() -> None:
-            no_server()
+            tmp = no_server()
             dvc(project, "repro", "--force", "evaluate@digits")
+            served.append(sum(f.read_text().count("served:") for f in tmp.glob("scenario-gan-*/*.log")))
 
         def dvc_warm() -> None:  # right after dvc_force: its server is up
             dvc(project, "repro", "--force", "evaluate@digits")
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 del os.environ["SCENARIO_GAN_WARM"]
 
-        variants.update(dvc=dvc_force, dvc_warm=dvc_warm, dvc_fresh=dvc_fresh)
+        variants.update(dvc=dvc_force, **({} if args.quick else {"dvc_warm": dvc_warm, "dvc_fresh": dvc_fresh}))
     else:
         dvc_note = f"{dvc_bin} missing: DVC variants skipped"
 
@@ -185,6 +188,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.quick:
         result["warm_stage_processes"] = warm_callers(work, scenarios, no_server())
         no_server()
+    if served:
+        result["dvc_stages_served_warm"] = served
     if noop:
         result["dvc_noop_seconds_median"] = statistics.median(noop)
         result["dvc_noop_seconds"] = noop
