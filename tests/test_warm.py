@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,24 @@ def test_warm_stage_writes_records_and_exits_like_a_fresh_process(tmp_path, monk
     assert warm_bad.returncode == cold_bad.returncode == 2
     assert "no_such_scenario" in warm_bad.stderr and warm_bad.stderr.splitlines()[-1] == cold_bad.stderr.splitlines()[-1]
     assert "served: ingest no_such_scenario" in _server_log(tmp_path)
+
+    # SIGTERM to the caller (DVC stopping a stage) ends the forked step too.
+    for step in ("augment", "ruler"):
+        assert dvc_stage(step, tmp_path, "warm", env).returncode == 0
+    scenario = tmp_path / "scenarios" / "digits.yaml"
+    scenario.write_text(scenario.read_text().replace("steps: 6", "steps: 1000000"))
+    cmd = [sys.executable, "-m", "assets.dvc_stage", "train", "digits", "--base-dir", str(tmp_path / "warm"), "--scenarios-dir", str(tmp_path / "scenarios")]
+    caller = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while "start at step" not in (line := caller.stderr.readline()):
+        assert line and time.monotonic() < deadline, "training did not start"
+    caller.terminate()
+    assert caller.wait(timeout=60) == 128 + signal.SIGTERM
+    served = [line for line in _server_log(tmp_path).splitlines() if line.startswith("served: train digits")]
+    assert served and served[-1].endswith(f"-> {128 + signal.SIGTERM}")
+    child = int(served[-1].split("(pid ")[1].split(")")[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 def test_fingerprint_follows_code_and_import_time_environment(tmp_path, monkeypatch):
