@@ -52,6 +52,8 @@ from pathlib import Path
 
 ENV_SWITCH = "SCENARIO_GAN_WARM"
 IDLE_S = 120.0
+START_TIMEOUT_S = 300.0
+"""How long a caller waits for a server to start its step before running it fresh."""
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("pipelines", "gan_core", "assets")
 _IMPORT_ENV = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "NUMEXPR_", "TORCH", "PYTORCH_", "CUDA_", "PYTHON", "LD_", "SCENARIO_GAN_")
@@ -163,11 +165,13 @@ def run(argv: list[str]) -> int | None:
         return None
     with conn:
         try:
+            conn.settimeout(START_TIMEOUT_S)  # a server still importing answers within this
             _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
             reply, _ = _recv(conn)
-        except OSError:
+            conn.settimeout(None)  # the step itself may take hours
+        except OSError:  # timeouts included
             reply = None
-        if reply is None:  # the server went away before starting the step: run it here
+        if reply is None:  # the server went away, or hangs, before starting the step: run it here
             return None
         pid = int(reply["pid"])
         previous = signal.signal(signal.SIGTERM, lambda sig, frame: os.kill(pid, signal.SIGTERM))
