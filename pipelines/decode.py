@@ -26,7 +26,7 @@ Conversion rules (documented choices):
 
 Decoders: Pillow for every format, except *plain* PNGs (8-bit grey or RGB, no palette,
 transparency, EXIF/XMP, animation or interlacing; every chunk whole and checked), which
-OpenCV's libpng decodes to the same pixels at about a third of Pillow's cost for small
+OpenCV's libpng decodes to the same pixels at about half of Pillow's cost for small
 files (see :func:`_plain_png`). Anything else, or a file libpng refuses, goes through
 Pillow, so refusals are always worded the same way. Pillow decodes a PNG before reading
 its EXIF, so a damaged compressed stream is quarantined, never kept half-decoded.
@@ -264,7 +264,7 @@ def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str] | None:
     animation; every chunk whole, its checksum right (IDAT's are checked by the
     decoder), IDAT chunks in one run, IEND present; and within the size bounds. Such a
     file decodes to the same pixels and the same table values with OpenCV's libpng as
-    with Pillow, at a third of the cost for small files; anything else, or any doubt,
+    with Pillow, at half the cost for small files; anything else, or any doubt,
     takes Pillow's path, which also words every refusal.
     """
     if len(data) < 45 or not data.startswith(_PNG_SIGNATURE):
