@@ -44,13 +44,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipelines.scenario import Scenario
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
+"""Files larger than this are quarantined without being read."""
 PARALLEL_MIN_FILES = 512
 """Below this many files a folder is decoded in the calling process (starting workers
 costs more than it saves)."""
 CHUNK_FILES = 64
 """Files per task sent to a decode worker."""
 WORKERS_ENV = "SCENARIO_GAN_DECODE_WORKERS"
-"""Files larger than this are quarantined without being read."""
 
 
 
@@ -81,12 +81,13 @@ def printable_name(name: str | bytes) -> str:
 
 
 def open_source(
-    scenario: Scenario, data_root: Path, *, max_pixels: int, max_file_bytes: int = MAX_FILE_BYTES
+    scenario: Scenario, data_root: Path, *, max_pixels: int, max_file_bytes: int = MAX_FILE_BYTES, scratch: Path | None = None
 ) -> tuple[dict[str, Any], Iterator[Block]]:
     """(what the source is, for the manifest; its entries, decoded and described lazily
     in :class:`pipelines.blocks.Block` s of :data:`CHUNK_FILES`). Raises
     :class:`SourceError` when the source is missing or cannot be loaded; entries are read
-    (and a folder walked) only as the iterator is consumed."""
+    (and a folder walked) only as the iterator is consumed. A large folder's listing is
+    sorted in temporary files in ``scratch`` (the system's temporary directory if None)."""
     spec = scenario.data
     source: dict[str, Any] = {"type": spec.source}
     if spec.source == "builtin":
@@ -110,70 +111,142 @@ def open_source(
             f"or set data.path in {_scenario_file(scenario)}"
         )
     source.update(path=Path(os.path.relpath(root, data_root.resolve())).as_posix())
-    return source, _iter_folder(root, data_root, scenario, max_pixels, max_file_bytes)
+    return source, _iter_folder(root, data_root, scenario, max_pixels, max_file_bytes, scratch)
 
 
 def _shape(scenario: Scenario) -> tuple[int, int, int]:
     return (scenario.image.size, scenario.image.size, scenario.image.channels)
 
 
-def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> Iterator[Block]:
-    """Every entry in blocks, sorted by the relative path's bytes. While ingestion runs the listing is packed
-    (:class:`_Listing`: the path, a NUL and the kind, ~60 bytes for a typical name), so a
-    million files take ~60 MB, not the ~270 a tuple of strings each would."""
+def _iter_folder(root: Path, data_root: Path, scenario: Scenario, max_pixels: int, max_file_bytes: int, scratch: Path | None = None) -> Iterator[Block]:
+    """Every entry in blocks, sorted by the relative path's bytes. The listing
+    (:class:`_Listing`) holds at most :data:`LISTING_RUN` entries in memory and sorts a
+    larger folder on disk (in ``scratch``), so its memory does not grow with the folder."""
     data_root_real = os.path.realpath(data_root)
-    entries: list[bytes] = []  # fsencoded relative path + b"\0" + kind: sorts as the path does
-    walk_errors: list[OSError] = []
+    listing = _Listing(scratch)
+    try:
+        walk_errors: list[OSError] = []
 
-    def add(rel: str, kind: str) -> None:
-        entries.append(os.fsencode(rel) + b"\0" + kind.encode("utf-8", "surrogateescape"))
+        def add(rel: str, kind: str) -> None:  # fsencoded relative path + b"\0" + kind: sorts as the path does
+            listing.add(os.fsencode(rel) + b"\0" + kind.encode("utf-8", "surrogateescape"))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append, followlinks=False):
-        rel_dir = os.path.relpath(dirpath, root)
-        for d in list(dirnames):
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                add(os.path.normpath(os.path.join(rel_dir, d)), "dirlink")
-        for f in filenames:
-            add(os.path.normpath(os.path.join(rel_dir, f)), "file")
-    for err in walk_errors:
-        rel = os.path.relpath(err.filename, root) if err.filename else "."
-        if rel == ".":
-            raise SourceError(f"scenario {scenario.name}: cannot read the source folder {root}: {err}") from None
-        add(rel, f"error:{err.strerror or err}")
-    entries.sort()
-    listing = _Listing(entries)
-    entries.clear()  # the packed listing replaces it
-    workers = decode_workers()
-    if workers > 1 and len(listing) >= PARALLEL_MIN_FILES:
-        yield from _iter_parallel(listing, root, data_root_real, scenario, max_pixels, max_file_bytes, workers)
-        return
-    items = (_entry(*_split_entry(entry), root, data_root_real, scenario, max_pixels, max_file_bytes) for entry in listing)
-    yield from blocks(items, _shape(scenario), CHUNK_FILES)
+        for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, root)
+            for d in list(dirnames):
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full):
+                    add(os.path.normpath(os.path.join(rel_dir, d)), "dirlink")
+            for f in filenames:
+                add(os.path.normpath(os.path.join(rel_dir, f)), "file")
+        for err in walk_errors:
+            rel = os.path.relpath(err.filename, root) if err.filename else "."
+            if rel == ".":
+                raise SourceError(f"scenario {scenario.name}: cannot read the source folder {root}: {err}") from None
+            add(rel, f"error:{err.strerror or err}")
+        listing.finish()
+        workers = decode_workers()
+        if workers > 1 and len(listing) >= PARALLEL_MIN_FILES:
+            yield from _iter_parallel(listing, root, data_root_real, scenario, max_pixels, max_file_bytes, workers)
+            return
+        items = (_entry(*_split_entry(entry), root, data_root_real, scenario, max_pixels, max_file_bytes) for entry in listing)
+        yield from blocks(items, _shape(scenario), CHUNK_FILES)
+    finally:
+        listing.close()
+
+
+LISTING_RUN = 1 << 16
+"""Listing entries sorted in memory at a time; a larger folder's listing is sorted on disk."""
 
 
 class _Listing:
-    """Sorted listing entries packed into one ``bytes`` plus an int64 offset each
-    (~60 bytes per typical entry instead of a ``bytes`` object and its list slot)."""
+    """The folder listing, sorted. Up to :data:`LISTING_RUN` entries it stays in memory,
+    packed into one ``bytes`` plus an int64 offset each (~60 bytes per typical entry
+    instead of a ``bytes`` object and its list slot). Beyond that every
+    :data:`LISTING_RUN` entries are sorted and written as one run to an unnamed temporary
+    file (length-prefixed records), and iterating merges the runs (:func:`heapq.merge`),
+    reading each a window at a time: memory holds one run while walking and the windows
+    while reading, for any number of files."""
 
-    def __init__(self, entries: list[bytes]):
-        import numpy as np
+    def __init__(self, scratch: Path | None = None):
+        self.scratch = scratch
+        self.entries: list[bytes] = []
+        self.runs: list[tuple[int, int]] = []  # (byte offset, byte length) in the file
+        self.file: Any = None
+        self.n = 0
+        self.blob, self.offsets = b"", np.zeros(1, np.int64)
 
-        self.blob = b"".join(entries)
-        self.offsets = np.zeros(len(entries) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, entries), np.int64, len(entries)), out=self.offsets[1:])
+    def add(self, entry: bytes) -> None:
+        self.entries.append(entry)
+        self.n += 1
+        if len(self.entries) >= LISTING_RUN:
+            self._spill()
+
+    def _spill(self) -> None:
+        import tempfile
+
+        if self.file is None:
+            if self.scratch is not None:
+                self.scratch.mkdir(parents=True, exist_ok=True)
+            self.file = tempfile.TemporaryFile(dir=self.scratch)  # O_TMPFILE: gone on close or crash
+        self.entries.sort()
+        data = b"".join(len(e).to_bytes(4, "little") + e for e in self.entries)
+        start = self.runs[-1][0] + self.runs[-1][1] if self.runs else 0
+        self.file.seek(start)
+        self.file.write(data)
+        self.runs.append((start, len(data)))
+        self.entries.clear()
+
+    def finish(self) -> None:
+        """Call once, after the last :meth:`add`."""
+        if self.runs:
+            if self.entries:
+                self._spill()
+            self.file.flush()
+            return
+        self.entries.sort()
+        self.blob = b"".join(self.entries)
+        self.offsets = np.zeros(len(self.entries) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, self.entries), np.int64, len(self.entries)), out=self.offsets[1:])
+        self.entries = []
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: slice) -> list[bytes]:
-        start, stop, _ = i.indices(len(self))
-        bounds = self.offsets[start : stop + 1].tolist()
-        return [self.blob[a:b] for a, b in zip(bounds, bounds[1:])]
+        return self.n
 
     def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self), 4096):
-            yield from self[start : start + 4096]
+        if self.runs:
+            import heapq
+
+            window = max(1 << 16, (16 << 20) // len(self.runs))
+            yield from heapq.merge(*(self._read_run(start, length, window) for start, length in self.runs))
+            return
+        for start in range(0, self.n, 4096):
+            bounds = self.offsets[start : start + 4097].tolist()
+            yield from (self.blob[a:b] for a, b in zip(bounds, bounds[1:]))
+
+    def _read_run(self, start: int, length: int, window: int) -> Iterator[bytes]:
+        fd, off, end, buf = self.file.fileno(), start, start + length, b""
+        while True:
+            i = 0
+            while len(buf) - i >= 4:
+                k = int.from_bytes(buf[i : i + 4], "little")
+                if len(buf) - i - 4 < k:
+                    break
+                yield buf[i + 4 : i + 4 + k]
+                i += 4 + k
+            buf = buf[i:]
+            if off >= end:
+                if buf:
+                    raise OSError(f"listing run ended inside a record ({len(buf)} bytes left)")
+                return
+            more = os.pread(fd, min(window, end - off), off)
+            if not more:
+                raise OSError(f"listing file ended at byte {off}, expected {end}")
+            off += len(more)
+            buf += more
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _split_entry(entry: bytes) -> tuple[str, str]:
@@ -252,7 +325,10 @@ def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenari
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    chunks = ([_split_entry(e) for e in entries[i : i + CHUNK_FILES]] for i in range(0, len(entries), CHUNK_FILES))
+    import itertools
+
+    listed = iter(entries)
+    chunks = iter(lambda: [_split_entry(e) for e in itertools.islice(listed, CHUNK_FILES)], [])
     ctx = mp.get_context(_start_method())
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(root, data_root_real, scenario, max_pixels, max_file_bytes)) as pool:
         pending: deque = deque()
