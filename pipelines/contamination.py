@@ -47,7 +47,7 @@ of one class apart, whose hashes often collide. Pixel-identical copies are alrea
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -336,30 +336,55 @@ def reference_rows(n: int, size: int = REFERENCE_SIZE, seed: int = 0) -> np.ndar
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-def outlier_scores(features: np.ndarray, *, k: int = K, reference_size: int = REFERENCE_SIZE, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
-    """Robust z-score of every row's distance from the scenario (module docstring, steps
-    2-5): float64 ``(N,)``, 0 for scenarios of fewer than :data:`MIN_IMAGES` rows."""
+def outlier_model(features: Any, *, k: int = K, reference_size: int = REFERENCE_SIZE, threshold: float = OUTLIER_THRESHOLD) -> dict[str, Any] | None:
+    """Steps 2-4 of the module docstring fitted on the reference rows of ``features``
+    (an array or :class:`FeatureRows`): what :func:`raw_scores` needs. None for
+    scenarios of fewer than :data:`MIN_IMAGES` rows."""
     n = len(features)
     if n < MIN_IMAGES:
-        return np.zeros(n)
-    f = features if isinstance(features, FeatureRows) else np.asarray(features)
+        return None
     ref = reference_rows(n, reference_size)
-    centre, scale = _robust_scale(f[ref].astype(np.float64))
-
+    centre, scale = _robust_scale(features[ref].astype(np.float64))
     kk = min(k, len(ref) - 1)
-    dk, _ = _knn(f, centre, scale, ref, ref, kk)
+    dk, _ = _knn(features, centre, scale, ref, ref, kk)
     c, s = _robust_scale(dk)
     keep = ref[(dk - c) / s <= threshold]
     if len(keep) > kk + 1:  # step 3: contaminants stop vouching for each other
         ref = keep
     kk = min(k, len(ref) - 1)
+    dk_ref, _ = _knn(features, centre, scale, ref, ref, kk)
+    return {"ref": ref, "centre": centre, "scale": scale, "k": kk, "dk_ref": dk_ref, "typical": float(np.median(dk_ref))}
 
-    dk_ref, _ = _knn(f, centre, scale, ref, ref, kk)
-    dk, local = _knn(f, centre, scale, np.arange(n), ref, kk, ref_values=dk_ref)
-    typical = float(np.median(dk_ref))
-    denom = np.maximum(local, typical)
-    score = dk / np.where(denom > 1e-12, denom, 1.0)
-    c, s = _robust_scale(score[ref])
+
+SCORE_CHUNK = 64 * _DIST_CHUNK
+"""Rows per call of :func:`raw_scores` when scoring a whole scenario (a multiple of the
+distance chunk, so every block of distances is the same whatever the caller)."""
+
+
+def raw_scores(features: Any, model: dict[str, Any], start: int, stop: int) -> np.ndarray:
+    """Step 4 for rows ``start:stop``: each row's k-NN distance over the local spread,
+    float64 (``start`` a multiple of :data:`_DIST_CHUNK`)."""
+    dk, local = _knn(features, model["centre"], model["scale"], np.arange(start, stop), model["ref"], model["k"], ref_values=model["dk_ref"])
+    denom = np.maximum(local, model["typical"])
+    return dk / np.where(denom > 1e-12, denom, 1.0)
+
+
+def score_scale(model: dict[str, Any], raw_of_reference: np.ndarray) -> tuple[Any, Any]:
+    """Step 5: (median, scale) of the trimmed reference's raw scores; the outlier score
+    of a row is ``(raw - median) / scale``."""
+    return _robust_scale(raw_of_reference)
+
+
+def outlier_scores(features: np.ndarray, *, k: int = K, reference_size: int = REFERENCE_SIZE, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
+    """Robust z-score of every row's distance from the scenario (module docstring, steps
+    2-5): float64 ``(N,)``, 0 for scenarios of fewer than :data:`MIN_IMAGES` rows."""
+    n = len(features)
+    f = features if isinstance(features, FeatureRows) else np.asarray(features)
+    model = outlier_model(f, k=k, reference_size=reference_size, threshold=threshold)
+    if model is None:
+        return np.zeros(n)
+    score = np.concatenate([raw_scores(f, model, a, min(a + SCORE_CHUNK, n)) for a in range(0, n, SCORE_CHUNK)])
+    c, s = score_scale(model, score[model["ref"]])
     return (score - c) / s
 
 
@@ -438,47 +463,190 @@ _PAIR_BATCH_BYTES = 1 << 24
 float64 and the pairs' gathered copies): 16 MB."""
 
 
+def _bucket_pairs(rows: np.ndarray, rhash: np.ndarray, lo: int, hi: int, flips: Sequence[int]) -> Iterator[np.ndarray]:
+    """(i, j) pairs, j < i, among ``rows`` (int64, ascending within each value of the
+    hash block ``lo:hi``; ``rhash`` their hashes) whose block values differ by one of
+    ``flips`` (0: equal) and whose hashes differ in at most :data:`NEAR_HASH_BITS`
+    bits, in chunks. Rows are sorted by block value, and a table over every block value
+    (2^21 of them: 12 MB) says where each value's kept rows (the earliest
+    :data:`MAX_BUCKET`) start and how many there are, so a look-up is two gathers."""
+    key = ((rhash >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int32)
+    order = np.argsort(key, kind="stable")  # equal values keep row order
+    skey = key[order]
+    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
+    rank = np.arange(len(skey)) - np.repeat(starts, np.diff(np.r_[starts, len(skey)]))
+    keep = rank < MAX_BUCKET
+    del starts, rank
+    count_of = np.bincount(skey[keep], minlength=1 << (hi - lo)).astype(np.uint16)
+    start_of = np.cumsum(count_of, dtype=np.int32) - count_of
+    srow, shash = rows[order[keep]], rhash[order[keep]]
+    del order, skey, keep
+    for part in range(0, len(rows), _PROBE_CHUNK):  # temporaries: one chunk of rows
+        part_key = key[part : part + _PROBE_CHUNK]
+        part_rows, part_hash = rows[part : part + _PROBE_CHUNK], rhash[part : part + _PROBE_CHUNK]
+        for flip in flips:
+            probe = part_key ^ flip
+            first, count = start_of[probe], count_of[probe].astype(np.int64)
+            if not count.any():
+                continue
+            offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+            at = np.repeat(first, count) + offsets
+            i, hi_, j, hj = np.repeat(part_rows, count), np.repeat(part_hash, count), srow[at], shash[at]
+            sel = j < i
+            sel[sel] = _popcount(hi_[sel] ^ hj[sel]) <= NEAR_HASH_BITS
+            if sel.any():
+                yield np.stack([i[sel], j[sel]], axis=1)
+
+
 def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """(i, j) pairs, j < i, both ``eligible``, whose hashes differ in at most
     :data:`NEAR_HASH_BITS` bits, sorted by i then j: multi-index hashing over
-    :data:`_HASH_BLOCKS`, vectorized (rows sorted by block value and a table of where
-    each value starts), so memory and time grow with N and the number of close pairs only."""
+    :data:`_HASH_BLOCKS` (:func:`_bucket_pairs`), all rows in memory. Ingestion uses
+    :func:`close_pair_records`, which finds the same pairs a partition at a time."""
     rows = np.flatnonzero(eligible)
     pairs: list[np.ndarray] = []
     for lo, hi in _HASH_BLOCKS:
-        key = ((hashes[rows] >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int32)
-        order = np.argsort(key, kind="stable")  # equal values keep row order
-        skey = key[order]
-        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
-        rank = np.arange(len(skey)) - np.repeat(starts, np.diff(np.r_[starts, len(skey)]))
-        keep = rank < MAX_BUCKET
-        del starts, rank
-        # A table over every block value (2^21 of them: 12 MB): where each value's kept
-        # rows (at most MAX_BUCKET) start in the sorted order and how many there are. A
-        # look-up is then two gathers instead of two binary searches.
-        count_of = np.bincount(skey[keep], minlength=1 << (hi - lo)).astype(np.uint16)
-        start_of = np.cumsum(count_of, dtype=np.int32) - count_of
-        srow = rows[order[keep]]
-        del order, skey, keep
-        for part in range(0, len(rows), _PROBE_CHUNK):  # temporaries: one chunk of rows
-            part_key, part_rows = key[part : part + _PROBE_CHUNK], rows[part : part + _PROBE_CHUNK]
-            for flip in (0, *(1 << b for b in range(hi - lo))):
-                probe = part_key ^ flip
-                first, count = start_of[probe], count_of[probe].astype(np.int64)
-                if not count.any():
-                    continue
-                i = np.repeat(part_rows, count)
-                offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-                j = srow[np.repeat(first, count) + offsets]
-                sel = j < i
-                i, j = i[sel], j[sel]
-                sel = _popcount(hashes[i] ^ hashes[j]) <= NEAR_HASH_BITS
-                if sel.any():
-                    pairs.append(np.stack([i[sel], j[sel]], axis=1))
-        del key, srow, count_of, start_of  # before the next block's arrays exist
+        pairs += _bucket_pairs(rows, hashes[rows], lo, hi, (0, *(1 << b for b in range(hi - lo))))
     if not pairs:
         return np.zeros((0, 2), np.int64)
     return np.unique(np.concatenate(pairs), axis=0)  # sorted by i, then j
+
+
+PARTITION_ROWS = 1 << 18
+"""Rows a partition of :func:`close_pair_records` aims at: memory holds two partitions
+(their rows, hashes and sort order: ~16 MB) and the block tables, whatever N."""
+
+
+def _partition_bits(ones: np.ndarray, n: int, lo: int, hi: int, p: int) -> list[int]:
+    """The ``p`` bits of block ``lo:hi`` (positions within the block) whose share of ones
+    among ``n`` hashes is closest to a half, so that partitions by them are even (a DCT
+    hash's low-frequency bits are almost always set)."""
+    share = np.abs(ones[lo:hi] / max(n, 1) - 0.5)
+    return sorted(np.argsort(share, kind="stable")[:p].tolist())
+
+
+def close_pair_records(hashes: Any, exact_of: Any, out: Any, scratch: Any, partition_rows: int = PARTITION_ROWS) -> None:
+    """The pairs of :func:`_close_pairs` added to ``out`` (a
+    :class:`pipelines.spill.SortedRecords`; a pair may be added more than once), from
+    spilled columns: ``hashes`` (uint64) and ``exact_of`` (int64 ``duplicate_of``, -1 for
+    none; only those rows are eligible), each a :class:`pipelines.spill.Column`.
+
+    With more eligible rows than ``partition_rows``, each hash block's rows are split by
+    ``p`` of the block's bits (:func:`_partition_bits`) into 2^p partitions in temporary
+    files, so that one partition holds about ``partition_rows``. A partition is searched
+    alone for equal values and values one bit away in the other bits; values one
+    partition bit away lie in the partition whose number differs in that bit, and each
+    such pair of partitions is searched together for that one flip. Every pair of
+    :func:`_close_pairs` is found, and memory holds two partitions, not N rows."""
+    from pipelines.spill import Column
+
+    n, chunk = len(hashes), 1 << 16
+    ones = np.zeros(64, np.int64)
+    n_eligible = 0
+    for start, h in hashes.chunks(chunk):
+        h = h[exact_of.read(start, start + len(h)) < 0]
+        n_eligible += len(h)
+        ones += np.unpackbits(h.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little").sum(axis=0, dtype=np.int64)
+    p = 0
+    while (n_eligible >> p) > partition_rows and p < 12:
+        p += 1
+
+    def eligible_rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start, h in hashes.chunks(chunk):
+            keep = np.flatnonzero(exact_of.read(start, start + len(h)) < 0)
+            yield start + keep, h[keep]
+
+    for lo, hi in _HASH_BLOCKS:
+        width = hi - lo
+        if p == 0:
+            parts = list(eligible_rows())
+            rows = np.concatenate([r for r, _ in parts]) if parts else np.zeros(0, np.int64)
+            rhash = np.concatenate([h for _, h in parts]) if parts else np.zeros(0, np.uint64)
+            del parts
+            for pairs in _bucket_pairs(rows, rhash, lo, hi, (0, *(1 << b for b in range(width)))):
+                out.add(pairs)
+            continue
+        bits = _partition_bits(ones, n, lo, hi, p)
+        files = [Column(scratch, np.int64, width=2) for _ in range(1 << p)]
+        try:
+            for rows, h in eligible_rows():
+                key = (h >> np.uint64(lo)).astype(np.int64)
+                part = sum(((key >> b) & 1) << m for m, b in enumerate(bits))
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange((1 << p) + 1))
+                for a in range(1 << p):
+                    sel = order[bounds[a] : bounds[a + 1]]
+                    if len(sel):
+                        files[a].append(np.stack([rows[sel], h[sel].view(np.int64)], axis=1))
+
+            def load(a: int) -> tuple[np.ndarray, np.ndarray]:
+                rec = files[a].read(0, len(files[a]))
+                return np.ascontiguousarray(rec[:, 0]), np.ascontiguousarray(rec[:, 1]).view(np.uint64)
+
+            inside = (0, *(1 << b for b in range(width) if b not in bits))
+            for a in range(1 << p):
+                rows_a, hash_a = load(a)
+                for pairs in _bucket_pairs(rows_a, hash_a, lo, hi, inside):
+                    out.add(pairs)
+                for m, b in enumerate(bits):
+                    if a ^ (1 << m) < a:
+                        continue
+                    rows_b, hash_b = load(a ^ (1 << m))
+                    # Each value's rows come from one partition, so they stay in row order.
+                    for pairs in _bucket_pairs(np.r_[rows_a, rows_b], np.r_[hash_a, hash_b], lo, hi, (1 << b,)):
+                        out.add(pairs)
+        finally:
+            for f in files:
+                f.close()
+
+
+def _first_confirmed(pairs: Iterable[np.ndarray], take: Any, h: int, w: int) -> Iterator[tuple[int, int]]:
+    """From hash-close pairs sorted by i, then j (chunks; repeats allowed): each i's first
+    pair whose pixels pass the linear-map test, i.e. (i, its earliest copy), in
+    increasing i. Pairs are compared in batches of one memory budget, each image's grey
+    levels computed once per batch however many pairs it is in."""
+    per = max(1, _PAIR_BATCH_BYTES // (32 * h * w))
+    last_i = -1
+
+    def batches() -> Iterator[np.ndarray]:
+        held: list[np.ndarray] = []
+        n_held, prev = 0, None
+        for part in pairs:
+            if not len(part):
+                continue
+            keep = np.r_[True, (part[1:] != part[:-1]).any(axis=1)]
+            if prev is not None and (part[0] == prev).all():
+                keep[0] = False
+            prev = part[-1].copy()
+            part = part[keep]
+            held.append(part)
+            n_held += len(part)
+            while n_held >= per:
+                both = np.concatenate(held)
+                yield both[:per]
+                held, n_held = [both[per:]], n_held - per
+        if n_held:
+            yield np.concatenate(held)
+
+    for part in batches():  # one batch of pairs in memory
+        rows, inverse = np.unique(part, return_inverse=True)
+        g, ss = _centred_grey(take(rows))
+        a, b = inverse.reshape(part.shape).T
+        cross = np.einsum("ij,ij->i", g[a], g[b])
+        close = part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
+        first = np.r_[True, close[1:, 0] != close[:-1, 0]] if len(close) else np.zeros(0, bool)
+        for i, j in close[first].tolist():
+            if i != last_i:
+                yield i, j
+                last_i = i
+
+
+def _taker(images: Sequence[np.ndarray]) -> Any:
+    if isinstance(images, np.ndarray):
+        return images.__getitem__
+    if hasattr(images, "take"):  # a sharded dataset: one read per run of rows
+        return images.take
+    return lambda rows: np.stack([images[r] for r in rows])
 
 
 def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool] | np.ndarray) -> np.ndarray:
@@ -492,27 +660,27 @@ def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_
     pairs = _close_pairs(np.asarray(hashes, dtype=np.uint64), eligible)
     if not len(pairs):
         return out
-    if isinstance(images, np.ndarray):
-        take = images.__getitem__
-    elif hasattr(images, "take"):  # a sharded dataset: one read per run of rows
-        take = images.take
-    else:
-        take = lambda rows: np.stack([images[r] for r in rows])  # noqa: E731
     h, w = np.shape(images[0])[:2]
-    per = max(1, _PAIR_BATCH_BYTES // (32 * h * w))
-    for start in range(0, len(pairs), per):  # one batch of pairs in memory
-        part = pairs[start : start + per]
-        rows, inverse = np.unique(part, return_inverse=True)
-        g, ss = _centred_grey(take(rows))  # each image once, however many pairs it is in
-        a, b = inverse.reshape(part.shape).T
-        cross = np.einsum("ij,ij->i", g[a], g[b])
-        close = part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
-        # Pairs are sorted by i, then j: the first passing pair of each i is its earliest copy.
-        first = np.r_[True, close[1:, 0] != close[:-1, 0]] if len(close) else np.zeros(0, bool)
-        for i, j in close[first].tolist():
-            if out[i] < 0:
-                out[i] = j
+    for i, j in _first_confirmed([pairs], _taker(images), h, w):
+        out[i] = j
     return out
+
+
+def near_duplicate_records(images: Sequence[np.ndarray], hashes: Any, exact_of: Any, scratch: Any) -> Iterator[tuple[int, int]]:
+    """:func:`near_duplicate_rows` from spilled columns (:func:`close_pair_records`), as
+    (row, earliest copy) in increasing row order: memory holds a partition of hashes
+    and a batch of pairs, not N rows."""
+    from pipelines.spill import SortedRecords
+
+    if not len(hashes):
+        return
+    pairs = SortedRecords(scratch, fields=2)
+    try:
+        close_pair_records(hashes, exact_of, pairs, scratch)
+        h, w = np.shape(images[0])[:2]
+        yield from _first_confirmed(pairs.sorted_chunks(), _taker(images), h, w)
+    finally:
+        pairs.close()
 
 
 def near_duplicates(images: Sequence[np.ndarray], hashes: np.ndarray, exact_duplicate: Sequence[bool]) -> list[int | None]:

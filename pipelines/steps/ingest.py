@@ -72,6 +72,7 @@ from pipelines.decode import MAX_IMAGE_PIXELS, pillow_limits
 from gan_core.atomic import atomic_writer
 from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes
 from gan_core.shards import ShardWriter, dataset_digest
+from pipelines.spill import Column, SortedRecords
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
 from pipelines.blocks import ROW_COLUMNS, Block
@@ -111,21 +112,20 @@ class IngestResult:
 class _Rows:
     """The table as ingestion collects it, in bytes per row rather than Python objects:
     every row's first columns (``index`` .. ``symmetry``) go to an unnamed temporary
-    file as CSV text, and its ``sha256`` to a growing byte array (32 bytes per image)
-    that finds the exact duplicates at the end. Memory: those 32 bytes per image, not
-    the ~1.5 KB a row of Python objects takes."""
+    file as CSV text, and its ``sha256`` to a spilled column (32 bytes per image on
+    disk) that the exact-duplicate pass and the content hash read back in order."""
 
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         self.file = tempfile.TemporaryFile(dir=directory)  # O_TMPFILE: gone on close or crash
-        self.digests = bytearray()
+        self.digests = Column(directory, np.uint8, width=32)
         self.n = 0
 
     def add(self, lines: Sequence[bytes], digests_hex: Sequence[str]) -> None:
         """Rows whose columns after ``index`` are ``lines`` (:data:`pipelines.blocks.ROW_COLUMNS`
         as CSV, no newline): numbered from :attr:`n` on."""
         self.file.write(b"".join(b"%d,%s\n" % (self.n + j, line) for j, line in enumerate(lines)))
-        self.digests += bytes.fromhex("".join(digests_hex))
+        self.digests.append(np.frombuffer(bytes.fromhex("".join(digests_hex)), np.uint8).reshape(-1, 32))
         self.n += len(lines)
 
     def lines(self) -> Iterator[bytes]:
@@ -140,12 +140,9 @@ class _Rows:
         self.file.seek(0, io.SEEK_END)
         return self.file.tell() if self.n else 0
 
-    def digest_matrix(self) -> np.ndarray:
-        """The digests as uint8 ``(N, 32)``, without a copy (no row may be added after)."""
-        return np.frombuffer(self.digests, np.uint8).reshape(self.n, 32)
-
     def close(self) -> None:
         self.file.close()
+        self.digests.close()
 
 
 def first_copies(digests: np.ndarray) -> np.ndarray:
@@ -177,6 +174,63 @@ def first_copies(digests: np.ndarray) -> np.ndarray:
     return out
 
 
+def duplicate_column(digests: Column, scratch: Path) -> tuple[Column, int]:
+    """:func:`first_copies` of a spilled digest column, as a spilled int64 column (and
+    the number of duplicates): (first 8 bytes, row) records are sorted on disk
+    (:class:`pipelines.spill.SortedRecords`), so equal digests come out next to each
+    other, and only rows whose 8 bytes the previous row shares are read back in full.
+    Memory: a window of records, whatever N."""
+    records = SortedRecords(scratch, fields=2)
+    found = SortedRecords(scratch, fields=2)  # (row, its first copy)
+    try:
+        for start, d in digests.chunks(_TABLE_CHUNK * 8):
+            key = np.ascontiguousarray(d[:, :8]).view(np.int64).ravel()
+            records.add(np.stack([key, np.arange(start, start + len(d))], axis=1))
+        run_key, firsts = None, {}
+        prev: tuple[int, int] | None = None
+        held: list[tuple[int, int]] = []
+        for part in records.sorted_chunks():
+            same = np.r_[prev is not None and part[0, 0] == prev[0], part[1:, 0] == part[:-1, 0]]
+            for at in np.flatnonzero(same).tolist():
+                key, row = int(part[at, 0]), int(part[at, 1])
+                if key != run_key:  # a new run of equal keys starts at the previous record
+                    before = prev[1] if at == 0 else int(part[at - 1, 1])
+                    run_key, firsts = key, {digests.take([before]).tobytes(): before}
+                first = firsts.setdefault(digests.take([row]).tobytes(), row)
+                if first != row:
+                    held.append((row, first))
+            if len(held) >= _TABLE_CHUNK:
+                found.add(np.array(held))
+                held.clear()
+            prev = (int(part[-1, 0]), int(part[-1, 1]))
+        if held:
+            found.add(np.array(held))
+        return _dense_column(scratch, len(digests), found.sorted_chunks()), len(found)
+    finally:
+        records.close()
+        found.close()
+
+
+def _dense_column(scratch: Path, n: int, pairs: Iterable[Any]) -> Column:
+    """An int64 column of ``n`` rows, -1 except ``column[i] = j`` for each (i, j) of
+    ``pairs`` (increasing i; chunks of pairs or single pairs), written a chunk at a time."""
+    out = Column(scratch, np.int64)
+    buf = np.full(_TABLE_CHUNK, -1, np.int64)
+    base = 0
+    for chunk in pairs:
+        for i, j in np.asarray(chunk, np.int64).reshape(-1, 2).tolist():
+            while i >= base + _TABLE_CHUNK:
+                out.append(buf[: min(_TABLE_CHUNK, n - base)])
+                buf.fill(-1)
+                base += _TABLE_CHUNK
+            buf[i - base] = j
+    while base < n:
+        out.append(buf[: min(_TABLE_CHUNK, n - base)])
+        buf.fill(-1)
+        base += _TABLE_CHUNK
+    return out
+
+
 def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows, pre: _Precomputed) -> tuple[list[dict[str, str]], int]:
     """(quarantine, entries seen); the rows go to ``rows``, the images to ``writer`` and
     the contamination features and hashes to ``pre``, block by block as they come, so
@@ -201,7 +255,7 @@ class _Precomputed:
     """The contamination features and hashes of every block, in row order. Features go
     to an unnamed temporary file a block of :data:`BLOCK` rows at a time and are read
     back by rows (:class:`pipelines.contamination.FeatureRows`): 144 bytes per 32x32 RGB
-    image that need not stay in memory. Hashes (8 bytes per image) do."""
+    image that need not stay in memory. Hashes (8 bytes per image) go to a spilled column."""
 
     BLOCK = 8192
 
@@ -209,14 +263,14 @@ class _Precomputed:
         self.directory = directory
         self.file: Any = None
         self.buf: np.ndarray | None = None
-        self.hashes: list[np.ndarray] = []
+        self.hashes = Column(directory, np.uint64)
         self.n = 0
 
     def add(self, features: np.ndarray, hashes: np.ndarray) -> None:
         if self.buf is None:
             self.file = tempfile.TemporaryFile(dir=self.directory)  # O_TMPFILE: gone on close or crash
             self.buf = np.empty((self.BLOCK, features.shape[1]), np.float32)
-        self.hashes.append(np.array(hashes, np.uint64))
+        self.hashes.append(hashes)
         done = 0
         while done < len(features):
             at = self.n % self.BLOCK
@@ -237,14 +291,13 @@ class _Precomputed:
         self.file.flush()
         dim = self.buf.shape[1]
         self.buf = None
-        hashes = np.concatenate(self.hashes)
-        self.hashes.clear()
         _release_free_memory()
-        return {"features": FeatureRows(self.file, n, dim), "hashes": hashes}
+        return {"features": FeatureRows(self.file, n, dim), "hashes": self.hashes}
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        self.hashes.close()
 
 
 def _release_free_memory() -> None:
@@ -286,7 +339,7 @@ def ingest(
     rows = _Rows(out_dir)
     pre = _Precomputed(out_dir)
     try:
-        source, described = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes)
+        source, described = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes, scratch=out_dir)
         with pillow_limits(max_image_pixels):
             quarantine, n_seen = _collect(described, spec.limit, writer, rows, pre)
         return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre.result(rows.n))
@@ -333,15 +386,23 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
 
     from pipelines import contamination
 
-    digests = rows.digest_matrix()
-    duplicate_of = first_copies(digests)
+    # Every per-row column below is spilled (pipelines.spill): computed in passes over
+    # temporary files and read back a chunk at a time when the table is written.
+    scratch = out_dir
+    duplicate_of, n_dup = duplicate_column(rows.digests, scratch)
     images = writer.reader()
-    hashes, near_of, scores = contamination.arrays(images, duplicate_of >= 0, **pre)
+    hashes, features = pre["hashes"], pre["features"]
+    near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch))
+    n_near = sum(int((part >= 0).sum()) for _, part in near_of.chunks(_TABLE_CHUNK * 8))
+    model = contamination.outlier_model(features)
+    raw = Column(scratch, np.float64)
+    if model is not None:
+        for start in range(0, rows.n, contamination.SCORE_CHUNK):
+            raw.append(contamination.raw_scores(features, model, start, min(start + contamination.SCORE_CHUNK, rows.n)))
+        centre, scale = contamination.score_scale(model, raw.take(model["ref"]))
     shape = list(images.shape)
     images.close()
-    content_hash = _content_hash(digests)
-    n_dup = int((duplicate_of >= 0).sum())
-    n_near = int((near_of >= 0).sum())
+    content_hash = _content_hash(rows.digests)
 
     quarantine_bytes = json_bytes(quarantine)
     # The new shards sit beside the old ones (content-addressed names); refuse before
@@ -356,7 +417,10 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     out["manifest"].unlink(missing_ok=True)
     (out_dir / LEGACY_IMAGES_FILE).unlink(missing_ok=True)
     writer.close()
+    scores = (lambda a, b: np.zeros(b - a)) if model is None else (lambda a, b: (raw.read(a, b) - centre) / scale)
     _write_table(out["table"], rows, duplicate_of, hashes, near_of, scores)
+    for column in (duplicate_of, near_of, raw):
+        column.close()
     atomic_write(out["quarantine"], quarantine_bytes)
     manifest = {
         "format": FORMAT,
@@ -391,12 +455,11 @@ _TABLE_CHUNK = 8192
 """Rows per write of ``table.csv`` (and per block of the content hash)."""
 
 
-def _content_hash(digests: np.ndarray) -> str:
+def _content_hash(digests: Column) -> str:
     """sha256 over the rows' ``sha256`` hex values, one per line (no final newline)."""
     h = hashlib.sha256()
-    for start in range(0, len(digests), _TABLE_CHUNK):
-        part = b"\n".join(d.tobytes().hex().encode("ascii") for d in digests[start : start + _TABLE_CHUNK])
-        h.update((b"\n" if start else b"") + part)
+    for start, part in digests.chunks(_TABLE_CHUNK):
+        h.update((b"\n" if start else b"") + b"\n".join(d.tobytes().hex().encode("ascii") for d in part))
     return h.hexdigest()
 
 
@@ -404,21 +467,23 @@ def _optional_index(i: int) -> bytes:
     return b"" if i < 0 else str(i).encode()
 
 
-def _write_table(path: Path, rows: _Rows, duplicate_of: np.ndarray, hashes: np.ndarray, near_of: np.ndarray, scores: np.ndarray) -> None:
+def _write_table(path: Path, rows: _Rows, duplicate_of: Column, hashes: Column, near_of: Column, scores: Any) -> None:
     """``table.csv`` written atomically in chunks of rows: each row's first columns as
     collected, then ``duplicate_of``, ``phash``, ``near_duplicate_of`` and
-    ``outlier_score`` (rounded to 3 decimals)."""
+    ``outlier_score`` (``scores(start, stop)``, rounded to 3 decimals), every
+    column read from its spilled file a chunk at a time."""
     from pipelines.contamination import hash_hex
 
+    lines = rows.lines()
     with atomic_writer(path) as f:
         f.write(",".join(TABLE_COLUMNS).encode() + b"\n")
-        chunk: list[bytes] = []
-        for i, prefix in enumerate(rows.lines()):
-            chunk.append(b",".join((
-                prefix, _optional_index(int(duplicate_of[i])), hash_hex(hashes[i]).encode(),
-                _optional_index(int(near_of[i])), repr(round(float(scores[i]), 3) + 0.0).encode(),
-            )) + b"\n")
-            if len(chunk) == _TABLE_CHUNK:
-                f.write(b"".join(chunk))
-                chunk.clear()
-        f.write(b"".join(chunk))
+        for start, dup in duplicate_of.chunks(_TABLE_CHUNK):
+            stop = start + len(dup)
+            h, near, z = hashes.read(start, stop), near_of.read(start, stop), scores(start, stop)
+            f.write(b"".join(
+                b",".join((
+                    next(lines), _optional_index(int(dup[k])), hash_hex(h[k]).encode(),
+                    _optional_index(int(near[k])), repr(round(float(z[k]), 3) + 0.0).encode(),
+                )) + b"\n"
+                for k in range(stop - start)
+            ))
