@@ -401,12 +401,11 @@ def test_tables_read_in_chunks_give_the_same_report(contaminated, monkeypatch):
     assert res.content_hash == hashlib.sha256("\n".join(kept["sha256"]).encode()).hexdigest()
 
 
-def test_uniqueness_checked_over_digest_codes_names_the_digests(contaminated, tmp_path, monkeypatch):
-    """A uniqueness check over ``sha256`` goes to great-expectations as 8-byte codes
-    (the first row with the same digest), not 64-character strings: the same rows fail,
-    and the reports name the digests. Rows 3, 5 and 9 share a digest; rows 20 and 21
-    share only its first 16 hex digits, so the prefix pass makes them candidates and
-    the second pass tells them apart."""
+def test_uniqueness_checked_on_digest_groups_equals_the_whole_column(contaminated, tmp_path, monkeypatch):
+    """A uniqueness check over ``sha256`` goes to great-expectations in frames of a few
+    rows (chunks of 7 here) in which equal digests always sit together: the same rows
+    fail, with the same report bytes, as with the whole column in one frame. Rows 3, 5
+    and 9 share a digest; rows 20 and 21 share only its first 16 hex digits."""
     import csv
     import shutil
 
@@ -426,21 +425,33 @@ def test_uniqueness_checked_over_digest_codes_names_the_digests(contaminated, tm
 
     exps = [{**FACE_EXPECTATIONS[0], "on_failure": "set_aside"}, {"expectation": "expect_column_values_to_be_unique", "kwargs": {"column": "sha256"}, "on_failure": "warn"}]
     sc = faces_scenario(exps, source={"source": "folder"})
-    calls = []
-    real = validate_mod._digest_codes
-    monkeypatch.setattr(validate_mod, "_digest_codes", lambda *a: calls.append(a) or real(*a))
+    frames = []
+    real = validate_mod._digest_groups
+
+    def spy(*a):
+        groups = real(*a)
+        return None if groups is None else (frames.append(g) or g for g in groups)
+
+    monkeypatch.setattr(validate_mod, "_digest_groups", spy)
+    monkeypatch.setattr(validate_mod, "_CHUNK_ROWS", 7)
     outputs = []
-    for coded in (True, False):
-        if not coded:
-            monkeypatch.setattr(validate_mod, "_coded", lambda built: False)
+    for grouped in (True, False):
+        if not grouped:
+            monkeypatch.setattr(validate_mod, "_kind", lambda meta: "whole")
         res = validate(sc, paths)
         outputs.append({f: (paths.validated / f).read_bytes() for f in ("report.json", "set_aside.json", "table.csv")})
-    assert len(calls) == 1  # codes in the first run only
-    assert outputs[0] == outputs[1]  # the same report, set-aside list and kept table as over the strings
+    assert outputs[0] == outputs[1]  # the same report, set-aside list and kept table as over the whole column
     digest = rows[1 + 3][col]
     assert [a["index"] for a in res.set_aside] == [3, 5, 9]
     assert all(a["sha256"] == digest and a["values"] == {"expect_column_values_to_be_unique__sha256": digest} for a in res.set_aside)
     assert res.passed and by_name(res)["expect_column_values_to_be_unique__sha256__2"]["success"]  # judged on the kept rows
-    codes = real(table, 130)
-    assert codes[5] == codes[9] == codes[3] == 3 and codes[20] == 20 and codes[21] == 21
-    assert len(set(codes.tolist())) == 128
+    # Two runs of the check (all rows, then the kept ones), each in frames of about 7 rows
+    # that never split a digest; every row in exactly one frame of its run.
+    assert len(frames) > 30 and max(len(f) for f in frames) <= 9
+    seen = [f["index"].tolist() for f in frames]
+    where = {}
+    for k, f in enumerate(frames):
+        for d in set(f["sha256"]):
+            where.setdefault(d, set()).add(k)
+    assert all(len(v) <= 2 for v in where.values())  # once per run at most
+    assert sorted(i for f in seen for i in f) == sorted(list(range(130)) + [i for i in range(130) if i not in (3, 5, 9)])

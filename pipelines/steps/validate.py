@@ -51,6 +51,7 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,61 +350,188 @@ def _from_gx(meta: dict[str, Any], res: Any, index_of: Any) -> tuple[dict[str, A
 
 
 _CHUNK_ROWS = 65536
-"""Rows per chunk when validation streams ``table.csv``."""
+"""Rows per chunk when validation streams ``table.csv`` (and per great-expectations run of
+a row-by-row expectation)."""
 
-_CODED = "sha256"
-"""The digest column great-expectations may get as codes (:func:`_digest_codes`)."""
+ROW_BY_ROW = frozenset({
+    "expect_column_values_to_be_between", "expect_column_values_to_be_null", "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_in_set", "expect_column_values_to_not_be_in_set",
+    "expect_column_values_to_match_regex", "expect_column_values_to_not_match_regex",
+    "expect_column_values_to_match_regex_list", "expect_column_values_to_not_match_regex_list",
+    "expect_column_values_to_match_like_pattern", "expect_column_values_to_not_match_like_pattern",
+    "expect_column_values_to_match_like_pattern_list", "expect_column_values_to_not_match_like_pattern_list",
+    "expect_column_value_lengths_to_be_between", "expect_column_value_lengths_to_equal",
+    "expect_column_values_to_match_strftime_format", "expect_column_values_to_be_dateutil_parseable",
+    "expect_column_values_to_be_json_parseable", "expect_column_values_to_match_json_schema",
+    "expect_column_pair_values_a_to_be_greater_than_b", "expect_column_pair_values_to_be_equal",
+    "expect_column_pair_values_to_be_in_set", "expect_multicolumn_sum_to_equal",
+    "expect_select_column_values_to_be_unique_within_record",
+})
+"""Expectations that judge each row by its own values alone: great-expectations runs them
+on one chunk of rows at a time and the chunks' counts and failing rows are added up
+(:func:`_merge`). Not in it: uniqueness (see :data:`DIGEST`), expectations that compare a
+row with others (increasing values, z-scores) or describe the column (mean, quantiles,
+types), which get the whole column."""
+
+DIGEST = "sha256"
+"""A uniqueness expectation on this column (alone, at most with ``mostly``) runs on groups
+of rows with equal digests (:func:`_digest_groups`), since equal digests are all that
+can make a row fail it."""
 
 
-def _coded(built: list[tuple[dict[str, Any], Any]]) -> bool:
-    """Whether every expectation that reads :data:`_CODED` only asks whether its values
-    are unique (no ``row_condition`` or other argument that reads the values)."""
-    uses = [meta for meta, _ in built if _CODED in _columns_in(meta["kwargs"])]
-    return bool(uses) and all(m["expectation"] == "expect_column_values_to_be_unique" and set(m["kwargs"]) <= {"column", "mostly"} for m in uses)
+def _kind(meta: dict[str, Any]) -> str:
+    """How an expectation is run: ``chunks`` (:data:`ROW_BY_ROW`), ``digests``
+    (:data:`DIGEST`) or ``whole`` (its columns of every row at once)."""
+    if meta["expectation"] in ROW_BY_ROW:
+        return "chunks"
+    kwargs = meta["kwargs"]
+    if meta["expectation"] == "expect_column_values_to_be_unique" and kwargs.get("column") == DIGEST and set(kwargs) <= {"column", "mostly"}:
+        return "digests"
+    return "whole"
 
 
-def _digest_codes(table_path: Path, n_rows: int) -> Any:
-    """For every row, the index of the first row with the same ``sha256``: equal codes
-    exactly when the digests are equal, so a uniqueness check over the codes fails the
-    same rows as one over the digests, at 8 bytes per row instead of a 64-character
-    string. Two chunked passes over the table: the digests' first 8 bytes, sorted (the
-    equal ones are candidates), then the whole digests of the candidate rows only.
-    int64 ``(n_rows,)``; None when a value is not 64 hex digits (then the strings go to
-    great-expectations as they are)."""
+class _Merged:
+    """What :func:`_from_gx` reads of a great-expectations result, added up over chunks."""
+
+    def __init__(self, success: bool, result: dict[str, Any]):
+        self.success, self.result, self.exception_info = success, result, {}
+
+
+def _gx_error(res: Any) -> bool:
+    info = res.exception_info or {}
+    if info.get("raised_exception"):
+        return True
+    return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())
+
+
+def _merge(obj: Any, parts: list[Any], by_index: bool = False) -> Any:
+    """One result from great-expectations' results on disjoint chunks of rows of a
+    row-by-row (or digest-group) expectation: counts added, failing rows and values
+    concatenated (for digest groups, ``by_index``: ordered by ``index``, each with its
+    digest as the value), success decided by
+    great-expectations' own ``mostly`` rule on the totals. A chunk whose run raised is
+    the result (its error is reported)."""
+    from great_expectations.expectations.expectation import _mostly_success
+
+    for part in parts:
+        if _gx_error(part):
+            return part
+    results = [part.result or {} for part in parts]
+    element = sum(r.get("element_count") or 0 for r in results)
+    missing = sum(r.get("missing_count") or 0 for r in results)
+    unexpected = sum(r.get("unexpected_count") or 0 for r in results)
+    nonnull = element - missing
+    rows = [i for r in results for i in (r.get("unexpected_index_list") or [])]
+    values = [v for r in results for v in (r.get("unexpected_list") or [])]
+    if by_index and rows and all(isinstance(r, dict) and DIGEST in r for r in rows):
+        # Digest groups: every failing row, in row order, with its digest (great-expectations
+        # lists at most 200 values per run, the rows in full).
+        rows = sorted(rows, key=lambda r: r["index"])
+        values = [r[DIGEST] for r in rows]
+    mostly = getattr(obj, "mostly", None)
+    success = True if element == 0 or nonnull == 0 else _mostly_success(nonnull, unexpected, 1.0 if mostly is None else mostly)
+    return _Merged(success, {
+        "element_count": element, "missing_count": missing, "unexpected_count": unexpected,
+        "unexpected_percent": unexpected / nonnull * 100 if nonnull else None,
+        "unexpected_index_list": rows, "unexpected_list": values,
+    })
+
+
+def _chunks(table_path: Path, columns: list[str], keep: Any = None) -> Iterator[Any]:
+    """``table.csv``'s ``columns`` (``index`` among them) a chunk of rows at a time, only
+    the rows ``keep`` (a boolean array over the rows) marks when given; at least one
+    chunk, empty if no row is left."""
+    from pipelines.io import read_table
+
+    last = None
+    for part in read_table(table_path, columns=columns, chunksize=_CHUNK_ROWS):
+        if keep is not None:
+            part = part[keep[part["index"].to_numpy()]]
+        last = part
+        if len(part):
+            yield part
+            last = None
+    if last is not None:
+        yield last.reset_index(drop=True)
+
+
+def _digest_groups(table_path: Path, scratch: Path, keep: Any = None) -> Iterator[Any] | None:
+    """DataFrames of ``index`` and ``sha256`` in which rows with equal digests always fall
+    in the same frame (one chunk of about :data:`_CHUNK_ROWS` rows, grown to end at a
+    change of digest): a uniqueness check run on each frame fails exactly the rows it
+    fails on the whole column. The digests (four 64-bit words each) and rows are sorted
+    on disk (:class:`pipelines.spill.SortedRecords`), so memory holds one chunk. None
+    when a value is not 64 hex digits (then the column goes to great-expectations whole)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.io import read_table
+    from pipelines.spill import SortedRecords
+
+    records = SortedRecords(scratch, fields=5)
+    try:
+        for part in read_table(table_path, columns=["index", DIGEST], chunksize=_CHUNK_ROWS):
+            if keep is not None:
+                part = part[keep[part["index"].to_numpy()]]
+            values = part[DIGEST].tolist()
+            if any(len(v) != 64 for v in values):
+                records.close()
+                return None
+            try:
+                words = np.frombuffer(bytes.fromhex("".join(values)), ">u8").astype(np.uint64).view(np.int64).reshape(-1, 4)
+            except ValueError:
+                records.close()
+                return None
+            records.add(np.column_stack([words, part["index"].to_numpy(np.int64)]))
+    except BaseException:
+        records.close()
+        raise
+
+    def frame(rec: Any) -> Any:
+        text = rec[:, :4].view(np.uint64).astype(">u8").tobytes().hex()
+        return pd.DataFrame({"index": rec[:, 4], DIGEST: [text[64 * k : 64 * (k + 1)] for k in range(len(rec))]})
+
+    def frames() -> Iterator[Any]:
+        try:
+            held = None
+            for part in records.sorted_chunks(_CHUNK_ROWS):
+                part = part if held is None else np.concatenate([held, part])
+                last = part[-1, :4]
+                tail = len(part)
+                while tail > 0 and (part[tail - 1, :4] == last).all():
+                    tail -= 1
+                if tail == 0:  # one digest so far: keep reading
+                    held = part
+                    continue
+                held = part[tail:]
+                yield frame(part[:tail])
+            if held is not None and len(held):
+                yield frame(held)
+            elif records.n == 0:
+                yield pd.DataFrame({"index": np.zeros(0, np.int64), DIGEST: np.array([], dtype=object)})
+        finally:
+            records.close()
+
+    return frames()
+
+
+def _values_of(table_path: Path, wanted: dict[int, set[str]]) -> dict[int, dict[str, Any]]:
+    """For each wanted row, its values in the wanted columns (one pass in chunks)."""
     import numpy as np
 
     from pipelines.io import read_table
 
-    prefix = np.empty(n_rows, np.uint64)
-    at = 0
-    for part in read_table(table_path, columns=["sha256"], chunksize=_CHUNK_ROWS):
-        values = part["sha256"].tolist()
-        if any(len(v) != 64 for v in values):
-            return None
-        try:
-            prefix[at : at + len(values)] = np.frombuffer(bytes.fromhex("".join(v[:16] for v in values)), ">u8")
-            bytes.fromhex("".join(v[16:] for v in values))  # the rest must be hex too
-        except ValueError:
-            return None
-        at += len(values)
-    if at != n_rows:
-        raise RuntimeError(f"{table_path} has {at} rows but {n_rows} were read before; rerun the ingest step")
-    order = np.argsort(prefix, kind="stable")
-    ties = prefix[order][1:] == prefix[order][:-1]
-    candidates = np.zeros(n_rows, bool)
-    candidates[order[1:][ties]] = True
-    candidates[order[:-1][ties]] = True
-    del order, ties
-    codes = np.arange(n_rows, dtype=np.int64)
-    if not candidates.any():
-        return codes
-    first: dict[str, int] = {}
-    at = 0
-    for part in read_table(table_path, columns=["sha256"], chunksize=_CHUNK_ROWS):
-        for pos in np.flatnonzero(candidates[at : at + len(part)]).tolist():
-            codes[at + pos] = first.setdefault(part["sha256"].iat[pos], at + pos)
-        at += len(part)
-    return codes
+    values: dict[int, dict[str, Any]] = {}
+    columns = sorted({c for cols in wanted.values() for c in cols} - {"index"})
+    if not wanted or not columns:
+        return {row: {} for row in wanted}
+    rows = np.fromiter(wanted, np.int64, len(wanted))
+    for part in read_table(table_path, columns=["index", *columns], chunksize=_CHUNK_ROWS):
+        idx = part["index"].to_numpy()
+        for pos in np.flatnonzero(np.isin(idx, rows)).tolist():
+            row = int(idx[pos])
+            values[row] = {c: part[c].iat[pos] for c in wanted[row] if c != "index"}
+    return values
 
 
 def _name_files(table_path: Path, wanted: set[int], keep: Any) -> tuple[dict[int, str], dict[int, str], str]:
@@ -488,6 +616,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     the reports naming the digests themselves; file names and hashes are read in chunks
     for the rows a report names, and the kept table is streamed."""
     import numpy as np
+    import pandas as pd
 
     from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, table_columns
     from gan_core.shards import INDEX_FILE, remove_dataset
@@ -510,22 +639,10 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     header = table_columns(table_path)
     built = _build(scenario, header)  # config errors before any GX run
-    used = ["index", *dict.fromkeys(c for meta, _ in built for c in _columns_in(meta["kwargs"]) if c != "index")]
     if "index" not in header:
         raise RuntimeError(f"scenario {scenario.name}: {table_path} has no column 'index'; rerun the ingest step")
-    coded = _coded(built)
-    df = read_table(table_path, columns=[c for c in used if not (coded and c == _CODED)])
-    if coded:  # uniqueness only: codes, and the reports name the digests themselves
-        codes = _digest_codes(table_path, len(df))
-        df[_CODED] = codes if codes is not None else read_table(table_path, columns=[_CODED])[_CODED]
-        coded = codes is not None
     quarantine = json.loads(quarantine_path.read_text(encoding="utf-8")) if quarantine_path.is_file() else []
-    n_rows = len(df)
-    if n_rows != manifest.get("n_images"):
-        raise RuntimeError(f"scenario {scenario.name}: {table_path} has {n_rows} rows but the manifest says {manifest.get('n_images')}; rerun the ingest step")
-    index = df["index"].to_numpy()
-    if not np.array_equal(index, np.arange(n_rows)):
-        raise RuntimeError(f"scenario {scenario.name}: {table_path}: column 'index' must number the rows 0..{n_rows - 1}; rerun the ingest step")
+    kinds = [_kind(meta) for meta, _ in built]
 
     import great_expectations as gx
 
@@ -536,16 +653,69 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     batch_def = asset.add_batch_definition_whole_dataframe("whole_table")
     fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["index"]}
 
+    def on(frame: Any) -> Any:
+        return batch_def.get_batch(batch_parameters={"dataframe": frame})
+
+    def columns_of(positions: list[int]) -> list[str]:
+        return ["index", *dict.fromkeys(c for p in positions for c in _columns_in(built[p][0]["kwargs"]) if c != "index")]
+
+    whole_tables: dict[tuple[str, ...], Any] = {}
+
+    def whole(positions: list[int]) -> Any:  # every row of the columns these entries read
+        cols = tuple(columns_of(positions))
+        if cols not in whole_tables:
+            whole_tables.clear()
+            whole_tables[cols] = read_table(table_path, columns=list(cols))
+        return whole_tables[cols]
+
+    def run(positions: list[int], rows: str, keep: Any) -> dict[int, tuple[dict[str, Any], list[int]]]:
+        """Each entry at ``positions`` over the ingested rows (``keep`` None) or the kept
+        ones: (result entry, ingested index of every failing row)."""
+        out: dict[int, tuple[dict[str, Any], list[int]]] = {}
+        chunked = [p for p in positions if kinds[p] == "chunks"]
+        if chunked:
+            parts: dict[int, list[Any]] = {p: [] for p in chunked}
+            for frame in _chunks(table_path, columns_of(chunked), keep):
+                batch = on(frame.reset_index(drop=True))
+                for p in chunked:
+                    parts[p].append(batch.validate(built[p][1], result_format=fmt))
+            for p in chunked:
+                out[p] = _from_gx({**built[p][0], "rows": rows}, _merge(built[p][1], parts[p]), ())
+        rest = []
+        for p in positions:
+            if kinds[p] == "digests":
+                groups = _digest_groups(table_path, out_dir, keep)
+                if groups is not None:
+                    res = _merge(built[p][1], [on(g).validate(built[p][1], result_format=fmt) for g in groups], by_index=True)
+                    out[p] = _from_gx({**built[p][0], "rows": rows}, res, ())
+                    continue
+            if kinds[p] != "chunks":
+                rest.append(p)
+        if rest:
+            df = whole(rest)
+            if keep is not None:
+                df = df[keep[df["index"].to_numpy()]].reset_index(drop=True)
+            batch = on(df)
+            for p in rest:
+                out[p] = _from_gx({**built[p][0], "rows": rows}, batch.validate(built[p][1], result_format=fmt), df["index"].to_numpy())
+        return out
+
+    # The rows: numbered 0..N-1, as many as the manifest says (one pass in chunks).
+    n_rows = 0
+    for part in read_table(table_path, columns=["index"], chunksize=_CHUNK_ROWS):
+        if not np.array_equal(part["index"].to_numpy(), np.arange(n_rows, n_rows + len(part))):
+            raise RuntimeError(f"scenario {scenario.name}: {table_path}: column 'index' must number the rows 0..N-1; rerun the ingest step")
+        n_rows += len(part)
+    if n_rows != manifest.get("n_images"):
+        raise RuntimeError(f"scenario {scenario.name}: {table_path} has {n_rows} rows but the manifest says {manifest.get('n_images')}; rerun the ingest step")
+
     # 1. set_aside entries over every ingested row; 2. the rest over the kept rows. One
     # validation per expectation: results map to scenario entries by position, and
     # identical entries (which an ExpectationSuite would merge) stay separate.
-    full = batch_def.get_batch(batch_parameters={"dataframe": df})
     entries: dict[int, dict[str, Any]] = {}
     failing: dict[int, list[int]] = {}  # ingested row -> positions of the entries it failed
-    for pos, (meta, obj) in enumerate(built):
-        if meta["on_failure"] != "set_aside":
-            continue
-        entry, rows = _from_gx({**meta, "rows": "ingested"}, full.validate(obj, result_format=fmt), index)
+    aside_entries = [p for p, (meta, _) in enumerate(built) if meta["on_failure"] == "set_aside"]
+    for pos, (entry, rows) in sorted(run(aside_entries, "ingested", None).items()):
         entries[pos] = entry
         if not entry.get("error"):
             for row in rows:
@@ -554,23 +724,25 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     aside_rows = sorted(failing)
     keep_mask = np.ones(n_rows, bool)
     keep_mask[aside_rows] = False
-    kept_df = df[keep_mask].reset_index(drop=True) if aside_rows else df
-    batch = batch_def.get_batch(batch_parameters={"dataframe": kept_df}) if aside_rows else full
-    kept_index = kept_df["index"].to_numpy()
-    for pos, (meta, obj) in enumerate(built):
-        if meta["on_failure"] != "set_aside":
-            entries[pos] = _from_gx({**meta, "rows": "kept"}, batch.validate(obj, result_format=fmt), kept_index)[0]
+    n_kept = n_rows - len(aside_rows)
+    kept_entries = [p for p in range(len(built)) if p not in entries]
+    for pos, (entry, _) in run(kept_entries, "kept", keep_mask if aside_rows else None).items():
+        entries[pos] = entry
+    whole_tables.clear()
+    # The row count of the kept rows: a frame of that many rows and no column.
     row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
-    row_count_result = batch.validate(row_count, result_format=fmt)
+    row_count_result = on(pd.DataFrame(index=pd.RangeIndex(n_kept))).validate(row_count, result_format=fmt)
 
-    # The earlier image each set-aside copy repeats, then every row a report names:
-    # their file names (and the set-aside rows' sha256) in one pass over the table.
+    # The values each set-aside row failed on and the earlier image a set-aside copy
+    # repeats, then every row a report names: their file names (and the set-aside rows'
+    # sha256) in passes over the table.
+    cols_of_row = {row: {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])} for row in aside_rows}
+    row_values = _values_of(table_path, cols_of_row)
     copy_of: dict[int, int] = {}
     for row in aside_rows:
-        cols_used = {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])}
         for col in ("duplicate_of", "near_duplicate_of"):
-            if col in cols_used and not _is_missing(df.at[row, col]):
-                copy_of.setdefault(row, int(df.at[row, col]))
+            if col in cols_of_row[row] and not _is_missing(row_values[row][col]):
+                copy_of.setdefault(row, int(row_values[row][col]))
     wanted = {*aside_rows, *copy_of.values(), *(r for e in entries.values() for r in e["_rows"])}
     files, digests, kept_hash = _name_files(table_path, wanted, keep_mask)
 
@@ -580,14 +752,12 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
 
     def add(entry: dict[str, Any]) -> None:  # in check_names() order
         entry["name"] = next(names)
-        if coded and "unexpected_values" in entry and _CODED in _columns_in(entry["kwargs"]):
-            entry["unexpected_values"] = [digests[r] for r in entry["_rows"]]  # the digests, not their codes
         if "_rows" in entry:
             entry["unexpected_files"] = [files[r] for r in entry.pop("_rows")]
         results.append({k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")})
 
     builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
-    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, kept_index)[0])
+    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, ())[0])
     n_q, n_aside, total = len(quarantine), len(aside_rows), n_rows + len(quarantine)
     share = (n_q + n_aside) / total if total else 0.0
     over = share > spec.max_quarantined_share
@@ -607,7 +777,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
         values = {}
         for pos in failing[row]:
             cols = _columns_in(built[pos][0]["kwargs"])
-            vals = {c: digests[row] if coded and c == _CODED else _jsonable(df.at[row, c]) for c in cols}
+            vals = {c: _jsonable(row_values[row][c]) if c != "index" else row for c in cols}
             values[check_of[pos]] = vals[cols[0]] if len(cols) == 1 else vals
         entry = {"index": row, "file": files[row], "sha256": digests[row], "checks": [check_of[p] for p in failing[row]], "values": values}
         if row in copy_of:  # name the earlier image a copy repeats
@@ -645,7 +815,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
             raise RuntimeError(f"scenario {scenario.name}: {e}; rerun the ingest step") from None
         if n_images != n_rows:
             raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {n_rows} rows; rerun the ingest step")
-        copy_dataset(images_in, images_out, np.flatnonzero(keep_mask).tolist() if aside_rows else None)
+        copy_dataset(images_in, images_out, np.flatnonzero(keep_mask) if aside_rows else None)
         _write_kept_table(table_path, table_out, keep_mask, n_rows)
     atomic_write(report_path, json_bytes(_jsonable(report)))
     return ValidationResult(
