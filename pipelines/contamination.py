@@ -4,9 +4,11 @@ image is, and which earlier image it is a perceptual copy of.
     from pipelines import contamination
     cols = contamination.columns(images, exact_duplicate)   # {"phash", "near_duplicate_of", "outlier_score"}
 
-Ingestion calls :func:`columns` once per scenario, over the scenario's own normalized
-images (uint8 ``(H, W, C)``, all the same shape); validation expectations block on, or
-set aside, what the columns say. NumPy only: no torch, no model weights, nothing to download.
+The columns are computed once per scenario, over the scenario's own normalized images
+(uint8 ``(H, W, C)``, all the same shape): :func:`columns` in memory, or ingestion's
+passes over spilled columns (:func:`near_duplicate_records`, :func:`outlier_model` and
+:func:`raw_scores`), which give the same values with memory that does not grow with N.
+Validation expectations block on, or set aside, what the columns say. NumPy only: no torch, no model weights, nothing to download.
 
 ``outlier_score`` — a robust z-score of how far an image lies from its scenario's own
 images, on one scale for every scenario: ``4.0`` means the same thing for faces, digits
@@ -512,9 +514,9 @@ def _close_pairs(hashes: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)  # sorted by i, then j
 
 
-PARTITION_ROWS = 1 << 18
+PARTITION_ROWS = 1 << 16
 """Rows a partition of :func:`close_pair_records` aims at: memory holds two partitions
-(their rows, hashes and sort order: ~16 MB) and the block tables, whatever N."""
+(their rows, hashes and sort order: ~7 MB) and the block tables, whatever N."""
 
 
 def _partition_bits(ones: np.ndarray, n: int, lo: int, hi: int, p: int) -> list[int]:

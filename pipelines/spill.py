@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-RUN_RECORDS = 1 << 18
-"""Records sorted in memory per run of :class:`SortedRecords` (4 MB of two int64 fields)."""
-MERGE_BYTES = 16 << 20
+RUN_RECORDS = 1 << 16
+"""Records sorted in memory per run of :class:`SortedRecords` (1 MB of two int64 fields)."""
+MERGE_BYTES = 4 << 20
 """Memory for the windows of all runs during a merge."""
 
 

@@ -39,14 +39,16 @@ normalized images after all of them are decoded; numbers in docs/BENCHMARKS.md):
 The images are streamed, as they are decoded (in parallel for a large folder, see
 :mod:`pipelines.sources`), into ``images/``: content-addressed shards that the later
 steps read lazily (:mod:`gan_core.shards`), so the pixels of the scenario are never all
-in memory; the contamination columns are a second pass over those shards. Nor is the
-table: each row goes to a temporary file as it comes and ``table.csv`` is written from
-it in chunks, and the contamination features go to another temporary file that the
-outlier pass reads by rows. What stays in memory per image is a few fixed-size numbers
-— its pixel digest (32 bytes) and perceptual hash (8) — and its entry in the folder
-listing (~60 bytes), and the outlier and near-duplicate passes add index arrays while
-they run: ~160 bytes per image at the peak, against 3,072 of pixels for a 32x32 RGB
-image (+270 MB for 10^6 images; docs/SCALING.md). The shards and
+in memory; the contamination columns are a second pass over those shards. Nor is
+anything else kept per image (:mod:`pipelines.spill`): each table row goes to a
+temporary file as it comes and ``table.csv`` is written from it in chunks; the digests,
+perceptual hashes, contamination features, ``duplicate_of``, ``near_duplicate_of`` and
+raw outlier scores are columns in temporary files, read back a chunk at a time; exact
+duplicates are found by an external sort of (digest prefix, row) records, hash-close
+pairs a partition of hashes at a time and sorted on disk, and a folder's listing is
+sorted in runs on disk. Memory holds fixed-size windows (a shard of pixels, a chunk of
+rows, two hash partitions, the 2,000-image outlier reference), whatever the number of
+images (docs/SCALING.md). The shards and
 ``images/index.json`` are written atomically and the index last; ``manifest.json`` is
 removed just before the new index replaces the old one and written last, so its presence
 marks a complete, consistent ingestion. A full disk is an :class:`IngestError` saying
@@ -234,7 +236,7 @@ def _dense_column(scratch: Path, n: int, pairs: Iterable[Any]) -> Column:
 def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows, pre: _Precomputed) -> tuple[list[dict[str, str]], int]:
     """(quarantine, entries seen); the rows go to ``rows``, the images to ``writer`` and
     the contamination features and hashes to ``pre``, block by block as they come, so
-    memory holds a shard of pixels and a few bytes per image, not the whole table."""
+    memory holds a shard of pixels and one block, not the table."""
     quarantine: list[dict[str, str]] = []
     n_seen = 0
     for block in source:

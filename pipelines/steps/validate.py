@@ -7,7 +7,11 @@
 Each entry of ``scenario.validation.expectations`` becomes one GX Expectation object
 (``expect_column_values_to_be_between`` -> ``gx.expectations.ExpectColumnValuesToBeBetween``),
 run in an ephemeral context against a pandas data source over ``table.csv`` with a
-whole-dataframe batch definition. Each entry's ``on_failure`` says what a failure does:
+whole-dataframe batch definition: one batch per chunk of rows for expectations that judge
+each row alone (their counts and failing rows added up, success by great-expectations'
+own ``mostly`` rule), one per group of equal digests for ``sha256`` uniqueness, one of
+every row otherwise (see :func:`validate`, "Memory"). Each entry's ``on_failure`` says
+what a failure does:
 
 - ``set_aside`` — entries run first, over every ingested row; the rows any of them
   fails are removed from the validated dataset and listed in ``set_aside.json``
@@ -610,11 +614,14 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     FileNotFoundError when ingestion has not completed (RuntimeError when its outputs
     disagree with each other).
 
-    Memory: great-expectations sees only the columns the expectations name (plus
-    ``index``), so a row costs a few numbers, not the whole row; a ``sha256`` column that
-    only uniqueness expectations read goes as 8-byte codes (:func:`_digest_codes`) with
-    the reports naming the digests themselves; file names and hashes are read in chunks
-    for the rows a report names, and the kept table is streamed."""
+    Memory does not grow with the rows for the expectations the scenarios use:
+    great-expectations runs a row-by-row expectation (:data:`ROW_BY_ROW`) on one chunk
+    of :data:`_CHUNK_ROWS` rows at a time and a ``sha256`` uniqueness check on groups of
+    equal digests sorted on disk (:func:`_digest_groups`); the kept row count is checked
+    on a frame with no column. Any other expectation (a column mean, quantiles, ...) gets
+    its columns of every row at once (8 bytes per row and column). File names, hashes
+    and failing values are read in chunks for the rows a report names, and the kept
+    table is streamed; what remains per row is the keep mask (1 byte)."""
     import numpy as np
     import pandas as pd
 
