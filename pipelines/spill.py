@@ -45,6 +45,14 @@ def _pread_into(fd: int, out: np.ndarray, offset: int, what: str) -> None:
         got += more
 
 
+def write_rows(fd: int, offset: int, values: np.ndarray) -> None:
+    """Write ``values``' bytes at ``offset`` of the file ``fd`` (positional, all of them)."""
+    view = memoryview(values).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
 class Column:
     """A per-row column of fixed width, appended in row order to an unnamed temporary
     file and read back in chunks or by rows. ``width`` values of ``dtype`` per row."""
@@ -66,6 +74,23 @@ class Column:
         arr = np.ascontiguousarray(values, dtype=self.dtype).reshape(self._shape(-1))
         self.file.write(arr.data)
         self.n += len(arr)
+
+    def reserve(self, n: int) -> None:
+        """Make the column ``n`` rows long (zeros), to be filled with :meth:`write_at`,
+        possibly by other processes through :attr:`path`."""
+        self.file.flush()
+        self.file.truncate(n * self.row_bytes)
+        self.n = n
+
+    def write_at(self, start: int, values: np.ndarray) -> None:
+        """Overwrite rows from ``start`` on (after :meth:`reserve`)."""
+        write_rows(self.file.fileno(), start * self.row_bytes, np.ascontiguousarray(values, dtype=self.dtype))
+
+    @property
+    def path(self) -> str:
+        """A path another process of this user can open the unnamed file by while this one
+        holds it open (``/proc/<pid>/fd/<fd>``)."""
+        return f"/proc/{os.getpid()}/fd/{self.file.fileno()}"
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (clipped to the column)."""

@@ -15,6 +15,7 @@ from pipelines import contamination, sources, spill
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import parse_scenario
 from pipelines.spill import Column, SortedRecords
+from pipelines.steps import ingest as ingest_mod
 from pipelines.steps.ingest import duplicate_column, first_copies, ingest
 
 
@@ -142,5 +143,23 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
     assert (first.n_images, first.n_duplicates, first.n_near_duplicates, first.n_quarantined) == (110, 10, 10, 2)
     for name in names:
         assert (second.manifest_path.parent / name).read_bytes() == before[name], name
+
+    # Outlier scores from two worker processes, 16 rows per task, beside the near-duplicate pass.
+    pools = []
+    real_wait = ingest_mod._OutlierScores.wait
+
+    def wait(self):
+        pools.append(self.pool is not None)
+        real_wait(self)
+        pools.append(self.here)
+
+    monkeypatch.setattr(ingest_mod._OutlierScores, "wait", wait)
+    monkeypatch.setattr(ingest_mod, "PARALLEL_SCORE_ROWS", 1)
+    monkeypatch.setattr(contamination, "SCORE_CHUNK", 16)
+    monkeypatch.setenv("SCENARIO_GAN_DECODE_WORKERS", "2")
+    third = ingest(sc, ScenarioPaths("faces", roots))
+    assert pools == [True, 0]  # every chunk computed by the workers
+    for name in names:
+        assert (third.manifest_path.parent / name).read_bytes() == before[name], name
     # Only the outputs are left: every spilled file was unnamed.
     assert sorted(p.name for p in second.manifest_path.parent.iterdir()) == ["images", "manifest.json", "quarantine.json", "table.csv"]

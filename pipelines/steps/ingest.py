@@ -61,6 +61,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -233,6 +234,88 @@ def _dense_column(scratch: Path, n: int, pairs: Iterable[Any]) -> Column:
     return out
 
 
+PARALLEL_SCORE_ROWS = 2 * 65536
+"""From this many images on, the outlier scores are computed by worker processes while the
+ingesting process compares the near-duplicate candidates (two serial passes of about the
+same length at 10^6 images); below it, in the ingesting process afterwards."""
+
+_SCORER: dict[str, Any] = {}
+
+
+def _score_init(features_path: str, n: int, dim: int, raw_path: str, model: dict[str, Any]) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from pipelines.contamination import FeatureRows
+
+    _SCORER.update(
+        threads=threadpool_limits(limits=1), features=FeatureRows(open(features_path, "rb"), n, dim),
+        raw=open(raw_path, "r+b"), model=model,
+    )
+
+
+def _score_rows(start: int, stop: int) -> None:
+    from pipelines.contamination import raw_scores
+    from pipelines.spill import write_rows
+
+    write_rows(_SCORER["raw"].fileno(), start * 8, raw_scores(_SCORER["features"], _SCORER["model"], start, stop))
+
+
+class _OutlierScores:
+    """Every row's raw outlier score (:func:`pipelines.contamination.raw_scores`) written
+    into ``raw``, chunk by chunk. With at least :data:`PARALLEL_SCORE_ROWS` rows and more
+    than one core, :func:`pipelines.sources.decode_workers` processes compute the chunks
+    (opening the two unnamed files through ``/proc``) while the caller goes on;
+    :meth:`wait` waits for them. Every chunk is computed with one BLAS thread, in a
+    worker or here, so the scores do not depend on where they were computed."""
+
+    def __init__(self, features: Any, model: dict[str, Any], raw: Column, n: int) -> None:
+        from pipelines.contamination import SCORE_CHUNK
+        from pipelines.sources import _start_method, decode_workers
+
+        self.features, self.model, self.raw, self.n = features, model, raw, n
+        self.parts = [(a, min(a + SCORE_CHUNK, n)) for a in range(0, n, SCORE_CHUNK)]
+        raw.reserve(n)
+        self.pool, self.futures = None, []
+        self.here = 0  # chunks computed in this process (all of them without workers)
+        workers = min(decode_workers(), len(self.parts))
+        if n >= PARALLEL_SCORE_ROWS and workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            features.file.flush()
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=mp.get_context(_start_method()), initializer=_score_init,
+                initargs=(f"/proc/{os.getpid()}/fd/{features.file.fileno()}", n, features.dim, raw.path, model),
+            )
+            self.futures = [self.pool.submit(_score_rows, a, b) for a, b in self.parts]
+
+    def wait(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        from pipelines.contamination import raw_scores
+
+        todo = self.parts
+        if self.pool is not None:
+            try:
+                for f in self.futures:
+                    f.result()
+                todo = []
+            except Exception:  # noqa: BLE001 - e.g. /proc not readable: compute them here
+                pass
+            finally:
+                self.close()
+        self.here = len(todo)
+        with threadpool_limits(limits=1):
+            for a, b in todo:
+                self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
+
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
 def _collect(source: Iterable[Block], limit: int | None, writer: ShardWriter, rows: _Rows, pre: _Precomputed) -> tuple[list[dict[str, str]], int]:
     """(quarantine, entries seen); the rows go to ``rows``, the images to ``writer`` and
     the contamination features and hashes to ``pre``, block by block as they come, so
@@ -394,14 +477,18 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     duplicate_of, n_dup = duplicate_column(rows.digests, scratch)
     images = writer.reader()
     hashes, features = pre["hashes"], pre["features"]
-    near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch))
-    n_near = sum(int((part >= 0).sum()) for _, part in near_of.chunks(_TABLE_CHUNK * 8))
     model = contamination.outlier_model(features)
     raw = Column(scratch, np.float64)
-    if model is not None:
-        for start in range(0, rows.n, contamination.SCORE_CHUNK):
-            raw.append(contamination.raw_scores(features, model, start, min(start + contamination.SCORE_CHUNK, rows.n)))
-        centre, scale = contamination.score_scale(model, raw.take(model["ref"]))
+    scoring = _OutlierScores(features, model, raw, rows.n) if model is not None else None  # in worker processes, beside the next pass
+    try:
+        near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch))
+        n_near = sum(int((part >= 0).sum()) for _, part in near_of.chunks(_TABLE_CHUNK * 8))
+        if scoring is not None:
+            scoring.wait()
+            centre, scale = contamination.score_scale(model, raw.take(model["ref"]))
+    finally:
+        if scoring is not None:
+            scoring.close()
     shape = list(images.shape)
     images.close()
     content_hash = _content_hash(rows.digests)
