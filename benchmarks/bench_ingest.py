@@ -3,6 +3,7 @@
     python -m benchmarks.bench_ingest                                  # 1k, 10k, 100k files (~9 min on 2 busy cores)
     python -m benchmarks.bench_ingest --sizes 1000 10000 --reps 5 --out ingest.json
     python -m benchmarks.bench_ingest --quick --out /tmp/ingest.json   # smoke test, ~12 s
+    python -m benchmarks.bench_ingest --sizes 100000 --reps 1 --validate-fresh   # + validation alone, in a fresh process
 
 Data: ``N`` small PNG files (default 32x32 RGB), random crops of real photos and
 textures shipped with scikit-image (astronaut, coffee, chelsea, rocket; brick, grass,
@@ -287,11 +288,36 @@ def worker_pil(job: dict[str, Any]) -> dict[str, Any]:
     return {**m.as_dict("decode"), "n_images": len(files), "output_shape": list(out.shape), "pixels_sha256": hashlib.sha256(out).hexdigest()}
 
 
-WORKERS = {"pipeline": worker_pipeline, "pil": worker_pil}
+PASSING_CHECKS = [
+    {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "outlier_score", "max_value": 1000.0}, "on_failure": "set_aside"},
+    {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "std", "min_value": 0.0, "max_value": 1.0}},
+    {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "mean", "min_value": 0.0, "max_value": 1.0}, "on_failure": "warn"},
+]
+"""``--validate-fresh``'s second expectation set: row-by-row checks every image passes."""
+
+
+def worker_validate(job: dict[str, Any]) -> dict[str, Any]:
+    """Validation alone, in a process that has not ingested (so its peak is not hidden in
+    memory ingestion freed), over the folder a pipeline job ingested: the benchmark's
+    expectations, then :data:`PASSING_CHECKS`."""
+    from pipelines.paths import Roots, ScenarioPaths
+    from pipelines.scenario import parse_scenario
+    from pipelines.steps.validate import validate
+
+    out = {}
+    base = _scenario(job["target"])
+    for name, sc in (("benchmark", base), ("passing", parse_scenario({**base.model_dump(), "validation": {"min_images": 16, "expectations": PASSING_CHECKS}}))):
+        with Meter() as m:
+            res = validate(sc, ScenarioPaths(SCENARIO, Roots.under(job["base"])))
+        out[name] = {**m.as_dict("validate"), "passed": res.passed, "n_kept": res.n_kept}
+    return out
+
+
+WORKERS = {"pipeline": worker_pipeline, "pil": worker_pil, "validate": worker_validate}
 
 
 def _worker_main(variant: str, jobs_json: str) -> int:
-    if variant == "pipeline":  # imports are not part of the measurement
+    if variant in ("pipeline", "validate"):  # imports are not part of the measurement
         import great_expectations  # noqa: F401
         import pandas  # noqa: F401
 
@@ -444,9 +470,17 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
                     log(f"  {n} files, rep {rep + 1}/{opts.reps} ({time.perf_counter() - wall0:.0f} s, load {loadavg()}): "
                         f"ingest {n / p['ingest_s']:.0f} img/s (+validate {p['validate_s']:.2f} s), PIL {n / q['decode_s']:.0f} img/s, "
                         f"peak +{p['ingest_peak_growth_mb']:.0f} MB vs +{q['decode_peak_growth_mb']:.0f} MB")
+        fresh = {}
+        if opts.validate_fresh:  # after the last pipeline run of each size, which left its outputs
+            for n in sizes:
+                res, _ = run_worker("validate", [jobs[n]], opts.omp_threads)
+                fresh[str(n)] = res[0]
+                log(f"  {n} files, validation in a fresh process: " + ", ".join(f"{k} {v['validate_s']:.2f} s +{v['validate_peak_growth_mb']:.0f} MB" for k, v in res[0].items()))
         for n in sizes:
             shutil.rmtree(bases[n], ignore_errors=True)
     summary = {n: _summarize(int(n), opts.target, reps) for n, reps in per_size.items()}
+    for n, v in fresh.items():
+        summary[n]["validate_fresh_process"] = v
     return {
         "benchmark": "bench_ingest",
         "settings": {
@@ -486,6 +520,13 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {s['ratio_ingest_vs_pil']:.2f} | {s['ratio_ingest_plus_validate_vs_pil']:.2f} | {p['ingest_cpu_us_per_image']:.0f} | {q['cpu_us_per_image']:.0f} "
             f"| {p['ingest_peak_growth_mb']:.1f} | {p['validate_peak_growth_mb']:.1f} | {p['decode_worker_peak_rss_mb']:.0f} | {q['peak_growth_mb']:.1f} | {s['output_mb']:.1f} | {s['pixels_identical']} |"
         )
+    fresh = [(n, s["validate_fresh_process"]) for n, s in res["sizes"].items() if "validate_fresh_process" in s]
+    if fresh:
+        lines += ["", "Validation alone in a fresh process (seconds, peak RSS growth):", "",
+                  "| files | the benchmark's expectations | row-by-row checks that pass |", "|---:|---:|---:|"]
+        for n, v in fresh:
+            b, q = v["benchmark"], v["passing"]
+            lines.append(f"| {int(n):,} | {b['validate_s']:.2f} s, +{b['validate_peak_growth_mb']:.1f} MB | {q['validate_s']:.2f} s, +{q['validate_peak_growth_mb']:.1f} MB |")
     sc = res["scaling"]
     if "ingest_cpu_per_image_largest_over_smallest" in sc:
         lines += [
@@ -510,14 +551,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--omp-threads", default="1", help="OMP_NUM_THREADS of the measured processes (default 1); 'inherit' keeps this shell's (unset: what a stage run from a plain shell gets)")
     p.add_argument("--pool-dir", help="generate the PNGs here and reuse them on later runs (default: a temporary directory)")
     p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--validate-fresh", action="store_true", help="also time validation alone in a fresh process per size (after the last repetition), with the benchmark's and with passing expectations")
     p.add_argument("--quick", action="store_true", help=f"smoke test {QUICK}, one process per variant (explicit flags still win)")
-    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--jobs", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     for k, v in (QUICK if a.quick else DEFAULTS).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.one_process_per_variant = a.quick
+    a.validate_fresh = a.validate_fresh or a.quick
     if a.worker is None:
         if min(a.sizes) < 1 or a.reps < 1:
             p.error("--sizes and --reps must be >= 1")

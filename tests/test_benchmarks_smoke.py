@@ -40,6 +40,9 @@ def test_bench_ingest_quick(tmp_path):
     for n, s in result["sizes"].items():
         p, q = s["pipeline"], s["pil"]
         assert p["n_images"] == int(n) and p["n_quarantined"] == 0 and p["validation_passed"]
+        fresh = s["validate_fresh_process"]  # validation alone, in its own process, both expectation sets
+        assert fresh["benchmark"]["passed"] and fresh["passing"]["passed"] and fresh["passing"]["n_kept"] == int(n)
+        assert fresh["benchmark"]["validate_s"] > 0 and fresh["passing"]["validate_peak_growth_mb"] >= 0
         assert p["ingest_images_per_s"] > 0 and p["ingest_plus_validate_images_per_s"] > 0 and q["images_per_s"] > 0
         assert 0 < s["ratio_ingest_vs_pil"] < 100 and s["cpu_ratio_ingest_vs_pil"] > 0
         # a process's peak growth is part of its peak RSS (the median of each over the reps too)
