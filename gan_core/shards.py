@@ -81,7 +81,8 @@ class ShardWriter:
 
     ``add`` takes one image ``(H, W, C)`` or a block ``(n, H, W, C)``; ``digests`` (the
     images' pixel sha256 hex, when the caller has them) saves hashing them again.
-    ``columns`` given to :meth:`close` are int64 arrays with one value per image.
+    ``columns`` given to :meth:`close` are int64 arrays with one value per image, or
+    functions that return those values in chunks (never all in memory).
     Used as a context manager, an exception aborts (removes the new shards) and a normal
     exit closes (writes ``index.json``)."""
 
@@ -145,19 +146,50 @@ class ShardWriter:
         h.update(data)
         digest = h.hexdigest()
         name, size = digest[:20] + ".npy", len(header) + len(data)
-        path = self.folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            if self.check_space:
-                import shutil
-
-                free = shutil.disk_usage(self.folder).free
-                if free < size + (1 << 20):
-                    raise OSError(28, f"No space left on device: {self.folder} needs {size:,} bytes for {name}, {free:,} free")
-            if name not in self._in_use:
-                self._new.append(path)
+        path = self._target(name, size)
+        if path is not None:
             with atomic_writer(path, size) as fh:
                 fh.write(header)
                 fh.write(data)
+        return {"file": name, "sha256": digest, "bytes": size}
+
+    def _target(self, name: str, size: int) -> Path | None:
+        """Where to write a file of ``size`` bytes named ``name``, or None when a file of
+        that name and size is there already (content-addressed: the same bytes). Refuses
+        before writing when the disk cannot hold it."""
+        path = self.folder / name
+        if path.is_file() and path.stat().st_size == size:
+            return None
+        if self.check_space:
+            import shutil
+
+            free = shutil.disk_usage(self.folder).free
+            if free < size + (1 << 20):
+                raise OSError(28, f"No space left on device: {self.folder} needs {size:,} bytes for {name}, {free:,} free")
+        if name not in self._in_use:
+            self._new.append(path)
+        return path
+
+    def _write_chunks(self, key: str, chunks: Any) -> dict[str, Any]:
+        """:meth:`_write` of an int64 column given as a function that returns its values in
+        chunks (called twice: once to hash, once to write), so the whole column is never
+        in memory: the same file, byte for byte, as from the array."""
+        header = _npy_header((self.n,), np.dtype(np.int64))
+        h, count = hashlib.sha256(header), 0
+        for part in chunks():
+            part = np.ascontiguousarray(part, dtype=np.int64)
+            h.update(memoryview(part).cast("B"))
+            count += len(part)
+        if count != self.n:
+            raise ValueError(f"{self.folder}: column {key!r} has {count} values, expected {self.n}")
+        digest = h.hexdigest()
+        name, size = digest[:20] + ".npy", len(header) + 8 * self.n
+        path = self._target(name, size)
+        if path is not None:
+            with atomic_writer(path, size) as fh:
+                fh.write(header)
+                for part in chunks():
+                    fh.write(memoryview(np.ascontiguousarray(part, dtype=np.int64)).cast("B"))
         return {"file": name, "sha256": digest, "bytes": size}
 
     def _flush(self) -> None:
@@ -183,6 +215,9 @@ class ShardWriter:
             raise ValueError(f"{self.folder}: a dataset needs at least one image")
         cols = {}
         for key, values in sorted((columns or {}).items()):
+            if callable(values):
+                cols[key] = self._write_chunks(key, values)
+                continue
             v = np.asarray(values, dtype=np.int64)
             if v.shape != (self.n,):
                 raise ValueError(f"{self.folder}: column {key!r} has shape {v.shape}, expected ({self.n},)")

@@ -133,3 +133,25 @@ def test_damage_is_a_clear_error_naming_the_file(images, tmp_path):
         open_images(tmp_path / "d")
     with pytest.raises(ValueError, match=r"uint8 \(8, 8, 3\)"):
         ShardWriter(tmp_path / "e", (8, 8, 3)).add(np.zeros((2, 8, 8, 1), np.uint8))
+
+
+def test_a_column_given_in_chunks_is_the_same_file_as_from_an_array(images, tmp_path):
+    """augment writes its index columns in chunks (never the whole column in memory):
+    the files, names and index.json are byte for byte those written from arrays."""
+    n = len(images)
+    values = np.tile(np.arange(n // 2 + 1, dtype=np.int64), 2)[:n]
+    folders = []
+    for how in ("array", "chunks"):
+        folder = tmp_path / how
+        with ShardWriter(folder, images.shape[1:]) as w:
+            w.add(images)
+            w.close(columns={"source_index": values if how == "array" else (lambda: (values[a : a + 7] for a in range(0, n, 7)))})
+        folders.append(folder)
+    assert (folders[0] / INDEX_FILE).read_bytes() == (folders[1] / INDEX_FILE).read_bytes()
+    assert sorted(p.name for p in folders[0].iterdir()) == sorted(p.name for p in folders[1].iterdir())
+    assert np.array_equal(open_images(folders[1]).column("source_index"), values)
+    with ShardWriter(tmp_path / "short", images.shape[1:]) as w:
+        w.add(images)
+        with pytest.raises(ValueError, match="'source_index' has 7 values, expected"):
+            w.close(columns={"source_index": lambda: iter([values[:7]])})
+        w.abort()

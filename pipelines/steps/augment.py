@@ -678,9 +678,10 @@ def augment(scenario: Scenario, paths: ScenarioPaths, *, source: str | None = No
             for _ in range(copies):
                 for block in originals.chunks(CHUNK_IMAGES):
                     w.add(augment_batch(pipeline, block))
+            # Row -> original row and copy number, in chunks (16 bytes per row otherwise).
             w.close(columns={
-                "source_index": np.tile(np.arange(n, dtype=np.int64), copies + 1),
-                "copy_index": np.repeat(np.arange(copies + 1, dtype=np.int64), n),
+                "source_index": lambda: (np.arange(a, min(a + CHUNK_IMAGES, n), dtype=np.int64) for _ in range(copies + 1) for a in range(0, n, CHUNK_IMAGES)),
+                "copy_index": lambda: (np.full(min(CHUNK_IMAGES, n - a), c, np.int64) for c in range(copies + 1) for a in range(0, n, CHUNK_IMAGES)),
             })
         files[IMAGES_FILE] = dataset_digest(out / IMAGES_FILE)
     else:
