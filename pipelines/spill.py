@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +242,25 @@ class SortedRecords:
         if self.file is not None:
             self.file.close()
         self.buffer = []
+
+
+def grouped(chunks: Iterable[np.ndarray], key: int) -> Iterator[np.ndarray]:
+    """Sorted record chunks (:meth:`SortedRecords.sorted_chunks`) cut again so that records
+    equal in their first ``key`` fields never fall in two chunks: a chunk's trailing group
+    waits for the next chunk (a group larger than a chunk comes out whole)."""
+    held: np.ndarray | None = None
+    for part in chunks:
+        part = part if held is None else np.concatenate([held, part])
+        differs = np.flatnonzero((part[:, :key] != part[-1, :key]).any(axis=1))
+        tail = int(differs[-1]) + 1 if len(differs) else 0  # where the last group starts
+        held = part[tail:]
+        if tail:
+            yield part[:tail]
+    if held is not None and len(held):
+        yield held
+
+
+def digest_words(digests: np.ndarray) -> np.ndarray:
+    """uint8 ``(k, 32)`` sha256 digests as int64 ``(k, 4)``: records equal exactly when the
+    digests are (the order among them is not the digests' byte order)."""
+    return np.ascontiguousarray(digests, dtype=np.uint8).view(np.int64).reshape(-1, 4)

@@ -34,6 +34,18 @@ def test_sorted_records_equal_a_lexicographic_sort(tmp_path, n, run, chunk):
     assert len(s.runs) == (0 if n <= run else -(-n // run))
 
 
+def test_grouped_chunks_never_split_equal_records():
+    rng = np.random.default_rng(4)
+    records = np.sort(rng.integers(0, 40, (1000, 2)), axis=0)
+    records[100:400, 0] = 7  # a group larger than a chunk
+    records = records[np.lexsort(records.T[::-1])]
+    parts = list(spill.grouped((records[a : a + 64] for a in range(0, len(records), 64)), 1))
+    assert np.array_equal(np.concatenate(parts), records)
+    firsts = [p[0, 0] for p in parts]
+    assert len(set(firsts)) == len(firsts) and all(p[0, 0] != q[-1, 0] for q, p in zip(parts, parts[1:]))
+    assert max(len(p) for p in parts) >= 300
+
+
 def test_column_reads_back_in_chunks_and_by_rows(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (100, 32)).astype(np.uint8)
     c = Column(tmp_path, np.uint8, width=32)

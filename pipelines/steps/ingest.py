@@ -75,7 +75,7 @@ from pipelines.decode import MAX_IMAGE_PIXELS, pillow_limits
 from gan_core.atomic import atomic_writer
 from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes
 from gan_core.shards import ShardWriter, dataset_digest
-from pipelines.spill import Column, SortedRecords
+from pipelines.spill import Column, SortedRecords, digest_words, grouped
 from pipelines.paths import ScenarioPaths
 from pipelines.scenario import Scenario
 from pipelines.blocks import ROW_COLUMNS, Block
@@ -179,35 +179,19 @@ def first_copies(digests: np.ndarray) -> np.ndarray:
 
 def duplicate_column(digests: Column, scratch: Path) -> tuple[Column, int]:
     """:func:`first_copies` of a spilled digest column, as a spilled int64 column (and
-    the number of duplicates): (first 8 bytes, row) records are sorted on disk
-    (:class:`pipelines.spill.SortedRecords`), so equal digests come out next to each
-    other, and only rows whose 8 bytes the previous row shares are read back in full.
-    Memory: a window of records, whatever N."""
-    records = SortedRecords(scratch, fields=2)
+    the number of duplicates): (digest, row) records are sorted on disk
+    (:class:`pipelines.spill.SortedRecords`), so equal digests come out together, in
+    row order, and each group's first row is the one the others copy. Memory: a window
+    of records, whatever N."""
+    records = SortedRecords(scratch, fields=5)
     found = SortedRecords(scratch, fields=2)  # (row, its first copy)
     try:
         for start, d in digests.chunks(_TABLE_CHUNK * 8):
-            key = np.ascontiguousarray(d[:, :8]).view(np.int64).ravel()
-            records.add(np.stack([key, np.arange(start, start + len(d))], axis=1))
-        run_key, firsts = None, {}
-        prev: tuple[int, int] | None = None
-        held: list[tuple[int, int]] = []
-        for part in records.sorted_chunks():
-            same = np.r_[prev is not None and part[0, 0] == prev[0], part[1:, 0] == part[:-1, 0]]
-            for at in np.flatnonzero(same).tolist():
-                key, row = int(part[at, 0]), int(part[at, 1])
-                if key != run_key:  # a new run of equal keys starts at the previous record
-                    before = prev[1] if at == 0 else int(part[at - 1, 1])
-                    run_key, firsts = key, {digests.take([before]).tobytes(): before}
-                first = firsts.setdefault(digests.take([row]).tobytes(), row)
-                if first != row:
-                    held.append((row, first))
-            if len(held) >= _TABLE_CHUNK:
-                found.add(np.array(held))
-                held.clear()
-            prev = (int(part[-1, 0]), int(part[-1, 1]))
-        if held:
-            found.add(np.array(held))
+            records.add(np.column_stack([digest_words(d), np.arange(start, start + len(d))]))
+        for part in grouped(records.sorted_chunks(), 4):
+            starts = np.r_[True, (part[1:, :4] != part[:-1, :4]).any(axis=1)]
+            first = part[np.maximum.accumulate(np.where(starts, np.arange(len(part)), 0)), 4]
+            found.add(np.stack([part[~starts, 4], first[~starts]], axis=1))
         return _dense_column(scratch, len(digests), found.sorted_chunks()), len(found)
     finally:
         records.close()

@@ -470,7 +470,7 @@ def _digest_groups(table_path: Path, scratch: Path, keep: Any = None) -> Iterato
     import pandas as pd
 
     from pipelines.io import read_table
-    from pipelines.spill import SortedRecords
+    from pipelines.spill import SortedRecords, digest_words, grouped
 
     records = SortedRecords(scratch, fields=5)
     try:
@@ -482,37 +482,25 @@ def _digest_groups(table_path: Path, scratch: Path, keep: Any = None) -> Iterato
                 records.close()
                 return None
             try:
-                words = np.frombuffer(bytes.fromhex("".join(values)), ">u8").astype(np.uint64).view(np.int64).reshape(-1, 4)
+                raw = np.frombuffer(bytes.fromhex("".join(values)), np.uint8).reshape(-1, 32)
             except ValueError:
                 records.close()
                 return None
-            records.add(np.column_stack([words, part["index"].to_numpy(np.int64)]))
+            records.add(np.column_stack([digest_words(raw), part["index"].to_numpy(np.int64)]))
     except BaseException:
         records.close()
         raise
 
     def frame(rec: Any) -> Any:
-        text = rec[:, :4].view(np.uint64).astype(">u8").tobytes().hex()
+        text = np.ascontiguousarray(rec[:, :4]).tobytes().hex()
         return pd.DataFrame({"index": rec[:, 4], DIGEST: [text[64 * k : 64 * (k + 1)] for k in range(len(rec))]})
 
     def frames() -> Iterator[Any]:
         try:
-            held = None
-            for part in records.sorted_chunks(_CHUNK_ROWS):
-                part = part if held is None else np.concatenate([held, part])
-                last = part[-1, :4]
-                tail = len(part)
-                while tail > 0 and (part[tail - 1, :4] == last).all():
-                    tail -= 1
-                if tail == 0:  # one digest so far: keep reading
-                    held = part
-                    continue
-                held = part[tail:]
-                yield frame(part[:tail])
-            if held is not None and len(held):
-                yield frame(held)
-            elif records.n == 0:
+            if records.n == 0:
                 yield pd.DataFrame({"index": np.zeros(0, np.int64), DIGEST: np.array([], dtype=object)})
+            for part in grouped(records.sorted_chunks(_CHUNK_ROWS), 4):
+                yield frame(part)
         finally:
             records.close()
 
@@ -666,15 +654,6 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     def columns_of(positions: list[int]) -> list[str]:
         return ["index", *dict.fromkeys(c for p in positions for c in _columns_in(built[p][0]["kwargs"]) if c != "index")]
 
-    whole_tables: dict[tuple[str, ...], Any] = {}
-
-    def whole(positions: list[int]) -> Any:  # every row of the columns these entries read
-        cols = tuple(columns_of(positions))
-        if cols not in whole_tables:
-            whole_tables.clear()
-            whole_tables[cols] = read_table(table_path, columns=list(cols))
-        return whole_tables[cols]
-
     def run(positions: list[int], rows: str, keep: Any) -> dict[int, tuple[dict[str, Any], list[int]]]:
         """Each entry at ``positions`` over the ingested rows (``keep`` None) or the kept
         ones: (result entry, ingested index of every failing row)."""
@@ -698,8 +677,8 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
                     continue
             if kinds[p] != "chunks":
                 rest.append(p)
-        if rest:
-            df = whole(rest)
+        if rest:  # every row of the columns these entries read
+            df = read_table(table_path, columns=columns_of(rest))
             if keep is not None:
                 df = df[keep[df["index"].to_numpy()]].reset_index(drop=True)
             batch = on(df)
@@ -735,7 +714,6 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     kept_entries = [p for p in range(len(built)) if p not in entries]
     for pos, (entry, _) in run(kept_entries, "kept", keep_mask if aside_rows else None).items():
         entries[pos] = entry
-    whole_tables.clear()
     # The row count of the kept rows: a frame of that many rows and no column.
     row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
     row_count_result = on(pd.DataFrame(index=pd.RangeIndex(n_kept))).validate(row_count, result_format=fmt)
