@@ -44,7 +44,7 @@ anything else kept per image (:mod:`pipelines.spill`): each table row goes to a
 temporary file as it comes and ``table.csv`` is written from it in chunks; the digests,
 perceptual hashes, contamination features, ``duplicate_of``, ``near_duplicate_of`` and
 raw outlier scores are columns in temporary files, read back a chunk at a time; exact
-duplicates are found by an external sort of (digest prefix, row) records, hash-close
+duplicates are found by an external sort of (digest, row) records, hash-close
 pairs a partition of hashes at a time and sorted on disk, and a folder's listing is
 sorted in runs on disk. Memory holds fixed-size windows (a shard of pixels, a chunk of
 rows, two hash partitions, the 2,000-image outlier reference), whatever the number of
