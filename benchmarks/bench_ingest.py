@@ -33,7 +33,10 @@ other processes lands on both). Each measurement is a fresh Python process with
 everything first (great-expectations alone takes seconds) and then times only the
 work. Reported per size: median images/s, median CPU microseconds per image (a second
 opinion that other processes barely disturb), and the
-median over repetitions of the per-repetition ratio ``pipeline images/s / PIL images/s``.
+median over repetitions of the per-repetition ratio ``pipeline images/s / PIL images/s``,
+and ingestion's wall time split into the decoding pass (read, decode, describe, write
+the shards) and what follows it (the comparisons across images, the outlier scores, the
+table).
 
 Memory: the **peak resident set size (RSS) of the measuring process**, as the kernel
 counts it (``VmHWM``), minus its RSS just before the work starts (after the imports).
@@ -249,12 +252,29 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     from pipelines.steps.ingest import ingest
     from pipelines.steps.validate import validate
 
+    import pipelines.steps.ingest as ingest_mod
+
     sc = _scenario(job["target"])
     paths = ScenarioPaths(SCENARIO, Roots.under(job["base"]))
     if job.get("decode_workers"):
         os.environ["SCENARIO_GAN_DECODE_WORKERS"] = str(job["decode_workers"])
-    with Meter() as m_ing:
-        res = ingest(sc, paths)
+    # The decoding pass (read, decode, describe, write shards) timed apart from what
+    # follows it (comparisons across images, outlier scores, the table).
+    collect, decode_s = ingest_mod._collect, []
+
+    def timed_collect(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return collect(*args, **kwargs)
+        finally:
+            decode_s.append(time.perf_counter() - t0)
+
+    ingest_mod._collect = timed_collect
+    try:
+        with Meter() as m_ing:
+            res = ingest(sc, paths)
+    finally:
+        ingest_mod._collect = collect
     # The decode processes are this process's children (spawned, joined): their peak.
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     with Meter() as m_val:
@@ -262,6 +282,7 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     images = load_images(res.images_path)
     return {
         **m_ing.as_dict("ingest"), **m_val.as_dict("validate"),
+        "ingest_decode_s": round(sum(decode_s), 4), "ingest_after_decode_s": round(m_ing.wall_s - sum(decode_s), 4),
         "n_images": res.n_images, "n_quarantined": res.n_quarantined, "validation_passed": val.passed,
         "output_shape": list(images.shape), "pixels_sha256": hashlib.sha256(np.ascontiguousarray(images)).hexdigest(),
         "images_npz_bytes": sum(p.stat().st_size for p in res.images_path.iterdir()),
@@ -381,6 +402,8 @@ def _summarize(n: int, target: int, reps: list[dict[str, dict[str, Any]]]) -> di
             "ingest_images_per_s_min_max": [round(min(ing_ips), 1), round(max(ing_ips), 1)],
             "validate_rows_per_s": round(_median([n / p["validate_s"] for p in pipe]), 1),
             "validate_s": round(_median([p["validate_s"] for p in pipe]), 3),
+            "ingest_decode_s": round(_median([p["ingest_decode_s"] for p in pipe]), 3),
+            "ingest_after_decode_s": round(_median([p["ingest_after_decode_s"] for p in pipe]), 3),
             "ingest_plus_validate_images_per_s": round(_median(tot_ips), 1),
             "ingest_cpu_us_per_image": round(_median([p["ingest_cpu_s"] / n * 1e6 for p in pipe]), 1),
             "ingest_wall_us_per_image": round(_median([p["ingest_s"] / n * 1e6 for p in pipe]), 1),
@@ -510,15 +533,15 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"Decode workers: {st.get('decode_workers', 1)}.",
         "",
-        "| files | ingest img/s | ingest + validate img/s | PIL loop img/s | ingest / PIL (x) | ingest + validate / PIL (x) | CPU µs/img ingest (main process) | CPU µs/img PIL | ingest peak +MB | validate peak +MB | decode worker peak MB | PIL peak +MB | output MB | same pixels |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| files | ingest img/s | ingest + validate img/s | PIL loop img/s | ingest / PIL (x) | ingest + validate / PIL (x) | CPU µs/img ingest (main process) | CPU µs/img PIL | ingest s: decoding + after it | ingest peak +MB | validate peak +MB | decode worker peak MB | PIL peak +MB | output MB | same pixels |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n, s in res["sizes"].items():
         p, q = s["pipeline"], s["pil"]
         lines.append(
             f"| {int(n):,} | {p['ingest_images_per_s']:.0f} | {p['ingest_plus_validate_images_per_s']:.0f} | {q['images_per_s']:.0f} "
             f"| {s['ratio_ingest_vs_pil']:.2f} | {s['ratio_ingest_plus_validate_vs_pil']:.2f} | {p['ingest_cpu_us_per_image']:.0f} | {q['cpu_us_per_image']:.0f} "
-            f"| {p['ingest_peak_growth_mb']:.1f} | {p['validate_peak_growth_mb']:.1f} | {p['decode_worker_peak_rss_mb']:.0f} | {q['peak_growth_mb']:.1f} | {s['output_mb']:.1f} | {s['pixels_identical']} |"
+            f"| {p['ingest_decode_s']:.2f} + {p['ingest_after_decode_s']:.2f} | {p['ingest_peak_growth_mb']:.1f} | {p['validate_peak_growth_mb']:.1f} | {p['decode_worker_peak_rss_mb']:.0f} | {q['peak_growth_mb']:.1f} | {s['output_mb']:.1f} | {s['pixels_identical']} |"
         )
     fresh = [(n, s["validate_fresh_process"]) for n, s in res["sizes"].items() if "validate_fresh_process" in s]
     if fresh:

@@ -44,6 +44,7 @@ def test_bench_ingest_quick(tmp_path):
         assert fresh["benchmark"]["passed"] and fresh["passing"]["passed"] and fresh["passing"]["n_kept"] == int(n)
         assert fresh["benchmark"]["validate_s"] > 0 and fresh["passing"]["validate_peak_growth_mb"] >= 0
         assert p["ingest_images_per_s"] > 0 and p["ingest_plus_validate_images_per_s"] > 0 and q["images_per_s"] > 0
+        assert p["ingest_decode_s"] > 0 and p["ingest_after_decode_s"] > 0  # the decoding pass timed apart from the rest
         assert 0 < s["ratio_ingest_vs_pil"] < 100 and s["cpu_ratio_ingest_vs_pil"] > 0
         # a process's peak growth is part of its peak RSS (the median of each over the reps too)
         assert 0 <= p["ingest_peak_growth_mb"] < p["worker_peak_rss_mb"] and 0 <= q["peak_growth_mb"] < q["worker_peak_rss_mb"]
