@@ -358,10 +358,9 @@ def outlier_model(features: Any, *, k: int = K, reference_size: int = REFERENCE_
     return {"ref": ref, "centre": centre, "scale": scale, "k": kk, "dk_ref": dk_ref, "typical": float(np.median(dk_ref))}
 
 
-SCORE_CHUNK = 8 * _DIST_CHUNK
-"""Rows per call of :func:`raw_scores` when scoring a whole scenario (a multiple of the
-distance chunk, so every block of distances is the same whatever the caller; small
-enough that worker processes share a scenario of a few ten thousand rows evenly)."""
+SCORE_CHUNK = 64 * _DIST_CHUNK
+"""Rows per call of :func:`raw_scores` when scoring a whole scenario (at most; a multiple
+of the distance chunk, so every block of distances is the same whatever the caller)."""
 
 
 def raw_scores(features: Any, model: dict[str, Any], start: int, stop: int) -> np.ndarray:

@@ -220,11 +220,12 @@ def _dense_column(scratch: Path, n: int, pairs: Iterable[Any]) -> Column:
 
 PARALLEL_SCORE_ROWS = 32768
 """From this many images on, the outlier scores are computed by worker processes while the
-ingesting process compares the near-duplicate candidates; below it, in the ingesting
-process afterwards. Scoring takes ~30 µs of CPU per image, the near-duplicate pass much
-less below 10^6 images, so from here on the workers halve the step's last seconds on 2
-cores (at 32,768 rows the serial pass takes ~1 s, starting two workers ~0.05 s forked
-and ~0.5 s spawned)."""
+ingesting process compares the near-duplicate candidates, in about four tasks per worker
+(at most :data:`pipelines.contamination.SCORE_CHUNK` rows each); below it, in the
+ingesting process afterwards. Scoring takes ~30 µs of CPU per image and the
+near-duplicate pass much less below 10^6 images, so from here on the workers halve the
+step's last seconds on 2 cores (at 32,768 rows the serial pass takes ~1 s; starting two
+workers ~0.05 s forked, ~0.5 s spawned)."""
 
 _SCORER: dict[str, Any] = {}
 
@@ -256,16 +257,20 @@ class _OutlierScores:
     worker or here, so the scores do not depend on where they were computed."""
 
     def __init__(self, features: Any, model: dict[str, Any], raw: Column, n: int) -> None:
-        from pipelines.contamination import SCORE_CHUNK
+        from pipelines.contamination import _DIST_CHUNK, SCORE_CHUNK
         from pipelines.sources import _start_method, decode_workers
 
         self.features, self.model, self.raw, self.n = features, model, raw, n
-        self.parts = [(a, min(a + SCORE_CHUNK, n)) for a in range(0, n, SCORE_CHUNK)]
+        workers = decode_workers() if n >= PARALLEL_SCORE_ROWS else 1
+        # Tasks: about four per worker, whole distance blocks, at most SCORE_CHUNK rows
+        # (each task reads and standardizes the reference again).
+        size = SCORE_CHUNK if workers == 1 else min(SCORE_CHUNK, max(_DIST_CHUNK, -(-n // (4 * workers * _DIST_CHUNK)) * _DIST_CHUNK))
+        self.parts = [(a, min(a + size, n)) for a in range(0, n, size)]
         raw.reserve(n)
         self.pool, self.futures = None, []
         self.here = 0  # chunks computed in this process (all of them without workers)
-        workers = min(decode_workers(), len(self.parts))
-        if n >= PARALLEL_SCORE_ROWS and workers > 1:
+        workers = min(workers, len(self.parts))
+        if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
