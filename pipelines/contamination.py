@@ -602,11 +602,23 @@ def close_pair_records(hashes: Any, exact_of: Any, out: Any, scratch: Any, parti
                 f.close()
 
 
-def _first_confirmed(pairs: Iterable[np.ndarray], take: Any, h: int, w: int) -> Iterator[tuple[int, int]]:
+def confirmed_pairs(part: np.ndarray, take: Any, h: int, w: int) -> np.ndarray:
+    """The pairs of one batch ``part`` (int64 ``(P, 2)``) whose pixels pass the
+    linear-map test, in their order; each image's grey levels are computed once however
+    many pairs it is in. ``take(rows)`` returns the images of sorted rows."""
+    rows, inverse = np.unique(part, return_inverse=True)
+    g, ss = _centred_grey(take(rows))
+    a, b = inverse.reshape(part.shape).T
+    cross = np.einsum("ij,ij->i", g[a], g[b])
+    return part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
+
+
+def _first_confirmed(pairs: Iterable[np.ndarray], take: Any, h: int, w: int, confirm: Any = None) -> Iterator[tuple[int, int]]:
     """From hash-close pairs sorted by i, then j (chunks; repeats allowed): each i's first
     pair whose pixels pass the linear-map test, i.e. (i, its earliest copy), in
-    increasing i. Pairs are compared in batches of one memory budget, each image's grey
-    levels computed once per batch however many pairs it is in."""
+    increasing i. Pairs are compared in batches of one memory budget
+    (:func:`confirmed_pairs`); ``confirm``, given, maps the iterator of batches to their
+    confirmed pairs in the same order (e.g. computed by worker processes)."""
     per = max(1, _PAIR_BATCH_BYTES // (32 * h * w))
     last_i = -1
 
@@ -630,12 +642,8 @@ def _first_confirmed(pairs: Iterable[np.ndarray], take: Any, h: int, w: int) -> 
         if n_held:
             yield np.concatenate(held)
 
-    for part in batches():  # one batch of pairs in memory
-        rows, inverse = np.unique(part, return_inverse=True)
-        g, ss = _centred_grey(take(rows))
-        a, b = inverse.reshape(part.shape).T
-        cross = np.einsum("ij,ij->i", g[a], g[b])
-        close = part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
+    closes = (confirmed_pairs(part, take, h, w) for part in batches()) if confirm is None else confirm(batches())
+    for close in closes:  # one batch of pairs in memory (a few per worker with ``confirm``)
         first = np.r_[True, close[1:, 0] != close[:-1, 0]] if len(close) else np.zeros(0, bool)
         for i, j in close[first].tolist():
             if i != last_i:
@@ -668,10 +676,10 @@ def near_duplicate_rows(images: Sequence[np.ndarray], hashes: np.ndarray, exact_
     return out
 
 
-def near_duplicate_records(images: Sequence[np.ndarray], hashes: Any, exact_of: Any, scratch: Any) -> Iterator[tuple[int, int]]:
+def near_duplicate_records(images: Sequence[np.ndarray], hashes: Any, exact_of: Any, scratch: Any, confirm: Any = None) -> Iterator[tuple[int, int]]:
     """:func:`near_duplicate_rows` from spilled columns (:func:`close_pair_records`), as
     (row, earliest copy) in increasing row order: memory holds a partition of hashes
-    and a batch of pairs, not N rows."""
+    and a batch of pairs, not N rows. ``confirm``: as for :func:`_first_confirmed`."""
     from pipelines.spill import SortedRecords
 
     if not len(hashes):
@@ -680,7 +688,7 @@ def near_duplicate_records(images: Sequence[np.ndarray], hashes: Any, exact_of: 
     try:
         close_pair_records(hashes, exact_of, pairs, scratch)
         h, w = np.shape(images[0])[:2]
-        yield from _first_confirmed(pairs.sorted_chunks(), _taker(images), h, w)
+        yield from _first_confirmed(pairs.sorted_chunks(), _taker(images), h, w, confirm)
     finally:
         pairs.close()
 

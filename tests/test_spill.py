@@ -156,21 +156,23 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
     for name in names:
         assert (second.manifest_path.parent / name).read_bytes() == before[name], name
 
-    # Outlier scores from two worker processes, 16 rows per task, beside the near-duplicate pass.
+    # Outlier scores from two worker processes, 16 rows per task, beside the near-duplicate
+    # pass; then the same workers compare the near-duplicate candidates (batches of 3 pairs).
     pools = []
     real_wait = ingest_mod._OutlierScores.wait
 
     def wait(self):
         pools.append(self.pool is not None)
         real_wait(self)
-        pools.append(self.here)
+        pools.extend([self.here, self.confirmed_here, self.confirmed_there > 0])
 
     monkeypatch.setattr(ingest_mod._OutlierScores, "wait", wait)
     monkeypatch.setattr(ingest_mod, "PARALLEL_SCORE_ROWS", 1)
     monkeypatch.setattr(contamination, "SCORE_CHUNK", 16)
+    monkeypatch.setattr(contamination, "_PAIR_BATCH_BYTES", 3 * 32 * 32 * 32)
     monkeypatch.setenv("SCENARIO_GAN_DECODE_WORKERS", "2")
     third = ingest(sc, ScenarioPaths("faces", roots))
-    assert pools == [True, 0]  # every chunk computed by the workers
+    assert pools == [True, 0, 0, True]  # every score chunk and every candidate batch computed by the workers
     for name in names:
         assert (third.manifest_path.parent / name).read_bytes() == before[name], name
     # Only the outputs are left: every spilled file was unnamed.

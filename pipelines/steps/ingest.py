@@ -61,6 +61,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import tempfile
@@ -230,14 +231,14 @@ workers ~0.05 s forked, ~0.5 s spawned)."""
 _SCORER: dict[str, Any] = {}
 
 
-def _score_init(features_path: str, n: int, dim: int, raw_path: str, model: dict[str, Any]) -> None:
+def _score_init(features_path: str, n: int, dim: int, raw_path: str, model: dict[str, Any], images: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     from pipelines.contamination import FeatureRows
 
     _SCORER.update(
         threads=threadpool_limits(limits=1), features=FeatureRows(open(features_path, "rb"), n, dim),
-        raw=open(raw_path, "r+b"), model=model,
+        raw=open(raw_path, "r+b"), model=model, images=images,
     )
 
 
@@ -248,19 +249,31 @@ def _score_rows(start: int, stop: int) -> None:
     write_rows(_SCORER["raw"].fileno(), start * 8, raw_scores(_SCORER["features"], _SCORER["model"], start, stop))
 
 
+def _confirm_batch(part: np.ndarray) -> np.ndarray:
+    from pipelines.contamination import confirmed_pairs
+
+    images = _SCORER["images"]
+    return confirmed_pairs(part, images.take, *images.image_shape[:2])
+
+
 class _OutlierScores:
     """Every row's raw outlier score (:func:`pipelines.contamination.raw_scores`) written
     into ``raw``, chunk by chunk. With at least :data:`PARALLEL_SCORE_ROWS` rows and more
     than one core, :func:`pipelines.sources.decode_workers` processes compute the chunks
     (opening the two unnamed files through ``/proc``) while the caller goes on;
     :meth:`wait` waits for them. Every chunk is computed with one BLAS thread, in a
-    worker or here, so the scores do not depend on where they were computed."""
+    worker or here, so the scores do not depend on where they were computed.
 
-    def __init__(self, features: Any, model: dict[str, Any], raw: Column, n: int) -> None:
+    The same workers then compare the near-duplicate candidates' pixels
+    (:meth:`confirm`, reading ``images``, the shards written so far), queued behind the
+    scores, while the caller finds and sorts the candidates."""
+
+    def __init__(self, features: Any, model: dict[str, Any], raw: Column, n: int, images: Any) -> None:
         from pipelines.contamination import _DIST_CHUNK, SCORE_CHUNK
         from pipelines.sources import _start_method, decode_workers
 
-        self.features, self.model, self.raw, self.n = features, model, raw, n
+        self.features, self.model, self.raw, self.n, self.images = features, model, raw, n, images
+        self.confirmed_here = self.confirmed_there = 0  # candidate batches compared here / by the workers
         workers = decode_workers() if n >= PARALLEL_SCORE_ROWS else 1
         # Tasks: about four per worker, whole distance blocks, at most SCORE_CHUNK rows
         # (each task reads and standardizes the reference again).
@@ -269,7 +282,7 @@ class _OutlierScores:
         raw.reserve(n)
         self.pool, self.futures = None, []
         self.here = 0  # chunks computed in this process (all of them without workers)
-        workers = min(workers, len(self.parts))
+        self.workers = workers = min(workers, len(self.parts))
         if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -277,9 +290,39 @@ class _OutlierScores:
             features.file.flush()
             self.pool = ProcessPoolExecutor(
                 workers, mp_context=mp.get_context(_start_method()), initializer=_score_init,
-                initargs=(f"/proc/{os.getpid()}/fd/{features.file.fileno()}", n, features.dim, raw.path, model),
+                initargs=(f"/proc/{os.getpid()}/fd/{features.file.fileno()}", n, features.dim, raw.path, model, images),
             )
             self.futures = [self.pool.submit(_score_rows, a, b) for a, b in self.parts]
+
+    def confirm(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """:func:`pipelines.contamination.confirmed_pairs` of each batch, in order: by the
+        workers (a few batches per worker in flight), or here without them or when a
+        worker fails."""
+        from collections import deque
+
+        from pipelines.contamination import confirmed_pairs
+
+        h, w = self.images.image_shape[:2]
+
+        def here(part: np.ndarray) -> np.ndarray:
+            self.confirmed_here += 1
+            return confirmed_pairs(part, self.images.take, h, w)
+
+        if self.pool is None:
+            yield from (here(part) for part in batches)
+            return
+        pending: deque = deque()
+        for part in itertools.chain(batches, [None]):
+            if part is not None:
+                pending.append((part, self.pool.submit(_confirm_batch, part)))
+            while pending and (part is None or len(pending) > 4 * self.workers):
+                part_done, future = pending.popleft()
+                try:
+                    close = future.result()
+                    self.confirmed_there += 1
+                except Exception:  # noqa: BLE001 - a broken pool (e.g. /proc not readable): compare here
+                    close = here(part_done)
+                yield close
 
     def wait(self) -> None:
         from threadpoolctl import threadpool_limits
@@ -471,9 +514,10 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     hashes, features = pre["hashes"], pre["features"]
     model = contamination.outlier_model(features)
     raw = Column(scratch, np.float64)
-    scoring = _OutlierScores(features, model, raw, rows.n) if model is not None else None  # in worker processes, beside the next pass
+    scoring = _OutlierScores(features, model, raw, rows.n, images) if model is not None else None  # in worker processes, beside the next pass
     try:
-        near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch))
+        confirm = scoring.confirm if scoring is not None else None
+        near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch, confirm))
         n_near = sum(int((part >= 0).sum()) for _, part in near_of.chunks(_TABLE_CHUNK * 8))
         if scoring is not None:
             scoring.wait()
