@@ -175,5 +175,21 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
     assert pools == [True, 0, 0, True]  # every score chunk and every candidate batch computed by the workers
     for name in names:
         assert (third.manifest_path.parent / name).read_bytes() == before[name], name
+
+    # Workers that die (killed as soon as they start): the ingesting process compares the
+    # candidates, and scores what they did not, and nothing changes.
+    real_init = ingest_mod._OutlierScores.__init__
+
+    def dying_workers(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        for proc in list(self.pool._processes.values()):
+            proc.kill()
+
+    monkeypatch.setattr(ingest_mod._OutlierScores, "__init__", dying_workers)
+    pools.clear()
+    fourth = ingest(sc, ScenarioPaths("faces", roots))
+    assert pools[0] is True and pools[2] > 0 and pools[3] is False  # every candidate batch compared here
+    for name in names:
+        assert (fourth.manifest_path.parent / name).read_bytes() == before[name], name
     # Only the outputs are left: every spilled file was unnamed.
     assert sorted(p.name for p in second.manifest_path.parent.iterdir()) == ["images", "manifest.json", "quarantine.json", "table.csv"]

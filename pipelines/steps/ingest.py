@@ -308,21 +308,26 @@ class _OutlierScores:
             self.confirmed_here += 1
             return confirmed_pairs(part, self.images.take, h, w)
 
-        if self.pool is None:
-            yield from (here(part) for part in batches)
-            return
         pending: deque = deque()
         for part in itertools.chain(batches, [None]):
             if part is not None:
-                pending.append((part, self.pool.submit(_confirm_batch, part)))
+                future = None
+                if self.pool is not None:
+                    try:
+                        future = self.pool.submit(_confirm_batch, part)
+                    except Exception:  # noqa: BLE001 - a broken pool (a worker died, /proc not readable)
+                        future = None
+                pending.append((part, future))
             while pending and (part is None or len(pending) > 4 * self.workers):
                 part_done, future = pending.popleft()
-                try:
-                    close = future.result()
-                    self.confirmed_there += 1
-                except Exception:  # noqa: BLE001 - a broken pool (e.g. /proc not readable): compare here
-                    close = here(part_done)
-                yield close
+                close = None
+                if future is not None:
+                    try:
+                        close = future.result()
+                        self.confirmed_there += 1
+                    except Exception:  # noqa: BLE001 - compared here instead
+                        close = None
+                yield here(part_done) if close is None else close
 
     def wait(self) -> None:
         from threadpoolctl import threadpool_limits
