@@ -252,29 +252,12 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     from pipelines.steps.ingest import ingest
     from pipelines.steps.validate import validate
 
-    import pipelines.steps.ingest as ingest_mod
-
     sc = _scenario(job["target"])
     paths = ScenarioPaths(SCENARIO, Roots.under(job["base"]))
     if job.get("decode_workers"):
         os.environ["SCENARIO_GAN_DECODE_WORKERS"] = str(job["decode_workers"])
-    # The decoding pass (read, decode, describe, write shards) timed apart from what
-    # follows it (comparisons across images, outlier scores, the table).
-    collect, decode_s = ingest_mod._collect, []
-
-    def timed_collect(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return collect(*args, **kwargs)
-        finally:
-            decode_s.append(time.perf_counter() - t0)
-
-    ingest_mod._collect = timed_collect
-    try:
-        with Meter() as m_ing:
-            res = ingest(sc, paths)
-    finally:
-        ingest_mod._collect = collect
+    with Meter() as m_ing:
+        res = ingest(sc, paths)
     # The decode processes are this process's children (spawned, joined): their peak.
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     with Meter() as m_val:
@@ -282,7 +265,7 @@ def worker_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     images = load_images(res.images_path)
     return {
         **m_ing.as_dict("ingest"), **m_val.as_dict("validate"),
-        "ingest_decode_s": round(sum(decode_s), 4), "ingest_after_decode_s": round(m_ing.wall_s - sum(decode_s), 4),
+        "ingest_decode_s": round(res.decode_s, 4), "ingest_after_decode_s": round(m_ing.wall_s - res.decode_s, 4),
         "n_images": res.n_images, "n_quarantined": res.n_quarantined, "validation_passed": val.passed,
         "output_shape": list(images.shape), "pixels_sha256": hashlib.sha256(np.ascontiguousarray(images)).hexdigest(),
         "images_npz_bytes": sum(p.stat().st_size for p in res.images_path.iterdir()),

@@ -159,14 +159,14 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
     # Outlier scores from two worker processes, 16 rows per task, beside the near-duplicate
     # pass; then the same workers compare the near-duplicate candidates (batches of 3 pairs).
     pools = []
-    real_wait = ingest_mod._OutlierScores.wait
+    real_wait = ingest_mod._CompareWorkers.wait
 
     def wait(self):
         pools.append(self.pool is not None)
         real_wait(self)
         pools.extend([self.here, self.confirmed_here, self.confirmed_there > 0])
 
-    monkeypatch.setattr(ingest_mod._OutlierScores, "wait", wait)
+    monkeypatch.setattr(ingest_mod._CompareWorkers, "wait", wait)
     monkeypatch.setattr(ingest_mod, "PARALLEL_SCORE_ROWS", 1)
     monkeypatch.setattr(contamination, "SCORE_CHUNK", 16)
     monkeypatch.setattr(contamination, "_PAIR_BATCH_BYTES", 3 * 32 * 32 * 32)
@@ -178,14 +178,14 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
 
     # Workers that die (killed as soon as they start): the ingesting process compares the
     # candidates, and scores what they did not, and nothing changes.
-    real_init = ingest_mod._OutlierScores.__init__
+    real_init = ingest_mod._CompareWorkers.__init__
 
     def dying_workers(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         for proc in list(self.pool._processes.values()):
             proc.kill()
 
-    monkeypatch.setattr(ingest_mod._OutlierScores, "__init__", dying_workers)
+    monkeypatch.setattr(ingest_mod._CompareWorkers, "__init__", dying_workers)
     pools.clear()
     fourth = ingest(sc, ScenarioPaths("faces", roots))
     assert pools[0] is True and pools[2] > 0 and pools[3] is False  # every candidate batch compared here

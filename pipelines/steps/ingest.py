@@ -61,12 +61,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import itertools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,9 @@ class IngestResult:
     source: dict[str, Any] = field(default_factory=dict)
     n_near_duplicates: int = 0
     """Rows with a ``near_duplicate_of``."""
+    decode_s: float = 0.0
+    """Seconds of the decoding pass (read, decode, describe, write the shards); the rest of
+    the step compares the images with each other and writes the table."""
 
 
 class _Rows:
@@ -249,14 +252,16 @@ def _score_rows(start: int, stop: int) -> None:
     write_rows(_SCORER["raw"].fileno(), start * 8, raw_scores(_SCORER["features"], _SCORER["model"], start, stop))
 
 
-def _confirm_batch(part: np.ndarray) -> np.ndarray:
+def _confirm_batch(part: np.ndarray, images: Any = None) -> np.ndarray:
+    """:func:`pipelines.contamination.confirmed_pairs` of one batch of candidates, read
+    from ``images`` (a worker's own reader by default)."""
     from pipelines.contamination import confirmed_pairs
 
-    images = _SCORER["images"]
+    images = _SCORER["images"] if images is None else images
     return confirmed_pairs(part, images.take, *images.image_shape[:2])
 
 
-class _OutlierScores:
+class _CompareWorkers:
     """Every row's raw outlier score (:func:`pipelines.contamination.raw_scores`) written
     into ``raw``, chunk by chunk. With at least :data:`PARALLEL_SCORE_ROWS` rows and more
     than one core, :func:`pipelines.sources.decode_workers` processes compute the chunks
@@ -295,39 +300,46 @@ class _OutlierScores:
             self.futures = [self.pool.submit(_score_rows, a, b) for a, b in self.parts]
 
     def confirm(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        """:func:`pipelines.contamination.confirmed_pairs` of each batch, in order: by the
-        workers (a few batches per worker in flight), or here without them or when a
-        worker fails."""
+        """:func:`_confirm_batch` of each batch, in order: by the workers (a few batches
+        per worker in flight), or here without them or when a worker fails."""
         from collections import deque
 
-        from pipelines.contamination import confirmed_pairs
+        if self.pool is None:
+            for part in batches:
+                yield self._confirm_here(part)
+            return
 
-        h, w = self.images.image_shape[:2]
+        def submit(part: np.ndarray) -> Any:
+            try:
+                return self.pool.submit(_confirm_batch, part)
+            except Exception:  # noqa: BLE001 - a broken pool (a worker died, /proc not readable)
+                return None
 
-        def here(part: np.ndarray) -> np.ndarray:
-            self.confirmed_here += 1
-            return confirmed_pairs(part, self.images.take, h, w)
+        def result(part: np.ndarray, future: Any) -> np.ndarray:
+            try:
+                close = future.result()
+            except Exception:  # noqa: BLE001 - compared here instead
+                return self._confirm_here(part)
+            self.confirmed_there += 1
+            return close
 
         pending: deque = deque()
-        for part in itertools.chain(batches, [None]):
-            if part is not None:
-                future = None
-                if self.pool is not None:
-                    try:
-                        future = self.pool.submit(_confirm_batch, part)
-                    except Exception:  # noqa: BLE001 - a broken pool (a worker died, /proc not readable)
-                        future = None
-                pending.append((part, future))
-            while pending and (part is None or len(pending) > 4 * self.workers):
-                part_done, future = pending.popleft()
-                close = None
-                if future is not None:
-                    try:
-                        close = future.result()
-                        self.confirmed_there += 1
-                    except Exception:  # noqa: BLE001 - compared here instead
-                        close = None
-                yield here(part_done) if close is None else close
+        for part in batches:
+            future = submit(part)
+            if future is None:  # keep the order: what is in flight first
+                while pending:
+                    yield result(*pending.popleft())
+                yield self._confirm_here(part)
+                continue
+            pending.append((part, future))
+            if len(pending) > 4 * self.workers:
+                yield result(*pending.popleft())
+        while pending:
+            yield result(*pending.popleft())
+
+    def _confirm_here(self, part: np.ndarray) -> np.ndarray:
+        self.confirmed_here += 1
+        return _confirm_batch(part, self.images)
 
     def wait(self) -> None:
         from threadpoolctl import threadpool_limits
@@ -348,7 +360,6 @@ class _OutlierScores:
         with threadpool_limits(limits=1):
             for a, b in todo:
                 self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
-
 
     def close(self) -> None:
         if self.pool is not None:
@@ -465,9 +476,11 @@ def ingest(
     pre = _Precomputed(out_dir)
     try:
         source, described = open_source(scenario, data_root, max_pixels=max_image_pixels, max_file_bytes=max_file_bytes, scratch=out_dir)
+        t0 = time.perf_counter()
         with pillow_limits(max_image_pixels):
             quarantine, n_seen = _collect(described, spec.limit, writer, rows, pre)
-        return _finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre.result(rows.n))
+        decode_s = time.perf_counter() - t0
+        return replace(_finish(scenario, out, writer, rows, quarantine, n_seen, source, data_root, pre.result(rows.n)), decode_s=decode_s)
     except SourceError as e:
         writer.abort()
         raise IngestError(str(e)) from None
@@ -519,7 +532,7 @@ def _finish(scenario: Scenario, out: dict[str, Path], writer: ShardWriter, rows:
     hashes, features = pre["hashes"], pre["features"]
     model = contamination.outlier_model(features)
     raw = Column(scratch, np.float64)
-    scoring = _OutlierScores(features, model, raw, rows.n, images) if model is not None else None  # in worker processes, beside the next pass
+    scoring = _CompareWorkers(features, model, raw, rows.n, images) if model is not None else None  # in worker processes, beside the next pass
     try:
         confirm = scoring.confirm if scoring is not None else None
         near_of = _dense_column(scratch, rows.n, contamination.near_duplicate_records(images, hashes, duplicate_of, scratch, confirm))
