@@ -137,6 +137,24 @@ def _per_image_hist(values: np.ndarray, n_bins: int, weights: np.ndarray | None 
     return np.bincount(flat, weights=w, minlength=b * n_bins).reshape(b, n_bins)
 
 
+_LBP_ORDER = np.argsort(_LBP_BIN, kind="stable")
+_LBP_STARTS = np.r_[0, np.flatnonzero(np.diff(_LBP_BIN[_LBP_ORDER])) + 1]
+"""The 256 patterns ordered by bin, and where each bin starts: a 256-pattern histogram
+summed per bin (exact integers) is the 10-bin LBP histogram, without mapping every
+pixel's pattern to its bin first."""
+
+
+def _spectrum(g: np.ndarray) -> np.ndarray:
+    """The real 2-D FFT of ``(B, H, W)`` images over their last two axes, in float64.
+
+    ``scipy.fft`` rather than ``numpy.fft``: numpy's float32 transform of a batch of
+    32 x 32 images cost about 19 us per image, scipy's float64 one about 3 (each image
+    transformed alone, so the values do not depend on the batch)."""
+    from scipy import fft
+
+    return fft.rfft2(g.astype(np.float64), axes=(1, 2))
+
+
 def image_features(batch: np.ndarray) -> np.ndarray:
     """Features of a uint8 ``(B, H, W, C)`` batch (C = 1 or 3) -> float64 ``(B, D)``, in
     the order of :data:`FEATURE_NAMES_GREY` / :data:`FEATURE_NAMES_RGB`."""
@@ -150,7 +168,7 @@ def image_features(batch: np.ndarray) -> np.ndarray:
     # Grey-level quantiles from each image's 256-level histogram (the smallest level
     # whose cumulative share reaches q): exact for grey images, luma rounded for RGB.
     levels = batch[..., 0] if c == 1 else np.rint(g * 255).astype(np.uint8)
-    cdf = np.cumsum(_per_image_hist(levels.astype(np.int64), 256), axis=1)
+    cdf = np.cumsum(_per_image_hist(levels, 256), axis=1)
     cols: list[np.ndarray] = [np.stack([(cdf < q * n_pix).sum(axis=1) for q in _QUANTILES], axis=1) / 255.0]
 
     gx, gy = np.diff(g, axis=2), np.diff(g, axis=1)
@@ -159,7 +177,7 @@ def image_features(batch: np.ndarray) -> np.ndarray:
 
     # Spectral power per band from the real FFT: every column but the first (and the
     # Nyquist one for an even width) stands for two frequencies, +f and -f.
-    power = np.abs(np.fft.rfft2(g - flat.mean(axis=1)[:, None, None], axes=(1, 2))) ** 2
+    power = np.abs(_spectrum(g - flat.mean(axis=1)[:, None, None])) ** 2
     r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
     twice = np.full(r.shape[1], 2.0)
     twice[0] = 1.0
@@ -194,7 +212,7 @@ def image_features(batch: np.ndarray) -> np.ndarray:
     code = np.zeros(centre.shape, np.uint8)
     for bit, v in enumerate(ring):
         code |= (v >= centre).astype(np.uint8) << np.uint8(bit)
-    lbp = _per_image_hist(_LBP_BIN[code], 10)
+    lbp = np.add.reduceat(_per_image_hist(code, 256)[:, _LBP_ORDER], _LBP_STARTS, axis=1)
     cols.append(lbp / lbp.sum(axis=1, keepdims=True))
 
     if c == 3:

@@ -71,6 +71,20 @@ def test_score_is_deterministic_linear_and_defined_for_tiny_scenarios():
     assert np.array_equal(contamination.outlier_scores(same), np.zeros(40))
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_an_images_features_and_hash_do_not_depend_on_its_batch(faces, channels):
+    """Ingestion describes images in blocks whose size depends on the source and the
+    workers: every value must be the image's own, bit for bit, whatever its neighbours."""
+    images = builtin_data.histology(32, n=70, seed=0) if channels == 3 else faces[:70]
+    whole = contamination.image_features(images)
+    hashes = contamination.perceptual_hashes(images)
+    assert whole.shape == (70, contamination.N_FEATURES_RGB if channels == 3 else contamination.N_FEATURES_GREY)
+    assert np.isfinite(whole).all() and len(set(hashes.tolist())) > 60
+    for start, stop in [(0, 1), (5, 12), (3, 67), (69, 70)]:
+        assert np.array_equal(contamination.image_features(images[start:stop]).view(np.uint64), whole[start:stop].view(np.uint64)), (start, stop)
+        assert np.array_equal(contamination.perceptual_hashes(images[start:stop]), hashes[start:stop]), (start, stop)
+
+
 def _png(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a[:, :, 0], "L").save(buf, "PNG")
