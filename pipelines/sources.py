@@ -300,9 +300,12 @@ def _worker_init(root: Path, data_root_real: str, scenario: Scenario, max_pixels
     from PIL import Image, ImageFile
     from threadpoolctl import threadpool_limits
 
+    from pipelines.heap import reuse_freed_memory
+
     # One BLAS/OpenMP thread per worker: the workers already use every core, and a
     # second thread each only spins (it doubled the workers' CPU time for no gain).
     _WORKER["threads"] = threadpool_limits(limits=1)
+    reuse_freed_memory()  # each block's numpy temporaries reuse the last block's pages
 
     # What pipelines.decode.pillow_limits does in the parent, for the worker's life.
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False

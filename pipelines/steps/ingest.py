@@ -238,7 +238,9 @@ def _score_init(features_path: str, n: int, dim: int, raw_path: str, model: dict
     from threadpoolctl import threadpool_limits
 
     from pipelines.contamination import FeatureRows
+    from pipelines.heap import reuse_freed_memory
 
+    reuse_freed_memory()
     _SCORER.update(
         threads=threadpool_limits(limits=1), features=FeatureRows(open(features_path, "rb"), n, dim),
         raw=open(raw_path, "r+b"), model=model, images=images,
