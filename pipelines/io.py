@@ -46,6 +46,43 @@ def json_bytes(obj: Any, *, ensure_ascii: bool = False) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=ensure_ascii) + "\n").encode("utf-8")
 
 
+class Streamed(list):
+    """A list :func:`write_json` writes item by item from ``items`` (anything iterable
+    again, e.g. a :class:`pipelines.spill.JsonLines` of ``n`` values) without holding it.
+    Only for :func:`write_json`: to everything else it is an empty list of length ``n``."""
+
+    def __init__(self, items: Any, n: int):
+        super().__init__()
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """:func:`json_bytes` of ``obj`` written atomically, encoded and written a piece at a
+    time, so that :class:`Streamed` lists inside ``obj`` are never all in memory. The same
+    bytes as ``atomic_write(path, json_bytes(obj))``."""
+    from gan_core.atomic import atomic_writer
+
+    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False)
+    with atomic_writer(path) as dst:
+        pieces: list[str] = []
+        size = 0
+        for piece in encoder.iterencode(obj):  # with an indent, the pure-Python encoder: it iterates lists
+            pieces.append(piece)
+            size += len(piece)
+            if size >= 1 << 16:
+                dst.write("".join(pieces).encode("utf-8"))
+                pieces, size = [], 0
+        pieces.append("\n")
+        dst.write("".join(pieces).encode("utf-8"))
+    return Path(path)
+
+
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -264,3 +264,50 @@ def digest_words(digests: np.ndarray) -> np.ndarray:
     """uint8 ``(k, 32)`` sha256 digests as int64 ``(k, 4)``: records equal exactly when the
     digests are (the order among them is not the digests' byte order)."""
     return np.ascontiguousarray(digests, dtype=np.uint8).view(np.int64).reshape(-1, 4)
+
+
+class JsonLines:
+    """A list of JSON values kept in an unnamed temporary file, one compact JSON text per
+    line (JSON escapes every newline inside a string), appended in order and read back
+    lazily, as often as needed: the failing files and values of a validation check and
+    its set-aside entries, however many. ``len()`` is the number of values."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def extend(self, values: Iterable[Any]) -> None:
+        import json
+
+        lines = [json.dumps(v, ensure_ascii=False, sort_keys=True, allow_nan=False) for v in values]
+        if lines:
+            self.file.write(("\n".join(lines) + "\n").encode("utf-8"))
+            self.n += len(lines)
+
+    def __iter__(self) -> Iterator[Any]:
+        import json
+
+        self.file.flush()
+        fd, offset, rest = self.file.fileno(), 0, b""
+        while True:
+            block = os.pread(fd, 1 << 20, offset)
+            if not block:
+                return
+            offset += len(block)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()  # every value ends with a newline: b"" at the end of the file
+            for line in lines:
+                yield json.loads(line)
+
+    def head(self, k: int) -> list[Any]:
+        """The first ``k`` values."""
+        import itertools
+
+        return list(itertools.islice(iter(self), k))
+
+    def close(self) -> None:
+        self.file.close()

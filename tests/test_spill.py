@@ -193,3 +193,23 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
         assert (fourth.manifest_path.parent / name).read_bytes() == before[name], name
     # Only the outputs are left: every spilled file was unnamed.
     assert sorted(p.name for p in second.manifest_path.parent.iterdir()) == ["images", "manifest.json", "quarantine.json", "table.csv"]
+
+
+def test_json_lines_and_streamed_reports_are_the_bytes_of_json_bytes(tmp_path):
+    """A report with lists kept in temporary files is written piece by piece with the
+    same bytes as the report built in memory (indent 2, sorted keys, non-ASCII kept)."""
+    from pipelines.io import Streamed, json_bytes, write_json
+    from pipelines.spill import JsonLines
+
+    values = ["a\nb", "é ü", 1.5, None, True, {"z": [1, 2], "a": "x"}, [], "\\x00"] * 3000  # > one 1 MB read
+    spilled = JsonLines(tmp_path)
+    for start in range(0, len(values), 7):
+        spilled.extend(values[start : start + 7])
+    spilled.extend([])
+    assert len(spilled) == len(values) and list(spilled) == values and list(spilled) == values  # read again
+    assert spilled.head(3) == values[:3]
+    obj = {"b": Streamed(spilled, len(spilled)), "a": [], "c": Streamed([], 0), "d": {"e": Streamed(spilled, len(spilled)), "f": 1}}
+    write_json(tmp_path / "report.json", obj)
+    materialized = {"b": values, "a": [], "c": [], "d": {"e": values, "f": 1}}
+    assert (tmp_path / "report.json").read_bytes() == json_bytes(materialized)
+    spilled.close()
