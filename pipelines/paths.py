@@ -4,7 +4,7 @@
     <data_root>/<scenario>/raw/                 images dropped by users (folder source)
     <data_root>/<scenario>/params.yaml          the scenario's resolved parameters (_defaults.yaml under its file)
     <data_root>/<scenario>/ingested/            images/ (shards, gan_core.shards), table.csv, quarantine.json, manifest.json
-    <data_root>/<scenario>/validated/           images/, table.csv (the kept images and their rows), set_aside.json, report.json
+    <data_root>/<scenario>/validated/           images/, table.csv (the kept images and their rows), set_aside.json, summary.json, report.json
     <data_root>/<scenario>/augmented/           images/ (offline copies only), pipeline.json, policy.json, preview.png, manifest.json
     <model_root>/<scenario>/                    generator.safetensors, split.json, loss.csv, MODEL_CARD.md, ... (checkpoints/ only while a run is unfinished)
     <model_root>/<scenario>/ruler/              feature_net.safetensors, ruler.json (the scenario's measuring stick)

@@ -16,7 +16,7 @@ from pipelines.io import load_images, read_table
 from pipelines.paths import Roots, ScenarioPaths
 from pipelines.scenario import SCENARIO_DIR, load_scenario, parse_scenario
 from pipelines.steps.ingest import ingest
-from pipelines.steps.validate import ValidationConfigError, ValidationFailed, check_name, check_names, require_passed, validate
+from pipelines.steps.validate import MAX_FILES, ValidationConfigError, ValidationFailed, check_name, check_names, require_passed, validate
 
 DAGSTER_CHECK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -54,6 +54,11 @@ def tree_bytes(folder):
 
 def by_name(result):
     return {r["name"]: r for r in result.results}
+
+
+def reported(result):
+    """The results as ``report.json`` has them: every failing file and value."""
+    return {r["name"]: r for r in json.loads(result.report_path.read_text())["results"]}
 
 
 def test_faces_pass(tmp_path):
@@ -118,12 +123,13 @@ def test_contaminated_faces_are_blocked(tmp_path):
     res = validate(sc, paths)
     assert not res.passed and res.images_path is None and res.content_hash is None
     assert not (paths.validated / "images/index.json").exists()  # training cannot consume it
-    checks = by_name(res)
+    checks, full = by_name(res), reported(res)
     for name in ("expect_column_values_to_be_between__mean", "expect_column_values_to_be_between__std", "expect_column_values_to_be_between__max"):
         r = checks[name]
         assert r["blocking"] and r["on_failure"] == "block" and not r["success"] and r["unexpected_count"] > 0
-        assert len(r["unexpected_files"]) == r["unexpected_count"]  # every failing file, not the first 20
-        assert all(f.startswith("nonface_") for f in r["unexpected_files"]), r["unexpected_files"]
+        assert len(full[name]["unexpected_files"]) == r["unexpected_count"]  # every failing file in the report
+        assert r["unexpected_files"] == full[name]["unexpected_files"][:MAX_FILES]  # the result holds the first 20
+        assert all(f.startswith("nonface_") for f in full[name]["unexpected_files"]), full[name]["unexpected_files"]
     assert checks["expect_column_values_to_be_between__mean"]["unexpected_count"] >= 50
     # symmetry only warns, and does not name a single real face
     sym = checks["expect_column_values_to_be_between__symmetry"]
@@ -254,7 +260,7 @@ def test_set_aside_removes_and_lists_the_failing_images(contaminated):
     r = by_name(res)["expect_column_values_to_be_between__outlier_score"]
     assert r["on_failure"] == "set_aside" and not r["blocking"] and not r["success"] and r["rows"] == "ingested"
     aside = json.loads((paths.validated / "set_aside.json").read_text())
-    assert aside == res.set_aside and r["set_aside_count"] == len(aside) == res.n_set_aside
+    assert aside[:MAX_FILES] == res.set_aside and r["set_aside_count"] == len(aside) == res.n_set_aside > MAX_FILES
     files = [a["file"] for a in aside]
     nonfaces = [f for f in files if f.startswith("nonface_")]
     assert len(nonfaces) >= 27  # >= 90 % of the 30 contaminants
@@ -309,7 +315,8 @@ def test_min_images_and_quarantine_share_are_judged_after_setting_aside(contamin
     r = by_name(res)["max_quarantined_share"]
     assert not res.passed and not r["success"] and r["observed_value"] == pytest.approx(res.n_set_aside / 130, abs=1e-6)
     assert r["detail"] == {"quarantined": 0, "set_aside": res.n_set_aside, "source_files": 130}
-    assert sorted(r["unexpected_files"]) == sorted(a["file"] for a in res.set_aside)
+    aside = json.loads(res.set_aside_path.read_text())
+    assert sorted(reported(res)["max_quarantined_share"]["unexpected_files"]) == sorted(a["file"] for a in aside) and len(aside) == res.n_set_aside
 
 
 def test_report_lists_every_failing_file(tmp_path):
@@ -318,9 +325,9 @@ def test_report_lists_every_failing_file(tmp_path):
     res = validate(sc, ingested(tmp_path, sc))
     r = by_name(res)["expect_column_values_to_be_between__std"]
     assert r["unexpected_count"] > 30
-    report = {e["name"]: e for e in json.loads(res.report_path.read_text())["results"]}
-    assert report["expect_column_values_to_be_between__std"]["unexpected_files"] == r["unexpected_files"]
-    assert len(r["unexpected_files"]) == len(r["unexpected_values"]) == r["unexpected_count"]
+    full = reported(res)["expect_column_values_to_be_between__std"]
+    assert full["unexpected_files"][:MAX_FILES] == r["unexpected_files"] and full["unexpected_values"][:MAX_FILES] == r["unexpected_values"]
+    assert len(full["unexpected_files"]) == len(full["unexpected_values"]) == r["unexpected_count"]
     line = next(ln for ln in res.summary().splitlines() if "__std" in ln)
     assert line.count("builtin:faces#") == 20 and f"and {r['unexpected_count'] - 20} more; full list in {res.report_path}" in line
 
@@ -455,3 +462,63 @@ def test_uniqueness_checked_on_digest_groups_equals_the_whole_column(contaminate
             where.setdefault(d, set()).add(k)
     assert all(len(v) <= 2 for v in where.values())  # once per run at most
     assert sorted(i for f in seen for i in f) == sorted(list(range(130)) + [i for i in range(130) if i not in (3, 5, 9)])
+
+
+def _synthetic_ingestion(base, n):
+    """An ingested table of ``n`` rows (no images: the runs below are blocked, so no
+    image is read): every row but each tenth has a low ``std``, and every row but each
+    tenth repeats the row before it."""
+    paths = ScenarioPaths("faces", Roots.under(base))
+    paths.ingested.mkdir(parents=True)
+    lines = ["index,file,sha256,std,duplicate_of"]
+    for i in range(n):
+        keep = i % 10 == 0
+        lines.append(f"{i},img_{i:06d}.png,{i:064x},{0.5 if keep else 0.01},{'' if keep or i == 0 else i - 1}")
+    (paths.ingested / "table.csv").write_text("\n".join(lines) + "\n")
+    (paths.ingested / "manifest.json").write_text(json.dumps({"n_images": n, "content_hash": "0" * 64}))
+    return paths
+
+
+def test_memory_does_not_grow_with_the_failing_rows(tmp_path, monkeypatch):
+    """Nine rows in ten fail two set_aside checks; ten times the rows (and failing rows)
+    must not take more memory: results are reduced chunk by chunk and the reports are
+    written from temporary files. The reports still name every row, and what validate()
+    returns holds the first MAX_FILES of each list."""
+    import tracemalloc
+
+    from pipelines.steps import validate as validate_mod
+
+    monkeypatch.setattr(validate_mod, "_CHUNK_ROWS", 500)
+    exps = [
+        {"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "std", "min_value": 0.1}, "on_failure": "set_aside"},
+        {"expectation": "expect_column_values_to_be_null", "kwargs": {"column": "duplicate_of"}, "on_failure": "set_aside"},
+    ]
+    sc = faces_scenario(exps, min_images=10**9, max_quarantined_share=0.5)  # blocked: no images needed
+    validate(sc, _synthetic_ingestion(tmp_path / "warm", 600))  # great-expectations' first-run imports and caches
+    peaks, results = {}, {}
+    for n in (2_000, 20_000):
+        paths = _synthetic_ingestion(tmp_path / str(n), n)
+        tracemalloc.start()
+        res = validate(sc, paths)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results[n] = (res, paths)
+    res, paths = results[20_000]
+    aside = json.loads((paths.validated / "set_aside.json").read_text())
+    assert not res.passed and res.n_set_aside == len(aside) == 18_000 and res.n_kept == 2_000
+    assert aside[1] == {
+        "index": 2, "file": "img_000002.png", "sha256": f"{2:064x}", "copy_of": "img_000001.png",
+        "checks": ["expect_column_values_to_be_between__std", "expect_column_values_to_be_null__duplicate_of"],
+        "values": {"expect_column_values_to_be_between__std": 0.01, "expect_column_values_to_be_null__duplicate_of": 1},
+    }
+    full = reported(res)
+    std = full["expect_column_values_to_be_between__std"]
+    assert len(std["unexpected_files"]) == 18_000 and std["unexpected_files"][-1] == "img_019999.png"
+    assert std["unexpected_values"] == [0.01] * 200  # great-expectations lists 200 values per run; so do the chunks together
+    assert full["max_quarantined_share"]["unexpected_files"] == [a["file"] for a in aside]
+    assert res.set_aside == aside[:MAX_FILES] and all(len(r["unexpected_files"]) <= MAX_FILES for r in res.results)
+    summary = json.loads((paths.validated / "summary.json").read_text())
+    assert summary["results"] == res.results and summary["set_aside"]["first_files"] == [a["file"] for a in aside[:MAX_FILES]]
+    # 16,200 more failing rows (twice each): ~150 bytes each now (row numbers, masks and
+    # great-expectations' own state per chunk), 4.3 KB each before (77 MB more).
+    assert peaks[20_000] - peaks[2_000] < 16_200 * 400, peaks

@@ -46,7 +46,17 @@ data that did not pass):
   (row i of one is row i of the other; ``index`` is the ingested row): both only when
   every blocking check passes;
 - ``set_aside.json`` — the set-aside images (an empty list when none), in both cases;
+- ``summary.json`` — ``report.json`` with each list cut to its first :data:`MAX_FILES`
+  (:data:`SUMMARY_FILE`), in both cases;
 - ``report.json`` — in both cases, last.
+
+Memory does not grow with the failing rows: great-expectations' result for each chunk
+is reduced at once to counts and failing row numbers (8 bytes each) and the first 200
+failing values (great-expectations' own limit per run, kept whatever the chunking); one
+pass over the table names the rows and writes the set-aside entries, each list to a
+temporary file; ``report.json`` and ``set_aside.json`` are written from those files a
+piece at a time (:func:`pipelines.io.write_json`). What :func:`validate` returns holds
+the first :data:`MAX_FILES` of each list.
 """
 
 from __future__ import annotations
@@ -68,6 +78,21 @@ MAX_FILES = 20
 """At most this many file names per result in one-line summaries and the Dagster UI;
 ``report.json`` lists every one."""
 SET_ASIDE_FILE = "set_aside.json"
+SUMMARY_FILE = "summary.json"
+"""``report.json`` without its long lists: each result's first :data:`MAX_FILES` failing
+files and values and the first set-aside files, for the readers that show or judge a
+validation (the Dagster asset and its checks, augmentation, the model card), whose
+memory must not grow with the failing rows. ``report.json`` keeps every one."""
+
+
+def read_summary(validated: Path) -> dict[str, Any] | None:
+    """``validated/summary.json`` (``report.json`` for a validation written before there
+    was a summary); None when validation has not finished (no ``report.json``)."""
+    report = validated / "report.json"
+    if not report.is_file():
+        return None
+    summary = validated / SUMMARY_FILE
+    return json.loads((summary if summary.is_file() else report).read_text(encoding="utf-8"))
 
 
 class ValidationConfigError(ValueError):
@@ -101,8 +126,9 @@ class ValidationResult:
     results: list[dict[str, Any]]
     """One dict per check: name, expectation, kwargs, on_failure, blocking (on_failure is
     ``block``), rows (``ingested`` or ``kept``: the rows it ran on), success,
-    unexpected_count, unexpected_files (every one), observed_value (+ unexpected_values,
-    set_aside_count, detail, error where applicable)."""
+    unexpected_count, unexpected_files (the first :data:`MAX_FILES`; ``report.json``
+    lists every one), observed_value (+ unexpected_values, the first :data:`MAX_FILES`
+    too, set_aside_count, detail, error where applicable)."""
     n_rows: int
     """Rows of the ingested table."""
     content_hash: str | None
@@ -114,18 +140,21 @@ class ValidationResult:
     images_path: Path | None
     """``validated/images/`` when passed, else None (and it holds no ``index.json``)."""
     set_aside: list[dict[str, Any]] = field(default_factory=list)
-    """Every set-aside image: index, file, sha256, checks, values (as in set_aside.json)."""
+    """The first :data:`MAX_FILES` set-aside images: index, file, sha256, checks, values
+    (``set_aside.json`` lists every one)."""
     set_aside_path: Path | None = None
     table_path: Path | None = None
     """``validated/table.csv`` (the kept rows) when passed, else None."""
+    set_aside_count: int = -1
+    """How many images were set aside (-1: ``len(set_aside)``)."""
 
     @property
     def n_set_aside(self) -> int:
-        return len(self.set_aside)
+        return len(self.set_aside) if self.set_aside_count < 0 else self.set_aside_count
 
     @property
     def n_kept(self) -> int:
-        return self.n_rows - len(self.set_aside)
+        return self.n_rows - self.n_set_aside
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -153,10 +182,10 @@ class ValidationResult:
                 + (f"; files: {files}" if files else "")
                 + (f"; error: {r['error']}" if r.get("error") else "")
             )
-        if self.set_aside:
+        if self.n_set_aside:
             lines.append(
-                f"  set aside {len(self.set_aside)} of {self.n_rows} images, kept {self.n_kept}: "
-                + capped_files([e["file"] for e in self.set_aside], full_list=self.set_aside_path)
+                f"  set aside {self.n_set_aside} of {self.n_rows} images, kept {self.n_kept}: "
+                + capped_files([e["file"] for e in self.set_aside], self.n_set_aside, full_list=self.set_aside_path)
             )
         lines.append(f"  report: {self.report_path}")
         return "\n".join(lines)
@@ -236,6 +265,10 @@ def _jsonable(v: Any) -> Any:
         import numpy as np
     except ImportError:  # pragma: no cover
         np = None
+    from pipelines.io import Streamed
+
+    if isinstance(v, Streamed):  # its items are JSON values already, read when written
+        return v
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, set)):
@@ -308,12 +341,28 @@ def _build(scenario: Scenario, columns: list[str]) -> list[tuple[dict[str, Any],
     return built
 
 
-def _from_gx(meta: dict[str, Any], res: Any, index_of: Any) -> tuple[dict[str, Any], list[int]]:
-    """(result entry, ingested ``index`` of every failing row, in the order GX reports
-    them) from a GX validation result. ``index_of`` maps a batch position to its
-    ingested index (GX names rows by the ``index`` column; positions are a fallback).
-    The entry's ``unexpected_files`` are filled in from those rows by
-    :func:`_name_files` (one pass over the table for all checks)."""
+def _index_rows(items: Any, index_of: Any) -> list[int]:
+    """The ingested ``index`` of each failing row great-expectations lists: by the
+    ``index`` column it names rows by, or by batch position through ``index_of``."""
+    rows: list[int] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("index") is not None:
+            rows.append(int(item["index"]))
+        elif isinstance(item, int) and 0 <= item < len(index_of):
+            rows.append(int(index_of[item]))
+    return rows
+
+
+def _from_gx(meta: dict[str, Any], res: Any, index_of: Any, rows: Any = None, values: Any = None) -> tuple[dict[str, Any], Any]:
+    """(result entry, the sorted ingested ``index`` of every failing row, int64) from a
+    GX validation result. ``index_of`` maps a batch position to its ingested index (GX
+    names rows by the ``index`` column; positions are a fallback). ``rows`` and ``values``
+    (a :class:`pipelines.spill.JsonLines`), when given, are the failing rows and values
+    a :class:`_Tally` collected, instead of the lists in ``res``. The entry's ``_rows``
+    are the failing rows in the order GX reported them (repeats dropped): the naming
+    pass (:func:`_name_rows`) turns them into ``unexpected_files``."""
+    import numpy as np
+
     r = res.result or {}
     err = None
     info = res.exception_info or {}
@@ -324,13 +373,11 @@ def _from_gx(meta: dict[str, Any], res: Any, index_of: Any) -> tuple[dict[str, A
             if isinstance(v, dict) and v.get("raised_exception"):
                 err = v.get("exception_message")
                 break
-    idx = r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or []
-    rows: list[int] = []
-    for item in idx:
-        if isinstance(item, dict) and item.get("index") is not None:
-            rows.append(int(item["index"]))
-        elif isinstance(item, int) and 0 <= item < len(index_of):
-            rows.append(int(index_of[item]))
+    if rows is None:
+        rows = np.asarray(_index_rows(r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or [], index_of), np.int64)
+        values = r.get("unexpected_list") or r.get("partial_unexpected_list")
+        values = _jsonable(values) if values else None
+    named, first = np.unique(rows, return_index=True)
     unexpected_count = r.get("unexpected_count")
     observed = r.get("observed_value")
     if observed is None and "unexpected_percent" in r:
@@ -341,16 +388,17 @@ def _from_gx(meta: dict[str, Any], res: Any, index_of: Any) -> tuple[dict[str, A
         "unexpected_count": int(unexpected_count) if unexpected_count is not None else 0,
         "unexpected_files": [],
         "observed_value": _jsonable(observed),
-        "_rows": list(dict.fromkeys(rows)),  # keep order, drop repeats
+        "_rows": rows[np.sort(first)],  # keep order, drop repeats
     }
-    values = r.get("unexpected_list") or r.get("partial_unexpected_list")
-    if values:
-        out["unexpected_values"] = _jsonable(values)
+    if values is not None and len(values):
+        out["unexpected_values"] = values
+    elif hasattr(values, "close"):
+        values.close()
     if err:
         out["error"] = str(err)
-    elif meta.get("on_failure") == "set_aside" and len(set(rows)) < out["unexpected_count"]:
-        out["error"] = f"great-expectations named {len(set(rows))} of the {out['unexpected_count']} failing rows, so they cannot be set aside"
-    return out, sorted(set(rows))
+    elif meta.get("on_failure") == "set_aside" and len(named) < out["unexpected_count"]:
+        out["error"] = f"great-expectations named {len(named)} of the {out['unexpected_count']} failing rows, so they cannot be set aside"
+    return out, named
 
 
 _CHUNK_ROWS = 65536
@@ -373,7 +421,7 @@ ROW_BY_ROW = frozenset({
 })
 """Expectations that judge each row by its own values alone: great-expectations runs them
 on one chunk of rows at a time and the chunks' counts and failing rows are added up
-(:func:`_merge`). Not in it: uniqueness (see :data:`DIGEST`), expectations that compare a
+(:class:`_Tally`). Not in it: uniqueness (see :data:`DIGEST`), expectations that compare a
 row with others (increasing values, z-scores) or describe the column (mean, quantiles,
 types), which get the whole column."""
 
@@ -408,37 +456,99 @@ def _gx_error(res: Any) -> bool:
     return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())
 
 
-def _merge(obj: Any, parts: list[Any], by_index: bool = False) -> Any:
-    """One result from great-expectations' results on disjoint chunks of rows of a
-    row-by-row (or digest-group) expectation: counts added, failing rows and values
-    concatenated (for digest groups, ``by_index``: ordered by ``index``, each with its
-    digest as the value), success decided by
-    great-expectations' own ``mostly`` rule on the totals. A chunk whose run raised is
-    the result (its error is reported)."""
-    from great_expectations.expectations.expectation import _mostly_success
+def _max_values() -> int:
+    """How many failing values great-expectations lists per run (200 in 1.x): a check run
+    in chunks lists the first that many of all its chunks, as one run over the whole
+    column would (the failing rows and files are listed in full)."""
+    try:
+        from great_expectations.constants import MAX_RESULT_RECORDS
+    except ImportError:  # pragma: no cover - a version without the constant
+        return 200
+    return int(MAX_RESULT_RECORDS)
 
-    for part in parts:
-        if _gx_error(part):
-            return part
-    results = [part.result or {} for part in parts]
-    element = sum(r.get("element_count") or 0 for r in results)
-    missing = sum(r.get("missing_count") or 0 for r in results)
-    unexpected = sum(r.get("unexpected_count") or 0 for r in results)
-    nonnull = element - missing
-    rows = [i for r in results for i in (r.get("unexpected_index_list") or [])]
-    values = [v for r in results for v in (r.get("unexpected_list") or [])]
-    if by_index and rows and all(isinstance(r, dict) and DIGEST in r for r in rows):
-        # Digest groups: every failing row, in row order, with its digest (great-expectations
-        # lists at most 200 values per run, the rows in full).
-        rows = sorted(rows, key=lambda r: r["index"])
-        values = [r[DIGEST] for r in rows]
-    mostly = getattr(obj, "mostly", None)
-    success = True if element == 0 or nonnull == 0 else _mostly_success(nonnull, unexpected, 1.0 if mostly is None else mostly)
-    return _Merged(success, {
-        "element_count": element, "missing_count": missing, "unexpected_count": unexpected,
-        "unexpected_percent": unexpected / nonnull * 100 if nonnull else None,
-        "unexpected_index_list": rows, "unexpected_list": values,
-    })
+
+class _Tally:
+    """One expectation's great-expectations results, reduced as each one arrives (a
+    chunk of rows, a digest group, or the whole column): counts added up, the failing
+    rows kept as int64 (8 bytes each), their values (the first :func:`_max_values`, as
+    great-expectations lists them) appended to a temporary file, and
+    the result dropped. :meth:`result` is then one result over every part: with
+    ``merged`` (row-by-row or digest-group parts), success by great-expectations' own
+    ``mostly`` rule on the totals; otherwise the one part's own success and observed
+    value. A part whose run raised is the result (its error is reported). With
+    ``by_index`` (digest groups) the failing rows are put in row order, each with its
+    digest as the value (great-expectations lists at most 200 values per run, the rows
+    in full): 40 bytes per failing row until then."""
+
+    def __init__(self, scratch: Path, *, merged: bool = True, by_index: bool = False):
+        from pipelines.spill import JsonLines
+
+        self.scratch, self.merged, self.by_index = scratch, merged, by_index
+        self.element = self.missing = self.unexpected = 0
+        self.rows: list[Any] = []
+        self.digests: list[bytes] = []
+        self.indexed = True  # every failing row of every part came with its digest
+        self.values = JsonLines(scratch)
+        self.error: Any = None
+        self.last: Any = None
+
+    def add(self, res: Any, index_of: Any = ()) -> None:
+        import numpy as np
+
+        if self.error is not None:
+            return
+        if _gx_error(res):
+            self.error = res
+            return
+        r = res.result or {}
+        self.element += r.get("element_count") or 0
+        self.missing += r.get("missing_count") or 0
+        self.unexpected += r.get("unexpected_count") or 0
+        items = r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or []
+        self.rows.append(np.asarray(_index_rows(items, index_of), np.int64))
+        if self.by_index and items:
+            if all(isinstance(i, dict) and isinstance(i.get(DIGEST), str) and len(i[DIGEST]) == 64 for i in items):
+                self.digests.append(bytes.fromhex("".join(i[DIGEST] for i in items)))
+            else:
+                self.indexed = False
+        values = r.get("unexpected_list") or r.get("partial_unexpected_list") or []
+        room = _max_values() - len(self.values)  # as one run over the whole column lists them
+        if room > 0:
+            self.values.extend(_jsonable(values[:room]))
+        self.last = res if not self.merged else None
+
+    def result(self, obj: Any) -> tuple[Any, Any, Any]:
+        """(a result for :func:`_from_gx`, failing rows, their values)."""
+        import numpy as np
+
+        from great_expectations.expectations.expectation import _mostly_success
+
+        from pipelines.spill import JsonLines
+
+        if self.error is not None:
+            self.values.close()
+            return self.error, None, None
+        rows = np.concatenate(self.rows) if self.rows else np.zeros(0, np.int64)
+        self.rows = []
+        values = self.values
+        if self.by_index and self.indexed and len(rows):
+            digests = np.frombuffer(b"".join(self.digests), np.uint8).reshape(-1, 32)
+            order = np.argsort(rows, kind="stable")
+            rows = rows[order]
+            values.close()
+            values = JsonLines(self.scratch)
+            for start in range(0, len(rows), _CHUNK_ROWS):
+                text = digests[order[start : start + _CHUNK_ROWS]].tobytes().hex()
+                values.extend(text[k : k + 64] for k in range(0, len(text), 64))
+        if not self.merged and self.last is not None:
+            return self.last, rows, values
+        nonnull = self.element - self.missing
+        mostly = getattr(obj, "mostly", None)
+        success = True if self.element == 0 or nonnull == 0 else _mostly_success(nonnull, self.unexpected, 1.0 if mostly is None else mostly)
+        return _Merged(success, {
+            "element_count": self.element, "missing_count": self.missing, "unexpected_count": self.unexpected,
+            "unexpected_percent": self.unexpected / nonnull * 100 if nonnull else None,
+        }), rows, values
 
 
 def _chunks(table_path: Path, columns: list[str], keep: Any = None) -> Iterator[Any]:
@@ -507,51 +617,167 @@ def _digest_groups(table_path: Path, scratch: Path, keep: Any = None) -> Iterato
     return frames()
 
 
-def _values_of(table_path: Path, wanted: dict[int, set[str]]) -> dict[int, dict[str, Any]]:
-    """For each wanted row, its values in the wanted columns (one pass in chunks)."""
-    import numpy as np
+class _Names:
+    """Every row's file name, appended in row order to an unnamed temporary file (and
+    each one's end to a spilled column), for looking up a few by row: the earlier image
+    a set-aside copy repeats."""
 
-    from pipelines.io import read_table
+    def __init__(self, scratch: Path):
+        import tempfile
 
-    values: dict[int, dict[str, Any]] = {}
-    columns = sorted({c for cols in wanted.values() for c in cols} - {"index"})
-    if not wanted or not columns:
-        return {row: {} for row in wanted}
-    rows = np.fromiter(wanted, np.int64, len(wanted))
-    for part in read_table(table_path, columns=["index", *columns], chunksize=_CHUNK_ROWS):
-        idx = part["index"].to_numpy()
-        for pos in np.flatnonzero(np.isin(idx, rows)).tolist():
-            row = int(idx[pos])
-            values[row] = {c: part[c].iat[pos] for c in wanted[row] if c != "index"}
-    return values
+        import numpy as np
+
+        from pipelines.spill import Column
+
+        self.text = tempfile.TemporaryFile(dir=scratch)
+        self.ends = Column(scratch, np.int64)
+        self.size = 0
+
+    def extend(self, names: list[str]) -> None:
+        import numpy as np
+
+        data = [n.encode("utf-8") for n in names]
+        ends = self.size + np.cumsum(np.fromiter(map(len, data), np.int64, len(data)))
+        self.ends.append(ends)
+        self.text.write(b"".join(data))
+        self.size = int(ends[-1]) if len(data) else self.size
+
+    def __getitem__(self, row: int) -> str:
+        import os
+
+        self.text.flush()
+        bounds = self.ends.take([row - 1, row] if row else [row])
+        start, end = (int(bounds[0]), int(bounds[1])) if row else (0, int(bounds[0]))
+        return os.pread(self.text.fileno(), end - start, start).decode("utf-8")
+
+    def close(self) -> None:
+        self.text.close()
+        self.ends.close()
 
 
-def _name_files(table_path: Path, wanted: set[int], keep: Any) -> tuple[dict[int, str], dict[int, str], str]:
-    """One pass over ``table.csv`` in chunks: (file of every ``wanted`` row, sha256 of
-    every ``wanted`` row, sha256 over the kept rows' ``sha256`` values one per line).
-    ``keep`` is a boolean array over the ingested rows. Memory: one chunk plus the
-    wanted rows."""
+@dataclass
+class _Aside:
+    """What the naming pass needs to list the set-aside images: their rows (sorted), and
+    for each ``set_aside`` check its position, name, columns and failing rows (sorted)."""
+
+    rows: Any
+    checks: list[tuple[int, str, list[str], Any]]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for _, _, cols, _ in self.checks for c in cols if c != "index"))
+
+
+class _Chain:
+    """The quarantined files, then the set-aside ones: one list, read again each time."""
+
+    def __init__(self, first: list[str], entries: Any):
+        self.first, self.entries = first, entries
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.entries)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.first
+        for entry in self.entries:
+            yield entry["file"]
+
+    def head(self, k: int) -> list[str]:
+        import itertools
+
+        return list(itertools.islice(iter(self), k))
+
+
+COPY_COLUMNS = ("duplicate_of", "near_duplicate_of")
+"""A set-aside image that failed a check on one of these columns is a copy: its entry
+names the earlier image it repeats (``copy_of``)."""
+
+
+def _name_rows(table_path: Path, scratch: Path, keep: Any, named: list[Any], aside: _Aside) -> tuple[list[Any], Any, str]:
+    """One pass over ``table.csv`` in chunks: (for each int64 row array of ``named``, the
+    file of each of its rows in that order; every set-aside image's entry, in row order:
+    index, file, sha256, the checks it failed, the value each objected to and, for a
+    copy, ``copy_of``; sha256 over the kept rows' ``sha256`` values one per line).
+    ``keep`` is a boolean array over the ingested rows. The lists go to temporary files
+    (:class:`pipelines.spill.JsonLines`) as the pass reaches their rows, so memory holds
+    one chunk, whatever the number of failing rows: only the rows of an array that is not
+    in row order (an expectation run on the whole column) are named in memory."""
     import hashlib
 
     import numpy as np
 
     from pipelines.io import read_table
+    from pipelines.spill import JsonLines
 
-    files: dict[int, str] = {}
-    digests: dict[int, str] = {}
+    outputs = [JsonLines(scratch) for _ in named]
+    entries = JsonLines(scratch)
+    plans = []  # (sorted rows, their positions in the array or None when already sorted, names so far)
+    for rows in named:
+        ordered = bool(len(rows) < 2 or (np.diff(rows) > 0).all())
+        order = None if ordered else np.argsort(rows, kind="stable")
+        plans.append((rows if ordered else rows[order], order, [] if order is not None else None))
+    copies = any(c in COPY_COLUMNS for c in aside.columns) and len(aside.rows)
+    names = _Names(scratch) if copies else None
     h = hashlib.sha256()
     first = True
-    for part in read_table(table_path, columns=["index", "file", "sha256"], chunksize=_CHUNK_ROWS):
-        idx = part["index"].to_numpy()
-        hit = np.flatnonzero(np.isin(idx, np.fromiter(wanted, np.int64, len(wanted)))) if wanted else []
-        for pos in hit:
-            files[int(idx[pos])] = part["file"].iat[pos]
-            digests[int(idx[pos])] = part["sha256"].iat[pos]
-        kept = part["sha256"].to_numpy()[keep[idx]]
-        if len(kept):
-            h.update((b"" if first else b"\n") + "\n".join(kept).encode("ascii"))
-            first = False
-    return files, digests, h.hexdigest()
+    try:
+        for part in read_table(table_path, columns=["index", "file", "sha256", *aside.columns], chunksize=_CHUNK_ROWS):
+            idx = part["index"].to_numpy(np.int64)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1  # the table numbers its rows 0..N-1 (checked before)
+            files = part["file"].to_numpy(object)
+            digests = part["sha256"].to_numpy(object)
+            if names is not None:
+                names.extend(files.tolist())
+            kept = digests[keep[idx]]
+            if len(kept):
+                h.update((b"" if first else b"\n") + "\n".join(kept).encode("ascii"))
+                first = False
+            for out, (rows, order, held) in zip(outputs, plans):
+                a, b = np.searchsorted(rows, [lo, hi])
+                here = files[rows[a:b] - lo].tolist()
+                if held is None:
+                    out.extend(here)
+                else:
+                    held.extend(here)
+            a, b = np.searchsorted(aside.rows, [lo, hi])
+            rows_here = aside.rows[a:b]
+            if not len(rows_here):
+                continue
+            values_of = {c: part[c].to_numpy(object) for c in aside.columns}
+            failed_by = [(name, cols, np.isin(rows_here, rows, assume_unique=True)) for _, name, cols, rows in aside.checks]
+            batch = []
+            for k, row in enumerate(rows_here.tolist()):
+                i = row - lo
+                entry: dict[str, Any] = {"index": row, "file": files[i], "sha256": digests[i], "checks": [], "values": {}}
+                columns: set[str] = set()
+                for name, cols, failed in failed_by:
+                    if failed[k]:
+                        vals = {c: _jsonable(values_of[c][i]) if c != "index" else row for c in cols}
+                        entry["checks"].append(name)
+                        entry["values"][name] = vals[cols[0]] if len(cols) == 1 else vals
+                        columns.update(cols)
+                for col in COPY_COLUMNS:  # name the earlier image a copy repeats
+                    if col in columns and not _is_missing(values_of[col][i]):
+                        target = int(values_of[col][i])
+                        if not 0 <= target < row:
+                            raise RuntimeError(f"{table_path}: row {row}: {col} is {target}, not an earlier row; rerun the ingest step")
+                        entry["copy_of"] = names[target]
+                        break
+                batch.append(entry)
+            entries.extend(batch)
+        for out, (rows, order, held) in zip(outputs, plans):
+            if held is not None:  # back to the order great-expectations reported them in
+                placed = np.empty(len(held), object)
+                placed[order] = held
+                out.extend(placed.tolist())
+        return outputs, entries, h.hexdigest()
+    except BaseException:
+        for out in (*outputs, entries):
+            out.close()
+        raise
+    finally:
+        if names is not None:
+            names.close()
 
 
 def _quiet_context():
@@ -607,13 +833,17 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     of :data:`_CHUNK_ROWS` rows at a time and a ``sha256`` uniqueness check on groups of
     equal digests sorted on disk (:func:`_digest_groups`); the kept row count is checked
     on a frame with no column. Any other expectation (a column mean, quantiles, ...) gets
-    its columns of every row at once (8 bytes per row and column). File names, hashes
-    and failing values are read in chunks for the rows a report names, and the kept
-    table is streamed; what remains per row is the keep mask (1 byte)."""
+    its columns of every row at once (8 bytes per row and column). Nor with the failing
+    rows: each result is reduced as it comes to failing row numbers (8 bytes per failing
+    row and check) and its first 200 values (:class:`_Tally`), one pass over the table in
+    chunks names the rows and writes the set-aside entries to another
+    (:func:`_name_rows`), the reports are written from those files a piece at a time,
+    and the kept table is streamed. What remains per row is the keep mask (1 byte)."""
     import numpy as np
     import pandas as pd
 
-    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, read_table, table_columns
+    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, Streamed, atomic_write, json_bytes, read_table, table_columns, write_json
+    from pipelines.spill import JsonLines
     from gan_core.shards import INDEX_FILE, remove_dataset
 
     ing, out_dir = paths.ingested, paths.validated
@@ -624,7 +854,8 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
 
     # Nothing stale may survive a failed or crashed validation (the shards stay until a
     # pass rewrites the index, so unchanged ones are not written again).
-    for stale in (images_out / INDEX_FILE, out_dir / LEGACY_IMAGES_FILE, table_out, set_aside_path, report_path):
+    summary_path = out_dir / SUMMARY_FILE
+    for stale in (images_out / INDEX_FILE, out_dir / LEGACY_IMAGES_FILE, table_out, set_aside_path, summary_path, report_path):
         stale.unlink(missing_ok=True)
 
     if not manifest_path.is_file():
@@ -654,26 +885,34 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     def columns_of(positions: list[int]) -> list[str]:
         return ["index", *dict.fromkeys(c for p in positions for c in _columns_in(built[p][0]["kwargs"]) if c != "index")]
 
-    def run(positions: list[int], rows: str, keep: Any) -> dict[int, tuple[dict[str, Any], list[int]]]:
+    def run(positions: list[int], rows: str, keep: Any) -> dict[int, tuple[dict[str, Any], Any]]:
         """Each entry at ``positions`` over the ingested rows (``keep`` None) or the kept
-        ones: (result entry, ingested index of every failing row)."""
-        out: dict[int, tuple[dict[str, Any], list[int]]] = {}
+        ones: (result entry, sorted ingested index of every failing row). Each
+        great-expectations result is reduced as it comes (:class:`_Tally`)."""
+        out: dict[int, tuple[dict[str, Any], Any]] = {}
+
+        def finish(p: int, tally: _Tally) -> None:
+            res, failing, values = tally.result(built[p][1])
+            out[p] = _from_gx({**built[p][0], "rows": rows}, res, (), failing, values)
+
         chunked = [p for p in positions if kinds[p] == "chunks"]
         if chunked:
-            parts: dict[int, list[Any]] = {p: [] for p in chunked}
+            tallies = {p: _Tally(out_dir) for p in chunked}
             for frame in _chunks(table_path, columns_of(chunked), keep):
                 batch = on(frame.reset_index(drop=True))
                 for p in chunked:
-                    parts[p].append(batch.validate(built[p][1], result_format=fmt))
+                    tallies[p].add(batch.validate(built[p][1], result_format=fmt))
             for p in chunked:
-                out[p] = _from_gx({**built[p][0], "rows": rows}, _merge(built[p][1], parts[p]), ())
+                finish(p, tallies[p])
         rest = []
         for p in positions:
             if kinds[p] == "digests":
                 groups = _digest_groups(table_path, out_dir, keep)
                 if groups is not None:
-                    res = _merge(built[p][1], [on(g).validate(built[p][1], result_format=fmt) for g in groups], by_index=True)
-                    out[p] = _from_gx({**built[p][0], "rows": rows}, res, ())
+                    tally = _Tally(out_dir, by_index=True)
+                    for g in groups:
+                        tally.add(on(g).validate(built[p][1], result_format=fmt))
+                    finish(p, tally)
                     continue
             if kinds[p] != "chunks":
                 rest.append(p)
@@ -683,7 +922,9 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
                 df = df[keep[df["index"].to_numpy()]].reset_index(drop=True)
             batch = on(df)
             for p in rest:
-                out[p] = _from_gx({**built[p][0], "rows": rows}, batch.validate(built[p][1], result_format=fmt), df["index"].to_numpy())
+                tally = _Tally(out_dir, merged=False)
+                tally.add(batch.validate(built[p][1], result_format=fmt), df["index"].to_numpy())
+                finish(p, tally)
         return out
 
     # The rows: numbered 0..N-1, as many as the manifest says (one pass in chunks).
@@ -698,114 +939,107 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     # 1. set_aside entries over every ingested row; 2. the rest over the kept rows. One
     # validation per expectation: results map to scenario entries by position, and
     # identical entries (which an ExpectationSuite would merge) stay separate.
+    check_of = dict(enumerate(check_names(scenario)[len(BUILTIN_CHECKS) :]))
     entries: dict[int, dict[str, Any]] = {}
-    failing: dict[int, list[int]] = {}  # ingested row -> positions of the entries it failed
+    aside = _Aside(np.zeros(0, np.int64), [])
     aside_entries = [p for p, (meta, _) in enumerate(built) if meta["on_failure"] == "set_aside"]
     for pos, (entry, rows) in sorted(run(aside_entries, "ingested", None).items()):
         entries[pos] = entry
         if not entry.get("error"):
-            for row in rows:
-                failing.setdefault(row, []).append(pos)
+            aside.checks.append((pos, check_of[pos], _columns_in(built[pos][0]["kwargs"]), rows))
             entry["set_aside_count"] = len(rows)
-    aside_rows = sorted(failing)
+    aside.rows = np.unique(np.concatenate([rows for *_, rows in aside.checks])) if aside.checks else aside.rows
+    n_aside = len(aside.rows)
     keep_mask = np.ones(n_rows, bool)
-    keep_mask[aside_rows] = False
-    n_kept = n_rows - len(aside_rows)
+    keep_mask[aside.rows] = False
+    n_kept = n_rows - n_aside
     kept_entries = [p for p in range(len(built)) if p not in entries]
-    for pos, (entry, _) in run(kept_entries, "kept", keep_mask if aside_rows else None).items():
+    for pos, (entry, _) in run(kept_entries, "kept", keep_mask if n_aside else None).items():
         entries[pos] = entry
     # The row count of the kept rows: a frame of that many rows and no column.
     row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_images)
     row_count_result = on(pd.DataFrame(index=pd.RangeIndex(n_kept))).validate(row_count, result_format=fmt)
 
-    # The values each set-aside row failed on and the earlier image a set-aside copy
-    # repeats, then every row a report names: their file names (and the set-aside rows'
-    # sha256) in passes over the table.
-    cols_of_row = {row: {c for p in failing[row] for c in _columns_in(built[p][0]["kwargs"])} for row in aside_rows}
-    row_values = _values_of(table_path, cols_of_row)
-    copy_of: dict[int, int] = {}
-    for row in aside_rows:
-        for col in ("duplicate_of", "near_duplicate_of"):
-            if col in cols_of_row[row] and not _is_missing(row_values[row][col]):
-                copy_of.setdefault(row, int(row_values[row][col]))
-    wanted = {*aside_rows, *copy_of.values(), *(r for e in entries.values() for r in e["_rows"])}
-    files, digests, kept_hash = _name_files(table_path, wanted, keep_mask)
+    # One pass over the table names every row a report lists and writes the set-aside
+    # entries (with the values they failed on and the image a copy repeats), each list
+    # to a temporary file; the reports are then written from those files.
+    ordered = [entries[p] for p in range(len(built))]
+    named, aside_list, kept_hash = _name_rows(table_path, out_dir, keep_mask, [e.pop("_rows") for e in ordered], aside)
+    lists = [*named, aside_list, *(e["unexpected_values"] for e in ordered if isinstance(e.get("unexpected_values"), JsonLines))]
+    try:
+        results: list[dict[str, Any]] = []  # as report.json has them: every file and value
+        previews: list[dict[str, Any]] = []  # as ValidationResult has them: the first MAX_FILES
+        names = iter(check_names(scenario))
+        keys = ("name", "expectation", "kwargs", "on_failure", "blocking", "rows", "success", "unexpected_count", "unexpected_files", "observed_value")
 
-    results: list[dict[str, Any]] = []
-    names = iter(check_names(scenario))
-    keys = ("name", "expectation", "kwargs", "on_failure", "blocking", "rows", "success", "unexpected_count", "unexpected_files", "observed_value")
+        def add(entry: dict[str, Any], files: Any = None) -> None:  # in check_names() order
+            entry["name"] = next(names)
+            if files is not None:
+                entry["unexpected_files"] = files
+            full = {k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")}
+            results.append({k: Streamed(v, len(v)) if isinstance(v, (JsonLines, _Chain)) else v for k, v in full.items()})
+            previews.append({k: v.head(MAX_FILES) if isinstance(v, (JsonLines, _Chain)) else v for k, v in full.items()})
 
-    def add(entry: dict[str, Any]) -> None:  # in check_names() order
-        entry["name"] = next(names)
-        if "_rows" in entry:
-            entry["unexpected_files"] = [files[r] for r in entry.pop("_rows")]
-        results.append({k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")})
+        builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
+        count_entry, _ = _from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, ())
+        count_entry.pop("_rows")
+        add(count_entry)
+        n_q, total = len(quarantine), n_rows + len(quarantine)
+        share = (n_q + n_aside) / total if total else 0.0
+        over = share > spec.max_quarantined_share
+        add({
+            "expectation": "max_quarantined_share", "kwargs": {"max_value": spec.max_quarantined_share}, **builtin, "rows": "ingested",
+            "success": not over, "unexpected_count": n_q + n_aside if over else 0,
+            "unexpected_files": _Chain([q["file"] for q in quarantine], aside_list) if over else [],
+            "observed_value": round(share, 6), "detail": {"quarantined": n_q, "set_aside": n_aside, "source_files": total},
+        })
+        for entry, files in zip(ordered, named):
+            add(entry, files)
 
-    builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
-    add(_from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, ())[0])
-    n_q, n_aside, total = len(quarantine), len(aside_rows), n_rows + len(quarantine)
-    share = (n_q + n_aside) / total if total else 0.0
-    over = share > spec.max_quarantined_share
-    add({
-        "expectation": "max_quarantined_share", "kwargs": {"max_value": spec.max_quarantined_share}, **builtin, "rows": "ingested",
-        "success": not over, "unexpected_count": n_q + n_aside if over else 0,
-        "unexpected_files": [q["file"] for q in quarantine] + [files[i] for i in aside_rows] if over else [],
-        "observed_value": round(share, 6), "detail": {"quarantined": n_q, "set_aside": n_aside, "source_files": total},
-    })
-    for pos in range(len(built)):
-        add(entries[pos])
+        passed = not any(blocks(r) for r in results)
+        content_hash = kept_hash if passed else None
+        report = {
+            "format": FORMAT,
+            "scenario": scenario.name,
+            "passed": passed,
+            "n_rows": n_rows,
+            "n_kept": n_rows - n_aside,
+            "n_set_aside": n_aside,
+            "n_quarantined": n_q,
+            "set_aside": {"file": SET_ASIDE_FILE, "count": n_aside, "by_check": {check_of[p]: entries[p].get("set_aside_count", 0) for p in range(len(built)) if built[p][0]["on_failure"] == "set_aside"}},
+            "ingest_content_hash": manifest.get("content_hash"),
+            "content_hash": content_hash,
+            "great_expectations": gx.__version__,
+            "results": results,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(set_aside_path, Streamed(aside_list, n_aside))
+        if not passed:
+            remove_dataset(images_out)
+        else:
+            from gan_core.shards import ShardError, copy_dataset, open_images
 
-    # Which check set each row aside, and the value it objected to.
-    check_of = {pos: results[len(BUILTIN_CHECKS) + pos]["name"] for pos in range(len(built))}
-    set_aside: list[dict[str, Any]] = []
-    for row in aside_rows:
-        values = {}
-        for pos in failing[row]:
-            cols = _columns_in(built[pos][0]["kwargs"])
-            vals = {c: _jsonable(row_values[row][c]) if c != "index" else row for c in cols}
-            values[check_of[pos]] = vals[cols[0]] if len(cols) == 1 else vals
-        entry = {"index": row, "file": files[row], "sha256": digests[row], "checks": [check_of[p] for p in failing[row]], "values": values}
-        if row in copy_of:  # name the earlier image a copy repeats
-            entry["copy_of"] = files[copy_of[row]]
-        set_aside.append(entry)
-
-    passed = not any(blocks(r) for r in results)
-    content_hash = kept_hash if passed else None
-    report = {
-        "format": FORMAT,
-        "scenario": scenario.name,
-        "passed": passed,
-        "n_rows": n_rows,
-        "n_kept": n_rows - n_aside,
-        "n_set_aside": n_aside,
-        "n_quarantined": n_q,
-        "set_aside": {"file": SET_ASIDE_FILE, "count": n_aside, "by_check": {check_of[p]: entries[p].get("set_aside_count", 0) for p in range(len(built)) if built[p][0]["on_failure"] == "set_aside"}},
-        "ingest_content_hash": manifest.get("content_hash"),
-        "content_hash": content_hash,
-        "great_expectations": gx.__version__,
-        "results": results,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(set_aside_path, json_bytes(_jsonable(set_aside)))
-    if not passed:
-        remove_dataset(images_out)
-    else:
-        from gan_core.shards import ShardError, copy_dataset, open_images
-
-        # Unchanged images: the shard files are copied as they are; otherwise the kept
-        # rows are streamed into new shards (memory: one chunk of images).
-        try:
-            n_images = len(open_images(images_in))
-        except ShardError as e:
-            raise RuntimeError(f"scenario {scenario.name}: {e}; rerun the ingest step") from None
-        if n_images != n_rows:
-            raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {n_rows} rows; rerun the ingest step")
-        copy_dataset(images_in, images_out, np.flatnonzero(keep_mask) if aside_rows else None)
-        _write_kept_table(table_path, table_out, keep_mask, n_rows)
-    atomic_write(report_path, json_bytes(_jsonable(report)))
+            # Unchanged images: the shard files are copied as they are; otherwise the kept
+            # rows are streamed into new shards (memory: one chunk of images).
+            try:
+                n_images = len(open_images(images_in))
+            except ShardError as e:
+                raise RuntimeError(f"scenario {scenario.name}: {e}; rerun the ingest step") from None
+            if n_images != n_rows:
+                raise RuntimeError(f"scenario {scenario.name}: {images_in} holds {n_images} images but {table_path} has {n_rows} rows; rerun the ingest step")
+            copy_dataset(images_in, images_out, np.flatnonzero(keep_mask) if n_aside else None)
+            _write_kept_table(table_path, table_out, keep_mask, n_rows)
+        set_aside = aside_list.head(MAX_FILES)
+        summary = {**report, "results": previews, "set_aside": {**report["set_aside"], "first_files": [e["file"] for e in set_aside]}}
+        atomic_write(summary_path, json_bytes(_jsonable(summary)))
+        write_json(report_path, _jsonable(report))  # last: its presence marks a finished validation
+    finally:
+        for spilled in lists:
+            spilled.close()
     return ValidationResult(
-        scenario=scenario.name, passed=passed, results=results, n_rows=n_rows,
+        scenario=scenario.name, passed=passed, results=previews, n_rows=n_rows,
         content_hash=content_hash, ingest_content_hash=manifest.get("content_hash"),
         report_path=report_path, images_path=images_out if passed else None,
         set_aside=set_aside, set_aside_path=set_aside_path, table_path=table_out if passed else None,
+        set_aside_count=n_aside,
     )
