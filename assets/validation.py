@@ -32,7 +32,9 @@ def expectation_checks(scenarios_dir: str | os.PathLike[str] = SCENARIO_DIR) -> 
 
 
 def check_results(report: dict[str, Any], report_path: str, set_aside_path: str, set_aside_files: list[str], declared: Iterable[str]) -> list[dict[str, Any]]:
-    """The check evaluations of one validation (``validated/report.json``): one per
+    """The check evaluations of one validation (``validated/summary.json``: the report
+    with each list cut to its first files, ``set_aside_files`` the first set-aside
+    ones; every file is in ``report_path`` and ``set_aside_path``): one per
     expectation of the scenario that is a declared check, and the blocking summary.
     Checks of other scenarios get none: a check is only ever reported where it ran.
     Plain dicts (check_name, passed, severity, metadata), so that a Dagster run and a
@@ -77,7 +79,7 @@ def check_results(report: dict[str, Any], report_path: str, set_aside_path: str,
             "metadata": {
                 "failed": dg.MetadataValue.text(failure_summary(failed) or "none"),
                 "set_aside_count": dg.MetadataValue.int(int(report.get("n_set_aside") or 0)),
-                "set_aside": dg.MetadataValue.text(capped_files(set_aside_files, full_list=set_aside_path) if set_aside_files else "none"),
+                "set_aside": dg.MetadataValue.text(capped_files(set_aside_files, int(report.get("n_set_aside") or 0), full_list=set_aside_path) if set_aside_files else "none"),
                 "set_aside_list": dg.MetadataValue.path(set_aside_path),
                 "report": dg.MetadataValue.path(report_path),
             },
@@ -102,11 +104,13 @@ not evaluated for it."""
 
 
 def validation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
-    """What the asset shows, read from ``validated/report.json``: a Dagster run and a step
-    run by DVC show the same."""
-    from pipelines.steps.validate import blocks
+    """What the asset shows, read from ``validated/summary.json``: a Dagster run and a
+    step run by DVC show the same."""
+    from pipelines.steps.validate import blocks, read_summary
 
-    r = json.loads((paths.validated / "report.json").read_text())
+    r = read_summary(paths.validated)
+    if r is None:
+        raise FileNotFoundError(f"{paths.validated / 'report.json'} is missing: validation has not finished")
     return {
         "passed": bool(r["passed"]),
         "n_expectations": dg.MetadataValue.int(len(r["results"])),
@@ -118,11 +122,19 @@ def validation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
 
 
 def validation_checks(paths: ScenarioPaths, declared: Iterable[str], relative=rel) -> list[dict[str, Any]]:
-    """The check evaluations of the scenario's last validation, from its files."""
+    """The check evaluations of the scenario's last validation, from its summary (the
+    first files of each list: memory does not grow with the failing rows)."""
+    from pipelines.steps.validate import read_summary
+
     report = paths.validated / "report.json"
     aside = paths.validated / "set_aside.json"
-    files = [a["file"] for a in json.loads(aside.read_text())] if aside.is_file() else []
-    return check_results(json.loads(report.read_text()), relative(report), relative(aside), files, declared)
+    summary = read_summary(paths.validated)
+    if summary is None:
+        raise FileNotFoundError(f"{report} is missing: validation has not finished")
+    first = (summary.get("set_aside") or {}).get("first_files")
+    if first is None:  # a validation written before there was a summary
+        first = [a["file"] for a in json.loads(aside.read_text())] if aside.is_file() else []
+    return check_results(summary, relative(report), relative(aside), first, declared)
 
 
 def build(partitions: dg.PartitionsDefinition, scenarios_dir: str | os.PathLike[str] = SCENARIO_DIR, code_root: Path = PROJECT_ROOT) -> dg.AssetsDefinition:
@@ -151,8 +163,8 @@ def build(partitions: dg.PartitionsDefinition, scenarios_dir: str | os.PathLike[
             context.log.error(f"validation of scenario {name} failed: {metadata['failed']}")
         else:
             version, lineage = record_lineage(context, "validate", name, project)
-        if r.set_aside:
-            aside = capped_files([a["file"] for a in r.set_aside], full_list=rel(r.set_aside_path))
+        if r.n_set_aside:
+            aside = capped_files([a["file"] for a in r.set_aside], r.n_set_aside, full_list=rel(r.set_aside_path))
             context.log.warning(f"scenario {name}: set aside {r.n_set_aside} of {r.n_rows} images: {aside}")
         yield dg.MaterializeResult(asset_key="validated_images", metadata={**metadata, **lineage}, check_results=results, data_version=version)
 

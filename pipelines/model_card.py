@@ -224,7 +224,8 @@ def _data_section(scenario: Scenario, paths: ScenarioPaths, base: Path) -> list[
 def _validation_section(paths: ScenarioPaths, base: Path) -> list[str]:
     out = ["## Validation", ""]
     report_path = paths.validated / "report.json"
-    report = _read_json(report_path)
+    summary = paths.validated / "summary.json"  # the report without its long lists (pipelines.steps.validate.SUMMARY_FILE)
+    report = _read_json(summary if summary.is_file() and report_path.is_file() else report_path)
     if report is None:
         return out + [_missing(report_path, base), ""]
     verdict = "**Passed**" if report.get("passed") else "**Failed**"

@@ -569,8 +569,9 @@ def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> "ShardedImages"
     report = paths.validated / "report.json"
     if not report.is_file():  # validation writes its report last: no report, no finished validation
         raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run validation first")
+    summary = paths.validated / "summary.json"  # the report without its long lists (pipelines.steps.validate.SUMMARY_FILE)
     try:
-        rep = json.loads(report.read_text(encoding="utf-8"))
+        rep = json.loads((summary if summary.is_file() else report).read_text(encoding="utf-8"))
     except ValueError:
         rep = {}
     if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):
