@@ -266,6 +266,10 @@ def digest_words(digests: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(digests, dtype=np.uint8).view(np.int64).reshape(-1, 4)
 
 
+JSON_LINES_READ = 1 << 16
+"""Bytes :class:`JsonLines` reads at a time (its lines are decoded from that window)."""
+
+
 class JsonLines:
     """A list of JSON values kept in an unnamed temporary file, one compact JSON text per
     line (JSON escapes every newline inside a string), appended in order and read back
@@ -294,7 +298,7 @@ class JsonLines:
         self.file.flush()
         fd, offset, rest = self.file.fileno(), 0, b""
         while True:
-            block = os.pread(fd, 1 << 20, offset)
+            block = os.pread(fd, JSON_LINES_READ, offset)
             if not block:
                 return
             offset += len(block)
