@@ -167,11 +167,11 @@ def step_check_evaluations(step: str, name: str, base: Path) -> list[dict[str, A
     ``check_promotable``). Other steps have no checks."""
     paths = ScenarioPaths(name, Roots.under(base))
     if step == "validate":
-        from pipelines.steps.validate import read_summary
+        from pipelines.io import read_validation_summary
 
         from .validation import validation_checks
 
-        own = [e["name"] for e in read_summary(paths.validated)["results"]]  # the scenario's expectations
+        own = [e["name"] for e in read_validation_summary(paths.validated)["results"]]  # the scenario's expectations
         out = validation_checks(paths, own, relative=lambda p: os.path.relpath(p, base))
         return [{"asset_key": dg.AssetKey("validated_images"), **c} for c in out]
     if step == "evaluate":

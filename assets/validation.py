@@ -106,9 +106,10 @@ not evaluated for it."""
 def validation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
     """What the asset shows, read from ``validated/summary.json``: a Dagster run and a
     step run by DVC show the same."""
-    from pipelines.steps.validate import blocks, read_summary
+    from pipelines.io import read_validation_summary
+    from pipelines.steps.validate import blocks
 
-    r = read_summary(paths.validated)
+    r = read_validation_summary(paths.validated)
     if r is None:
         raise FileNotFoundError(f"{paths.validated / 'report.json'} is missing: validation has not finished")
     return {
@@ -124,11 +125,11 @@ def validation_metadata(paths: ScenarioPaths) -> dict[str, Any]:
 def validation_checks(paths: ScenarioPaths, declared: Iterable[str], relative=rel) -> list[dict[str, Any]]:
     """The check evaluations of the scenario's last validation, from its summary (the
     first files of each list: memory does not grow with the failing rows)."""
-    from pipelines.steps.validate import read_summary
+    from pipelines.io import read_validation_summary
 
     report = paths.validated / "report.json"
     aside = paths.validated / "set_aside.json"
-    summary = read_summary(paths.validated)
+    summary = read_validation_summary(paths.validated)
     if summary is None:
         raise FileNotFoundError(f"{report} is missing: validation has not finished")
     first = (summary.get("set_aside") or {}).get("first_files")

@@ -46,6 +46,29 @@ def json_bytes(obj: Any, *, ensure_ascii: bool = False) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=ensure_ascii) + "\n").encode("utf-8")
 
 
+VALIDATION_SUMMARY_FILE = "summary.json"
+"""``validated/report.json`` without its long lists: each result's first failing files and
+values and the first set-aside files (:mod:`pipelines.steps.validate`), for the readers
+that show or judge a validation (the Dagster asset and its checks, augmentation, the
+model card), whose memory must not grow with the failing rows. ``report.json`` keeps
+every one."""
+
+
+def validation_summary_path(validated: Path) -> Path:
+    """The file that says what a validation found: ``validated/summary.json``, or
+    ``report.json`` for a validation written before there was a summary (and when
+    neither exists: ``report.json``, which validation writes last)."""
+    report, summary = validated / "report.json", validated / VALIDATION_SUMMARY_FILE
+    return summary if summary.is_file() and report.is_file() else report
+
+
+def read_validation_summary(validated: Path) -> dict[str, Any] | None:
+    """:func:`validation_summary_path`'s JSON; None when validation has not finished
+    (no ``report.json``)."""
+    path = validation_summary_path(validated)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 class Streamed(list):
     """A list :func:`write_json` writes item by item from ``items`` (anything iterable
     again, e.g. a :class:`pipelines.spill.JsonLines` of ``n`` values) without holding it.

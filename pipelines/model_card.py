@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from .dvcio import dvc_hash, stage_name
-from .io import atomic_write
+from .io import atomic_write, validation_summary_path
 from .lineage import NOT_A_GIT_CHECKOUT, code_version
 from .paths import ScenarioPaths
 from .scenario import MEDICAL_MAX_MEMBERSHIP_AUC, Scenario
@@ -224,8 +224,7 @@ def _data_section(scenario: Scenario, paths: ScenarioPaths, base: Path) -> list[
 def _validation_section(paths: ScenarioPaths, base: Path) -> list[str]:
     out = ["## Validation", ""]
     report_path = paths.validated / "report.json"
-    summary = paths.validated / "summary.json"  # the report without its long lists (pipelines.steps.validate.SUMMARY_FILE)
-    report = _read_json(summary if summary.is_file() and report_path.is_file() else report_path)
+    report = _read_json(validation_summary_path(paths.validated))
     if report is None:
         return out + [_missing(report_path, base), ""]
     verdict = "**Passed**" if report.get("passed") else "**Failed**"

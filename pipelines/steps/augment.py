@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, sha256_bytes
+from ..io import IMAGES_DIR, LEGACY_IMAGES_FILE, atomic_write, json_bytes, sha256_bytes, validation_summary_path
 from gan_core.shards import ShardWriter, dataset_digest, remove_dataset
 from ..paths import ScenarioPaths
 from ..scenario import SCENARIO_DIR, AugmentationSpec, Scenario
@@ -569,9 +569,8 @@ def _read_validated(scenario: Scenario, paths: ScenarioPaths) -> "ShardedImages"
     report = paths.validated / "report.json"
     if not report.is_file():  # validation writes its report last: no report, no finished validation
         raise MissingInputError(f"scenario {scenario.name!r}: {report} is missing: validation has not finished; run validation first")
-    summary = paths.validated / "summary.json"  # the report without its long lists (pipelines.steps.validate.SUMMARY_FILE)
     try:
-        rep = json.loads((summary if summary.is_file() else report).read_text(encoding="utf-8"))
+        rep = json.loads(validation_summary_path(paths.validated).read_text(encoding="utf-8"))
     except ValueError:
         rep = {}
     if isinstance(rep, dict) and (rep.get("passed") is False or rep.get("success") is False):

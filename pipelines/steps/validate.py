@@ -47,7 +47,7 @@ data that did not pass):
   every blocking check passes;
 - ``set_aside.json`` — the set-aside images (an empty list when none), in both cases;
 - ``summary.json`` — ``report.json`` with each list cut to its first :data:`MAX_FILES`
-  (:data:`SUMMARY_FILE`), in both cases;
+  (:data:`pipelines.io.VALIDATION_SUMMARY_FILE`), in both cases;
 - ``report.json`` — in both cases, last.
 
 Memory does not grow with the failing rows: great-expectations' result for each chunk
@@ -78,21 +78,6 @@ MAX_FILES = 20
 """At most this many file names per result in one-line summaries and the Dagster UI;
 ``report.json`` lists every one."""
 SET_ASIDE_FILE = "set_aside.json"
-SUMMARY_FILE = "summary.json"
-"""``report.json`` without its long lists: each result's first :data:`MAX_FILES` failing
-files and values and the first set-aside files, for the readers that show or judge a
-validation (the Dagster asset and its checks, augmentation, the model card), whose
-memory must not grow with the failing rows. ``report.json`` keeps every one."""
-
-
-def read_summary(validated: Path) -> dict[str, Any] | None:
-    """``validated/summary.json`` (``report.json`` for a validation written before there
-    was a summary); None when validation has not finished (no ``report.json``)."""
-    report = validated / "report.json"
-    if not report.is_file():
-        return None
-    summary = validated / SUMMARY_FILE
-    return json.loads((summary if summary.is_file() else report).read_text(encoding="utf-8"))
 
 
 class ValidationConfigError(ValueError):
@@ -682,11 +667,6 @@ class _Chain:
         for entry in self.entries:
             yield entry["file"]
 
-    def head(self, k: int) -> list[str]:
-        import itertools
-
-        return list(itertools.islice(iter(self), k))
-
 
 COPY_COLUMNS = ("duplicate_of", "near_duplicate_of")
 """A set-aside image that failed a check on one of these columns is a copy: its entry
@@ -839,10 +819,12 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
     chunks names the rows and writes the set-aside entries to another
     (:func:`_name_rows`), the reports are written from those files a piece at a time,
     and the kept table is streamed. What remains per row is the keep mask (1 byte)."""
+    import itertools
+
     import numpy as np
     import pandas as pd
 
-    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, Streamed, atomic_write, json_bytes, read_table, table_columns, write_json
+    from pipelines.io import IMAGES_DIR, LEGACY_IMAGES_FILE, VALIDATION_SUMMARY_FILE, Streamed, atomic_write, json_bytes, read_table, table_columns, write_json
     from pipelines.spill import JsonLines
     from gan_core.shards import INDEX_FILE, remove_dataset
 
@@ -854,7 +836,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
 
     # Nothing stale may survive a failed or crashed validation (the shards stay until a
     # pass rewrites the index, so unchanged ones are not written again).
-    summary_path = out_dir / SUMMARY_FILE
+    summary_path = out_dir / VALIDATION_SUMMARY_FILE
     for stale in (images_out / INDEX_FILE, out_dir / LEGACY_IMAGES_FILE, table_out, set_aside_path, summary_path, report_path):
         stale.unlink(missing_ok=True)
 
@@ -978,7 +960,7 @@ def validate(scenario: Scenario, paths: ScenarioPaths) -> ValidationResult:
                 entry["unexpected_files"] = files
             full = {k: entry[k] for k in keys} | {k: v for k, v in entry.items() if k in ("unexpected_values", "set_aside_count", "detail", "error")}
             results.append({k: Streamed(v, len(v)) if isinstance(v, (JsonLines, _Chain)) else v for k, v in full.items()})
-            previews.append({k: v.head(MAX_FILES) if isinstance(v, (JsonLines, _Chain)) else v for k, v in full.items()})
+            previews.append({k: list(itertools.islice(v, MAX_FILES)) if isinstance(v, (JsonLines, _Chain)) else v for k, v in full.items()})
 
         builtin = {"on_failure": "block", "blocking": True, "rows": "kept"}
         count_entry, _ = _from_gx({"expectation": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.min_images}, **builtin}, row_count_result, ())
