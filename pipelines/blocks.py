@@ -96,7 +96,7 @@ def describe(items: Sequence[Item], shape: tuple[int, int, int]) -> Block:
             st["mean"], st["std"], st["min"], st["max"], st["symmetry"],
         ))
     rows = text.getvalue().encode("utf-8").split(b"\n")[:-1]
-    return Block(entries, pixels, digests, rows, contamination.feature_matrix(pixels), contamination.perceptual_hashes(pixels))
+    return Block(entries, pixels, digests, rows, *contamination.describe_images(pixels))
 
 
 def blocks(items: Iterable[Item], shape: tuple[int, int, int], size: int = 64) -> Iterator[Block]:

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import native
+
 K = 50
 """Neighbours in the k-NN distance. A tight group of more images than this (2.5 % of a
 full reference) counts as a mode of the scenario; smaller groups far from the rest are
@@ -86,7 +88,6 @@ LBP_STEP = 1
 _QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
 _BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1 / 4), (1 / 4, 1 / 2), (1 / 2, 1.0))
 _LUMA = np.array([0.299, 0.587, 0.114])
-_EPS = 1e-3
 _CHUNK_PIXELS = 1 << 18
 """Images per feature chunk: about this many pixels (small arrays stay in the CPU cache)."""
 _PROBE_CHUNK = 1 << 16
@@ -117,33 +118,6 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return x[..., 0] if x.shape[-1] == 1 else x @ _LUMA
 
 
-def _lbp_table() -> np.ndarray:
-    """8-bit local binary pattern -> bin: uniform patterns (at most 2 circular 0/1
-    changes) by their number of set bits (0-8), every other pattern 9."""
-    codes = np.arange(256)
-    bits = (codes[:, None] >> np.arange(8)) & 1
-    changes = (bits != np.roll(bits, 1, axis=1)).sum(axis=1)
-    return np.where(changes <= 2, bits.sum(axis=1), 9).astype(np.int64)
-
-
-_LBP_BIN = _lbp_table()
-
-
-def _per_image_hist(values: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """(B, ...) integer bins in [0, n_bins) -> (B, n_bins) counts (or summed weights)."""
-    b = values.shape[0]
-    flat = (values.reshape(b, -1) + (np.arange(b) * n_bins)[:, None]).ravel()
-    w = None if weights is None else weights.reshape(-1)
-    return np.bincount(flat, weights=w, minlength=b * n_bins).reshape(b, n_bins)
-
-
-_LBP_ORDER = np.argsort(_LBP_BIN, kind="stable")
-_LBP_STARTS = np.r_[0, np.flatnonzero(np.diff(_LBP_BIN[_LBP_ORDER])) + 1]
-"""The 256 patterns ordered by bin, and where each bin starts: a 256-pattern histogram
-summed per bin (exact integers) is the 10-bin LBP histogram, without mapping every
-pixel's pattern to its bin first."""
-
-
 def _spectrum(g: np.ndarray) -> np.ndarray:
     """The real 2-D FFT of ``(B, H, W)`` images over their last two axes, in float64.
 
@@ -155,29 +129,20 @@ def _spectrum(g: np.ndarray) -> np.ndarray:
     return fft.rfft2(g.astype(np.float64), axes=(1, 2))
 
 
-def image_features(batch: np.ndarray) -> np.ndarray:
-    """Features of a uint8 ``(B, H, W, C)`` batch (C = 1 or 3) -> float64 ``(B, D)``, in
-    the order of :data:`FEATURE_NAMES_GREY` / :data:`FEATURE_NAMES_RGB`."""
-    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
-        raise ValueError(f"image_features needs uint8 (B, H, W, 1 or 3) images, got {batch.dtype} {batch.shape}")
-    b, h, w, c = batch.shape
-    n_pix = h * w
-    x = batch.astype(np.float32) / np.float32(255.0)
-    g = x[..., 0] if c == 1 else x @ _LUMA.astype(np.float32)
-    flat = g.reshape(b, -1)
-    # Grey-level quantiles from each image's 256-level histogram (the smallest level
-    # whose cumulative share reaches q): exact for grey images, luma rounded for RGB.
-    levels = batch[..., 0] if c == 1 else np.rint(g * 255).astype(np.uint8)
-    cdf = np.cumsum(_per_image_hist(levels, 256), axis=1)
-    cols: list[np.ndarray] = [np.stack([(cdf < q * n_pix).sum(axis=1) for q in _QUANTILES], axis=1) / 255.0]
+def _per_image_hist(values: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(B, ...) integer bins in [0, n_bins) -> (B, n_bins) counts (or summed weights)."""
+    b = values.shape[0]
+    flat = (values.reshape(b, -1) + (np.arange(b) * n_bins)[:, None]).ravel()
+    w = None if weights is None else weights.reshape(-1)
+    return np.bincount(flat, weights=w, minlength=b * n_bins).reshape(b, n_bins)
 
-    gx, gy = np.diff(g, axis=2), np.diff(g, axis=1)
-    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
-    cols.append(np.log(np.stack([flat.std(axis=1), np.abs(gx).mean(axis=(1, 2)), np.abs(gy).mean(axis=(1, 2)), np.abs(lap).mean(axis=(1, 2))], axis=1) + _EPS))
 
-    # Spectral power per band from the real FFT: every column but the first (and the
-    # Nyquist one for an even width) stands for two frequencies, +f and -f.
-    power = np.abs(_spectrum(g - flat.mean(axis=1)[:, None, None])) ** 2
+def _bands(g: np.ndarray) -> np.ndarray:
+    """Log shares of spectral power per band (:data:`_BANDS`) of float64 ``(B, H, W)``
+    grey images, from the real FFT of each image minus its mean: every column but the
+    first (and the Nyquist one for an even width) stands for two frequencies, +f and -f."""
+    b, h, w = g.shape
+    power = np.abs(_spectrum(g - g.reshape(b, -1).mean(axis=1)[:, None, None])) ** 2
     r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
     twice = np.full(r.shape[1], 2.0)
     twice[0] = 1.0
@@ -186,67 +151,41 @@ def image_features(batch: np.ndarray) -> np.ndarray:
     band = np.searchsorted(np.array([hi for _, hi in _BANDS]), r, side="left")  # r in (lo, hi] -> its band
     band = np.where(r > 0, band, len(_BANDS))  # the DC term in no band
     bands = _per_image_hist(np.broadcast_to(band, power.shape), len(_BANDS) + 1, power * twice)[:, : len(_BANDS)] + 1e-8
-    cols.append(np.log(bands / bands.sum(axis=1, keepdims=True)))
-
-    # Gradient orientation mix: magnitude-weighted shares of [0, 45), [45, 90), [90, 135)
-    # and [135, 180) degrees (a direction and its opposite are one orientation).
-    # Bins: [0, 90) holds the pixels where gx and gy have the same sign (or gy = 0 < |gx|),
-    # split at 45 degrees by |gy| >= |gx|; the others split by |gy| > |gx|. Magnitude sums
-    # per bin from masked sums (no per-pixel bin index).
-    gxx, gyy = gx[:, :-1, :], gy[:, :, :-1]
-    ax2, ay2 = gxx * gxx, gyy * gyy
-    mag = np.sqrt(ax2 + ay2).reshape(b, -1)
-    m_same = mag * ((gxx * gyy > 0) | ((gyy == 0) & (gxx != 0))).reshape(b, -1)
-    m_other = mag - m_same
-    s_same, total = m_same.sum(axis=1, dtype=np.float64), mag.sum(axis=1, dtype=np.float64)
-    s_45_90 = (m_same * (ay2 >= ax2).reshape(b, -1)).sum(axis=1, dtype=np.float64)
-    s_90_135 = (m_other * (ay2 > ax2).reshape(b, -1)).sum(axis=1, dtype=np.float64)
-    orient = np.stack([s_same - s_45_90, s_45_90, s_90_135, total - s_same - s_90_135], axis=1)
-    cols.append(orient / (orient.sum(axis=1, keepdims=True) + 1e-12))
-
-    # Local binary patterns on the 256 grey levels (8 neighbours, radius 1; a neighbour
-    # counts when it is at least LBP_STEP levels brighter), binned by _LBP_BIN.
-    lv = levels.astype(np.int16)
-    centre = lv[:, 1:-1, 1:-1] + LBP_STEP
-    ring = (lv[:, :-2, :-2], lv[:, :-2, 1:-1], lv[:, :-2, 2:], lv[:, 1:-1, 2:], lv[:, 2:, 2:], lv[:, 2:, 1:-1], lv[:, 2:, :-2], lv[:, 1:-1, :-2])
-    code = np.zeros(centre.shape, np.uint8)
-    for bit, v in enumerate(ring):
-        code |= (v >= centre).astype(np.uint8) << np.uint8(bit)
-    lbp = np.add.reduceat(_per_image_hist(code, 256)[:, _LBP_ORDER], _LBP_STARTS, axis=1)
-    cols.append(lbp / lbp.sum(axis=1, keepdims=True))
-
-    if c == 3:
-        cols.append(_colour_features(batch))
-    return np.concatenate([np.asarray(col, dtype=np.float64) for col in cols], axis=1)
+    return np.log(bands / bands.sum(axis=1, keepdims=True))
 
 
-def _colour_features(batch: np.ndarray) -> np.ndarray:
-    """Means and log standard deviations of R, G, B and of the opponent channels
-    ``rg = R - G`` and ``yb = B - (R + G) / 2`` (values in [0, 1]) of a uint8
-    ``(B, H, W, 3)`` batch -> float64 ``(B, 10)``. Computed from exact integer sums of
-    the bytes and their pairwise products per image (a product of two bytes fits in
-    uint16), so no per-pixel float arrays are formed."""
-    b = len(batch)
-    planes = batch.reshape(b, -1, 3).transpose(0, 2, 1).astype(np.uint16, order="C")  # (B, 3, pixels)
-    n = planes.shape[2]
-    r, g, bl = planes[:, 0], planes[:, 1], planes[:, 2]
-    s = planes.sum(axis=2, dtype=np.int64)  # (B, 3)
-    sq = (planes * planes).sum(axis=2, dtype=np.int64)
-    s_rg, s_rb, s_gb = ((u * v).sum(axis=1, dtype=np.int64) for u, v in ((r, g), (r, bl), (g, bl)))
-    sr, sg, sb = s[:, 0], s[:, 1], s[:, 2]
-    # Sums (and sums of squares) of rg and of 2 * yb, still exact integers.
-    s_opp = np.stack([sr - sg, 2 * sb - sr - sg], axis=1)
-    sq_opp = np.stack([sq[:, 0] + sq[:, 1] - 2 * s_rg, 4 * sq[:, 2] + sq[:, 0] + sq[:, 1] + 2 * s_rg - 4 * s_rb - 4 * s_gb], axis=1)
-    unit = np.array([255.0 * n, 255.0 * n, 255.0 * n])
-    unit_opp = np.array([255.0 * n, 2 * 255.0 * n])
+def _grey_and_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grey images (float64 ``(B, H, W)`` in [0, 1]) and :func:`image_features` of a
+    uint8 ``(B, H, W, C)`` batch."""
+    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
+        raise ValueError(f"image_features needs uint8 (B, H, W, 1 or 3) images, got {batch.dtype} {batch.shape}")
+    grey, out = native.features(batch)
+    out[:, native.BAND_COLUMNS] = _bands(grey)
+    return grey, out
 
-    def std(sums: np.ndarray, squares: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return np.sqrt((n * squares - sums * sums).astype(np.float64)) / scale
 
-    return np.concatenate([
-        s / unit, np.log(std(s, sq, unit) + _EPS),
-        s_opp / unit_opp, np.log(std(s_opp, sq_opp, unit_opp) + _EPS),
-    ], axis=1)
+def image_features(batch: np.ndarray) -> np.ndarray:
+    """Features of a uint8 ``(B, H, W, C)`` batch (C = 1 or 3) -> float64 ``(B, D)``, in
+    the order of :data:`FEATURE_NAMES_GREY` / :data:`FEATURE_NAMES_RGB`:
+
+    - ``q02`` .. ``q98``: grey-level quantiles, each the smallest of the 256 levels
+      (``rint`` of the luma) whose cumulative share of the pixels reaches q, over 255;
+    - ``log_std``, ``log_grad_x``, ``log_grad_y``, ``log_laplacian``: the log (+ 1e-3) of
+      the grey image's standard deviation, mean absolute horizontal and vertical
+      differences and mean absolute 4-neighbour Laplacian (interior pixels);
+    - ``log_band_0`` .. ``log_band_4``: the log share of the spectral power (real FFT of
+      the grey image minus its mean) in each radial frequency band of :data:`_BANDS`;
+    - ``orient_0`` .. ``orient_135``: the gradient magnitude's share in each 45-degree
+      sector of orientations (forward differences; a direction and its opposite are one);
+    - ``lbp_0`` .. ``lbp_9``: the local binary pattern histogram (8 neighbours at radius
+      1, a neighbour set when at least :data:`LBP_STEP` levels brighter): uniform
+      patterns by their number of set bits, every other pattern in the last bin;
+    - for RGB, the means and log standard deviations of R, G, B and of the opponent
+      channels ``R - G`` and ``B - (R + G) / 2``.
+
+    Everything but the bands comes from :func:`pipelines.native.features` (C, one image at
+    a time); each row depends on its own image alone."""
+    return _grey_and_features(batch)[1]
 
 
 def _chunks(n: int, shape: tuple[int, ...]) -> list[slice]:
@@ -260,17 +199,27 @@ def _block(images: Sequence[np.ndarray], part: slice) -> np.ndarray:
     return images[part] if isinstance(images, np.ndarray) else np.stack(images[part])
 
 
+def describe_images(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`image_features` (float32 ``(N, D)``) and :func:`perceptual_hashes` (uint64
+    ``(N,)``) of equal-shape uint8 ``(H, W, C)`` images, computed together in small
+    chunks (one grey image each for both)."""
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, N_FEATURES_GREY), np.float32), np.zeros(0, np.uint64)
+    shape = images[0].shape
+    features = np.empty((n, N_FEATURES_RGB if shape[-1] == 3 else N_FEATURES_GREY), np.float32)
+    hashes = np.empty(n, np.uint64)
+    dh, dw = _dct_matrix(shape[0]), _dct_matrix(shape[1])
+    for part in _chunks(n, shape):
+        grey, features[part] = _grey_and_features(_block(images, part))
+        hashes[part] = native.phash(grey, dh, dw)
+    return features, hashes
+
+
 def feature_matrix(images: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`image_features` of equal-shape uint8 ``(H, W, C)`` images, computed in
     small chunks -> float32 ``(N, D)``."""
-    n = len(images)
-    if n == 0:
-        return np.zeros((0, N_FEATURES_GREY), np.float32)
-    shape = images[0].shape
-    out = np.empty((n, N_FEATURES_RGB if shape[-1] == 3 else N_FEATURES_GREY), np.float32)
-    for part in _chunks(n, shape):
-        out[part] = image_features(_block(images, part))
-    return out
+    return describe_images(images)[0]
 
 
 # ----------------------------------------------------------------------------- outlier score
@@ -341,10 +290,9 @@ def _knn(f: np.ndarray, centre: np.ndarray, scale: np.ndarray, rows: np.ndarray,
         own = np.minimum(np.searchsorted(ref, sel), len(ref) - 1)  # ref is sorted: where each row sits in it, if it does
         hit = ref[own] == sel
         d2[np.flatnonzero(hit), own[hit]] = np.inf
-        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        dk[start : start + len(sel)] = np.sqrt(np.take_along_axis(d2, idx, axis=1)).mean(axis=1)
+        dk[start : start + len(sel)], med = native.knn(d2, k, ref_values)
         if local is not None:
-            local[start : start + len(sel)] = np.median(ref_values[idx], axis=1)
+            local[start : start + len(sel)] = med
     return dk, local
 
 
@@ -420,20 +368,11 @@ def _dct_matrix(n: int, m: int = 8) -> np.ndarray:
 
 
 def perceptual_hashes(images: Sequence[np.ndarray]) -> np.ndarray:
-    """The 64-bit DCT hash of every image (module docstring) -> uint64 ``(N,)``."""
-    n = len(images)
-    out = np.zeros(n, np.uint64)
-    if n == 0:
-        return out
-    h, w = images[0].shape[:2]
-    dh, dw = _dct_matrix(h), _dct_matrix(w)
-    weights = (np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64))
-    for part in _chunks(n, images[0].shape):
-        g = _grey(_block(images, part).astype(np.float64))
-        low = np.einsum("ah,bhw,cw->bac", dh, g, dw, optimize=True).reshape(len(g), 64)
-        bits = low > np.median(low, axis=1, keepdims=True)
-        out[part] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-    return out
+    """The 64-bit DCT hash of every image (module docstring) -> uint64 ``(N,)``: the grey
+    image of :func:`image_features`, its 8 x 8 lowest DCT-II frequencies, one bit per
+    coefficient above their median (:func:`pipelines.native.phash`), the first
+    coefficient the highest bit."""
+    return describe_images(images)[1]
 
 
 def hash_hex(h: int | np.integer) -> str:

@@ -257,8 +257,9 @@ complaint; none of them changes pixels or orientation."""
 _PNG_TEXT_MAX = 1 << 16
 
 
-def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str] | None:
-    """``(width, height, mode)`` when ``data`` is a *plain* PNG, else None.
+def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str, int, int] | None:
+    """``(width, height, mode, idat_start, idat_stop)`` when ``data`` is a *plain* PNG,
+    else None; ``data[idat_start:idat_stop]`` is its run of IDAT chunks.
 
     Plain: 8-bit grey or RGB, not interlaced, no palette, transparency, EXIF/XMP or
     animation; every chunk whole, its checksum right (IDAT's are checked by the
@@ -278,6 +279,7 @@ def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str] | None:
     if w * h > max_pixels or min(w, h) < MIN_SIDE:
         return None
     pos, end, idat = 8, len(data), 0  # idat: 0 before the IDAT run, 1 in it, 2 after it
+    idat_start = idat_stop = 0
     while True:
         if pos + 12 > end:
             return None
@@ -288,7 +290,9 @@ def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str] | None:
         if kind == b"IDAT":
             if idat == 2:
                 return None
-            idat = 1
+            if idat == 0:
+                idat_start = pos
+            idat, idat_stop = 1, stop + 4
         else:
             idat = 2 if idat else 0
             if kind == b"tEXt":
@@ -308,27 +312,36 @@ def _plain_png(data: bytes, max_pixels: int) -> tuple[int, int, str] | None:
             if zlib.crc32(memoryview(data)[pos + 4 : stop]) != struct.unpack_from(">I", data, stop)[0]:
                 return None
             if kind == b"IEND":
-                return (w, h, _PNG_MODES[colour]) if idat else None
+                return (w, h, _PNG_MODES[colour], idat_start, idat_stop) if idat else None
         pos = stop + 4
 
 
-def _decode_plain_png(data: bytes, scenario: Scenario, w: int, h: int, mode: str) -> Decoded | None:
-    """A plain PNG (:func:`_plain_png`) decoded by OpenCV; None where OpenCV refuses it
-    (a damaged compressed stream), so that Pillow's path words the refusal."""
-    import cv2
+def _decode_plain_png(data: bytes, scenario: Scenario, w: int, h: int, mode: str, idat_start: int | None = None, idat_stop: int | None = None) -> Decoded | None:
+    """A plain PNG (:func:`_plain_png`) decoded: its IDAT run inflated and unfiltered by
+    :func:`pipelines.native.png_plain` where that run is one clean zlib stream of
+    exactly the image's rows, else by OpenCV's libpng (the same pixels: zlib's inflate
+    and the PNG filters leave no choice); None where OpenCV refuses it too (a damaged
+    compressed stream), so that Pillow's path words the refusal."""
+    channels = len(mode)
+    arr = None
+    if idat_start is not None and idat_stop is not None:
+        from pipelines import native
 
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    want = (h, w, 3) if mode == "RGB" else (h, w)
-    if arr is None or arr.dtype != np.uint8 or arr.shape != want:
-        return None
-    if mode == "RGB":
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-    size, channels = scenario.image.size, scenario.image.channels
-    if (w, h) == (size, size) and channels == len(mode):
-        return Decoded(arr.reshape(size, size, channels), w, h, mode, 1)
+        arr = native.png_plain(data, idat_start, idat_stop, h, w, channels)
+    if arr is None:
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        want = (h, w, 3) if mode == "RGB" else (h, w)
+        if arr is None or arr.dtype != np.uint8 or arr.shape != want:
+            return None
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if mode == "RGB" else arr[:, :, None]
+    size = scenario.image.size
+    if (w, h) == (size, size) and scenario.image.channels == channels:
+        return Decoded(arr, w, h, mode, 1)
     from PIL import Image
 
-    return _finish(Image.fromarray(arr, mode), scenario, w, h, mode, 1)
+    return _finish(Image.fromarray(arr if channels == 3 else arr[:, :, 0], mode), scenario, w, h, mode, 1)
 
 
 def decode_bytes(data: bytes, scenario: Scenario, max_pixels: int) -> Decoded:
@@ -377,22 +390,11 @@ def decode_array(row: np.ndarray, scenario: Scenario, max_pixels: int) -> Decode
     return _normalize(im, scenario, modes[key], 1, max_pixels)
 
 
-def _moments(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact integer sums of a uint8 ``(B, H, W, C)`` block, per image: the values, their
-    squares and their products with the left-right mirror image (int64 ``(B,)`` each).
-    A product of two bytes fits in uint16 (255**2 < 2**16), so the products are formed
-    in 2 bytes per value and summed in int64: exact, in any order."""
-    b = len(block)
-    flat = block.reshape(b, -1)
-    a = flat.astype(np.uint16)
-    mirror = block[:, :, ::-1, :].astype(np.uint16).reshape(b, -1)
-    return flat.sum(axis=1, dtype=np.int64), (a * a).sum(axis=1, dtype=np.int64), (a * mirror).sum(axis=1, dtype=np.int64)
-
-
 def image_stats_batch(block: np.ndarray) -> list[dict[str, float]]:
     """:func:`image_stats` of every image of a uint8 ``(B, H, W, C)`` block.
 
-    Mean, standard deviation and symmetry come from exact integer sums (:func:`_moments`):
+    Mean, standard deviation and symmetry come from exact integer sums
+    (:func:`pipelines.native.moments`, with the minimum and maximum):
     with ``n`` values per image, ``S1 = sum v``, ``S2 = sum v**2`` and ``M = sum v * mirror(v)``,
     ``std = sqrt(n*S2 - S1**2) / (255 n)`` and ``symmetry = (n*M - S1**2) / (n*S2 - S1**2)``
     (the mirror is a permutation of the image, so both have the same variance). No
@@ -400,14 +402,16 @@ def image_stats_batch(block: np.ndarray) -> list[dict[str, float]]:
     b = len(block)
     if b == 0:
         return []
+    from pipelines import native
+
     n = block[0].size
-    s1, s2, s12 = _moments(block)
+    sums = native.moments(block)
+    s1, s2, s12 = sums[:, 0], sums[:, 1], sums[:, 2]
     var_num = n * s2 - s1 * s1  # n**2 * variance, in (0..255)**2 units: an exact integer
     cross_num = n * s12 - s1 * s1
     mean = (s1 / (n * 255.0)).tolist()
     std = (np.sqrt(var_num.astype(np.float64)) / (n * 255.0)).tolist()
-    flat = block.reshape(b, -1)
-    lo, hi = flat.min(axis=1).tolist(), flat.max(axis=1).tolist()
+    lo, hi = sums[:, 3].tolist(), sums[:, 4].tolist()
     var_num, cross_num = var_num.tolist(), cross_num.tolist()  # Python numbers: no numpy scalar in the loop
     out = []
     for i in range(b):

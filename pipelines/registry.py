@@ -232,8 +232,11 @@ def _module_file(module: str, root: Path) -> Path | None:
     base = root.joinpath(*parts)
     if (base / "__init__.py").is_file():
         return base / "__init__.py"
-    f = base.with_suffix(".py")
-    return f if f.is_file() else None
+    for suffix in (".py", ".c"):  # a compiled module is code too: its C source (pipelines/_native.c)
+        f = base.with_suffix(suffix)
+        if f.is_file():
+            return f
+    return None
 
 
 def _lazy_exports(tree: ast.Module) -> dict[str, str]:
@@ -291,7 +294,8 @@ def _closure(module: str, root: Path) -> tuple[str, ...]:
         if f is None:
             continue
         seen[m] = f
-        todo.extend(_imports(m, f, root))
+        if f.suffix == ".py":
+            todo.extend(_imports(m, f, root))
     return tuple(sorted({f.relative_to(root).as_posix() for f in seen.values()}))
 
 

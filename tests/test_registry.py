@@ -65,6 +65,7 @@ def test_the_closure_follows_lazy_imports_and_lazy_package_exports():
     ingest = code_closure("pipelines.steps.ingest")
     assert not any(f.startswith("gan_core/") and f not in ("gan_core/__init__.py", "gan_core/atomic.py", "gan_core/config.py", "gan_core/diffaug.py", "gan_core/shards.py") for f in ingest), ingest
     assert "pipelines/builtin_data.py" in ingest and "pipelines/builtin_data.py" not in STEPS["ingest"].code_files()  # listed per scenario instead
+    assert "pipelines/_native.c" in ingest  # a compiled module's source is its code
 
 
 def _copy_code(dst: Path) -> Path:
@@ -73,7 +74,7 @@ def _copy_code(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("edited", ["gan_core/ema.py", "gan_core/fid.py", "pipelines/steps/augment.py", "pipelines/scenario.py"])
+@pytest.mark.parametrize("edited", ["gan_core/ema.py", "gan_core/fid.py", "pipelines/steps/augment.py", "pipelines/scenario.py", "pipelines/_native.c"])
 def test_a_code_version_changes_exactly_for_the_steps_whose_stage_watches_the_file(tmp_path, edited):
     root = _copy_code(tmp_path)
     before = {n: st.code_version(root) for n, st in STEPS.items()}
@@ -88,6 +89,8 @@ def test_a_code_version_changes_exactly_for_the_steps_whose_stage_watches_the_fi
         assert changed == {"train"}
     if edited == "pipelines/scenario.py":
         assert changed == set(STEPS)
+    if edited == "pipelines/_native.c":
+        assert "ingest" in changed and "train" not in changed
 
 
 def test_dvc_yaml_lists_a_new_scenario_once_its_file_exists(tmp_path):

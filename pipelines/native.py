@@ -1,0 +1,115 @@
+"""The per-image kernels of ingestion, compiled from ``pipelines/_native.c``.
+
+    from pipelines import native
+    grey, features = native.features(block)      # uint8 (B, H, W, C) -> float64 grey, features
+    hashes = native.phash(grey)                   # -> uint64 (B,)
+    sums = native.moments(block)                  # -> int64 (B, 5)
+    dk, local = native.knn(d2, k, ref_values)     # k-nearest distances, neighbour medians
+    pixels = native.png_plain(data, start, stop, h, w, c)   # a plain PNG's IDAT run -> (h, w, c) or None
+
+What every image costs in the decode workers (decoding a plain PNG, the contamination
+features, the perceptual hash, the pixel sums), and the k-nearest-neighbour selection of
+the outlier scores, cost 2-4 times less in C than as NumPy array expressions (which
+pass over a 32 x 32 image dozens of times, and whose per-call overhead is paid per
+block): docs/BENCHMARKS.md, "A compiled kernel for the per-image checks". The
+definitions are those of :mod:`pipelines.contamination` and
+:func:`pipelines.decode.image_stats_batch`; every value is a function of one image (or
+one row of distances) alone, in a fixed order of operations, so it does not depend on
+the batch an image arrives in. ``tests/test_native.py`` checks each kernel against a
+plain NumPy reading of the same definitions.
+
+The module is built by ``pip install -e .`` (setuptools, from ``pyproject.toml``);
+these wrappers check dtypes and shapes and own the output arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from pipelines import _native
+except ImportError as e:  # pragma: no cover - only without a build
+    raise ImportError(
+        f"pipelines._native (the compiled kernels of pipelines/_native.c) is not built ({e}); "
+        "run `pip install -e .` in the project folder, which compiles it (it needs a C compiler and the Python headers, "
+        "e.g. Debian's gcc and python3-dev)"
+    ) from None
+
+N_FEATURES_GREY = 30
+N_FEATURES_RGB = 40
+BAND_COLUMNS = slice(11, 16)
+"""The columns :func:`features` leaves for the caller (the band spectrum, from an FFT)."""
+
+
+def _images(block: np.ndarray) -> np.ndarray:
+    if block.ndim != 4 or block.shape[-1] not in (1, 3) or block.dtype != np.uint8:
+        raise ValueError(f"need uint8 (B, H, W, 1 or 3) images, got {block.dtype} {block.shape}")
+    if min(block.shape[1:3]) < 3:
+        raise ValueError(f"need images of at least 3 x 3 pixels, got {block.shape[1]} x {block.shape[2]}")
+    return np.ascontiguousarray(block)
+
+
+def features(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grey levels in [0, 1] (float64 ``(B, H, W)``, ITU-R 601 luma) and the
+    contamination features (float64 ``(B, D)``) of a uint8 ``(B, H, W, C)`` block; the
+    :data:`BAND_COLUMNS` are left at 0 for the caller."""
+    block = _images(block)
+    b, h, w, c = block.shape
+    grey = np.empty((b, h, w), np.float64)
+    out = np.zeros((b, N_FEATURES_RGB if c == 3 else N_FEATURES_GREY), np.float64)
+    _native.features(block, b, h, w, c, grey, out)
+    return grey, out
+
+
+def phash(grey: np.ndarray, dh: np.ndarray, dw: np.ndarray) -> np.ndarray:
+    """64-bit DCT hashes of float64 ``(B, H, W)`` grey images, with the first 8 rows of
+    the DCT-II matrices ``dh`` ``(8, H)`` and ``dw`` ``(8, W)`` -> uint64 ``(B,)``."""
+    grey = np.ascontiguousarray(grey, np.float64)
+    b, h, w = grey.shape
+    dh, dw = np.ascontiguousarray(dh, np.float64), np.ascontiguousarray(dw, np.float64)
+    if dh.shape != (8, h) or dw.shape != (8, w):
+        raise ValueError(f"DCT matrices {dh.shape} and {dw.shape} do not fit {h} x {w} images")
+    out = np.empty(b, np.uint64)
+    _native.phash(grey, b, h, w, dh, dw, out)
+    return out
+
+
+def moments(block: np.ndarray) -> np.ndarray:
+    """Per image of a uint8 ``(B, H, W, C)`` block: the sum of its values, of their
+    squares, of their products with the left-right mirror image, its minimum and its
+    maximum -> int64 ``(B, 5)`` (exact integers)."""
+    if block.ndim != 4 or block.dtype != np.uint8:
+        raise ValueError(f"need uint8 (B, H, W, C) images, got {block.dtype} {block.shape}")
+    block = np.ascontiguousarray(block)
+    b, h, w, c = block.shape
+    out = np.empty((b, 5), np.int64)
+    _native.moments(block, b, h, w, c, out)
+    return out
+
+
+def png_plain(data: bytes, start: int, stop: int, h: int, w: int, channels: int) -> np.ndarray | None:
+    """The pixels (uint8 ``(h, w, channels)``, channels 1 or 3 at 8 bits) of a PNG whose
+    IDAT chunks are ``data[start:stop]``: each chunk's checksum checked, their payloads
+    inflated as one zlib stream that must end with the last chunk and hold exactly
+    ``h`` filtered rows, then unfiltered. None for anything else (a damaged or short
+    stream, extra rows or data after the stream, an unknown filter type), for the
+    caller's other decoders to read or word."""
+    out = np.empty((h, w, channels), np.uint8)
+    return out if _native.png_plain(data, start, stop, h, w, channels, out) else None
+
+
+def knn(d2: np.ndarray, k: int, ref_values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per row of squared distances ``d2`` ``(R, M)``: the mean of the square roots of
+    its ``k`` smallest entries (ties: the lower column first) and, given ``ref_values``
+    (one per column), the median of those values over the same ``k`` columns."""
+    d2 = np.ascontiguousarray(d2, np.float64)
+    rows, m = d2.shape
+    dk = np.empty(rows, np.float64)
+    local = None
+    if ref_values is not None:
+        ref_values = np.ascontiguousarray(ref_values, np.float64)
+        if ref_values.shape != (m,):
+            raise ValueError(f"ref_values of shape {ref_values.shape} for {m} columns")
+        local = np.empty(rows, np.float64)
+    _native.knn(d2, rows, m, int(k), ref_values, dk, local)
+    return dk, local
