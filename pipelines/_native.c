@@ -253,6 +253,68 @@ static double select_kth(double *v, int n, int k) {
     return v[k];
 }
 
+/* bands(spectrum (B, F) complex doubles, B, F, band (F,) int32, weight (F,) doubles, out (B, D), D):
+ * per image, the spectral power (weight * |z|^2) summed per band 0..4 (band 5: none),
+ * written as log shares (+1e-8 each) to columns COL_BANDS.. of out. */
+static PyObject *py_bands(PyObject *self, PyObject *args) {
+    PyObject *spec_obj, *band_obj, *weight_obj, *out_obj;
+    Py_ssize_t b, f, dim;
+    if (!PyArg_ParseTuple(args, "OnnOOOn", &spec_obj, &b, &f, &band_obj, &weight_obj, &out_obj, &dim))
+        return NULL;
+    if (dim < COL_BANDS + 5) {
+        PyErr_SetString(PyExc_ValueError, "bands: out has too few columns");
+        return NULL;
+    }
+    Py_buffer spec, band, weight, out;
+    if (get_buffer(spec_obj, &spec, 0, b * f * 2 * (Py_ssize_t)sizeof(double), "spectrum") < 0)
+        return NULL;
+    if (get_buffer(band_obj, &band, 0, f * (Py_ssize_t)sizeof(int32_t), "band") < 0) {
+        PyBuffer_Release(&spec);
+        return NULL;
+    }
+    if (get_buffer(weight_obj, &weight, 0, f * (Py_ssize_t)sizeof(double), "weight") < 0) {
+        PyBuffer_Release(&spec);
+        PyBuffer_Release(&band);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, b * dim * (Py_ssize_t)sizeof(double), "out") < 0) {
+        PyBuffer_Release(&spec);
+        PyBuffer_Release(&band);
+        PyBuffer_Release(&weight);
+        return NULL;
+    }
+    const int32_t *bd = band.buf;
+    for (Py_ssize_t j = 0; j < f; j++)
+        if (bd[j] < 0 || bd[j] > 5) {
+            PyBuffer_Release(&spec);
+            PyBuffer_Release(&band);
+            PyBuffer_Release(&weight);
+            PyBuffer_Release(&out);
+            PyErr_SetString(PyExc_ValueError, "bands: band numbers must be 0..5");
+            return NULL;
+        }
+    Py_BEGIN_ALLOW_THREADS
+    const double *wt = weight.buf;
+    for (Py_ssize_t i = 0; i < b; i++) {
+        const double *z = (const double *)spec.buf + i * f * 2;
+        double sums[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        for (Py_ssize_t j = 0; j < f; j++)
+            sums[bd[j]] += wt[j] * (z[2 * j] * z[2 * j] + z[2 * j + 1] * z[2 * j + 1]);
+        double total = 0.0;
+        for (int k = 0; k < 5; k++)
+            total += sums[k] + 1e-8;
+        double *o = (double *)out.buf + i * dim + COL_BANDS;
+        for (int k = 0; k < 5; k++)
+            o[k] = log((sums[k] + 1e-8) / total);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&spec);
+    PyBuffer_Release(&band);
+    PyBuffer_Release(&weight);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- perceptual hash */
 
 /* hash(grey (B, H, W) doubles, B, H, W, dh (8, H), dw (8, W), out uint64 (B,)) */
@@ -641,6 +703,7 @@ static PyObject *py_png_plain(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"features", py_features, METH_VARARGS, "features(pixels, B, H, W, C, grey_out, out): the contamination features but the bands"},
+    {"bands", py_bands, METH_VARARGS, "bands(spectrum, B, F, band, weight, out, D): log shares of spectral power per band"},
     {"phash", py_phash, METH_VARARGS, "phash(grey, B, H, W, dh, dw, out): 64-bit DCT hashes"},
     {"moments", py_moments, METH_VARARGS, "moments(pixels, B, H, W, C, out): sum, sum of squares, mirror products, min, max"},
     {"png_plain", py_png_plain, METH_VARARGS, "png_plain(data, start, stop, H, W, C, out): inflate and unfilter a plain PNG's IDAT run"},

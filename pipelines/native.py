@@ -61,6 +61,20 @@ def features(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grey, out
 
 
+def bands(spectrum: np.ndarray, band: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
+    """Write the log share of spectral power per band into ``out[:, BAND_COLUMNS]``:
+    ``spectrum`` complex128 ``(B, ...)`` (one image's frequencies per row), ``band`` int32
+    (the band 0-4 of each frequency, 5 for none) and ``weight`` float64 (how many
+    frequencies it stands for) of the same trailing shape; each band's
+    ``sum(weight * |z|**2) + 1e-8`` over the five bands' total."""
+    spectrum = np.ascontiguousarray(spectrum, np.complex128)
+    b, f = len(spectrum), int(np.prod(spectrum.shape[1:]))
+    band, weight = np.ascontiguousarray(band, np.int32).reshape(-1), np.ascontiguousarray(weight, np.float64).reshape(-1)
+    if band.shape != (f,) or weight.shape != (f,) or out.shape[0] != b or not out.flags.c_contiguous or out.dtype != np.float64:
+        raise ValueError(f"bands: spectrum {spectrum.shape}, band {band.shape}, weight {weight.shape}, out {out.dtype} {out.shape} do not fit")
+    _native.bands(spectrum, b, f, band, weight, out, out.shape[1])
+
+
 def phash(grey: np.ndarray, dh: np.ndarray, dw: np.ndarray) -> np.ndarray:
     """64-bit DCT hashes of float64 ``(B, H, W)`` grey images, with the first 8 rows of
     the DCT-II matrices ``dh`` ``(8, H)`` and ``dw`` ``(8, W)`` -> uint64 ``(B,)``."""

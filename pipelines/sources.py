@@ -28,6 +28,7 @@ a whole raises :class:`SourceError`.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -350,26 +351,9 @@ def _iter_parallel(entries: "_Listing", root: Path, data_root_real: str, scenari
 
 def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: int, max_file_bytes: int) -> tuple[str | None, Decoded | BadImage]:
     try:
-        is_link = os.path.islink(full)
-        if is_link:
-            target = os.path.realpath(full)
-            if not os.path.exists(target):
-                return None, BadImage("broken_symlink", f"points to {printable_name(os.readlink(full))}, which does not exist")
-            if os.path.commonpath([data_root_real, target]) != data_root_real:
-                return None, BadImage("symlink_outside_root", f"points to {printable_name(target)}, outside the data root {printable_name(data_root_real)}")
-        # O_NONBLOCK: opening a FIFO must not hang the run; O_NOFOLLOW: a file swapped
-        # for a link after the check above is refused rather than followed.
-        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if is_link else getattr(os, "O_NOFOLLOW", 0))
-        fd = os.open(full, flags)
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return None, BadImage("not_a_regular_file", f"file type {stat.filemode(st.st_mode)[0]!r} (device, pipe or socket) is not read")
-            if st.st_size == 0:
-                return None, BadImage("empty_file", "0 bytes")
-            if st.st_size > max_file_bytes:
-                return None, BadImage("file_too_large", f"{st.st_size} bytes > {max_file_bytes}")
-            data = fh.read(st.st_size + 1)  # not max_file_bytes + 1: that allocates (and frees) a buffer that large per file
+        data = _read_file(full, data_root_real, max_file_bytes)
+    except BadImage as bad:
+        return None, bad
     except OSError as e:
         return None, BadImage("unreadable", f"{type(e).__name__}: {e.strerror or e}")
     digest = sha256_bytes(data)
@@ -381,6 +365,53 @@ def _read_one(full: str, data_root_real: str, scenario: Scenario, max_pixels: in
         return digest, decode_bytes(data, scenario, max_pixels)
     except BadImage as bad:
         return digest, bad
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK
+"""O_NONBLOCK: opening a FIFO must not hang the run."""
+
+
+def _read_file(full: str, data_root_real: str, max_file_bytes: int) -> bytes:
+    """The bytes of a regular file (at most ``max_file_bytes + 1`` of them), following a
+    symbolic link only to a file inside the data root; :class:`BadImage` for what is not
+    such a file. A plain file is opened with O_NOFOLLOW first (one system call: no
+    separate check whether it is a link); a link refuses that open (ELOOP) and is then
+    resolved, checked and opened, O_NOFOLLOW no longer set."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(full, _OPEN_FLAGS | nofollow) if nofollow else None
+    except OSError as e:
+        if e.errno != errno.ELOOP or not os.path.islink(full):
+            raise
+        fd = None
+    if fd is None:
+        if os.path.islink(full):
+            target = os.path.realpath(full)
+            if not os.path.exists(target):
+                raise BadImage("broken_symlink", f"points to {printable_name(os.readlink(full))}, which does not exist")
+            if os.path.commonpath([data_root_real, target]) != data_root_real:
+                raise BadImage("symlink_outside_root", f"points to {printable_name(target)}, outside the data root {printable_name(data_root_real)}")
+        fd = os.open(full, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadImage("not_a_regular_file", f"file type {stat.filemode(st.st_mode)[0]!r} (device, pipe or socket) is not read")
+        if st.st_size == 0:
+            raise BadImage("empty_file", "0 bytes")
+        if st.st_size > max_file_bytes:
+            raise BadImage("file_too_large", f"{st.st_size} bytes > {max_file_bytes}")
+        # Up to one byte more than stat says, to notice a file that grew; not
+        # max_file_bytes + 1: that allocates (and frees) a buffer that large per file.
+        want = st.st_size + 1
+        data = os.read(fd, want)
+        if 0 < len(data) < st.st_size:  # a short read (a file over 2 GB, a signal): read on to the end
+            parts = [data]
+            while (got := sum(map(len, parts))) < want and (more := os.read(fd, want - got)):
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
 
 
 def _iter_arrays(images: np.ndarray, prefix: str, scenario: Scenario, max_pixels: int) -> Iterator[Item]:
