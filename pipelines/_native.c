@@ -412,15 +412,21 @@ static PyObject *py_moments(PyObject *self, PyObject *args) {
         int lo = 255, hi = 0;
         for (Py_ssize_t y = 0; y < h; y++) {
             const uint8_t *r = p + y * row;
-            for (Py_ssize_t x = 0; x < w; x++)
-                for (Py_ssize_t k = 0; k < c; k++) {
-                    int v = r[x * c + k], m = r[(w - 1 - x) * c + k];
-                    s1 += v;
-                    s2 += v * v;
-                    s12 += v * m;
-                    lo = v < lo ? v : lo;
-                    hi = v > hi ? v : hi;
-                }
+            uint64_t r1 = 0, r2 = 0, r12 = 0;
+            for (Py_ssize_t j = 0; j < row; j++) {
+                uint64_t v = r[j];
+                r1 += v;
+                r2 += v * v;
+                lo = (int)v < lo ? (int)v : lo;
+                hi = (int)v > hi ? (int)v : hi;
+            }
+            /* The mirror of value (x, k) is (w-1-x, k): pair the pixels from both ends. */
+            for (Py_ssize_t x = 0; x < w; x++) {
+                const uint8_t *a = r + x * c, *m = r + (w - 1 - x) * c;
+                for (Py_ssize_t k = 0; k < c; k++)
+                    r12 += (uint64_t)a[k] * m[k];
+            }
+            s1 += (int64_t)r1, s2 += (int64_t)r2, s12 += (int64_t)r12;
         }
         int64_t *o = (int64_t *)out.buf + i * 5;
         o[0] = s1, o[1] = s2, o[2] = s12, o[3] = lo, o[4] = hi;
@@ -443,12 +449,36 @@ static void k_smallest(const double *row, int m, int k, int *picked, double *scr
     double *sample = scratch, *vals = scratch + m;
     int step = m > KNN_SAMPLE ? m / KNN_SAMPLE : 1, ns = 0;
     for (int j = 0; j < m && ns < KNN_SAMPLE; j += step)
-        sample[ns++] = row[j];
+        ns++;
     /* The rank in the sample where about 2.5 k of the m entries are expected below. */
     int rank = (int)((2.5 * k * ns) / m) + 2;
-    int nc = 0;
+    int nc = 0, exact = -1; /* exact: the rank whose value sample[rank] holds */
+    if (rank < ns && rank < 32) { /* the rank + 1 smallest of the sample, kept sorted: most values are above them all */
+        int kept = 0;
+        exact = rank;
+        for (int j = 0, s = 0; s < ns; j += step, s++) {
+            double v = row[j];
+            if (kept == rank + 1 && !(v < sample[rank]))
+                continue;
+            int at = kept < rank + 1 ? kept++ : rank;
+            while (at > 0 && v < sample[at - 1]) {
+                sample[at] = sample[at - 1];
+                at--;
+            }
+            sample[at] = v;
+        }
+    }
     for (;;) {
-        double bound = rank >= ns ? INFINITY : select_kth(sample, ns, rank);
+        double bound;
+        if (rank >= ns) {
+            bound = INFINITY;
+        } else if (rank == exact) {
+            bound = sample[rank];
+        } else { /* a raised rank: select it from the whole sample */
+            for (int j = 0, s = 0; s < ns; j += step, s++)
+                sample[s] = row[j];
+            bound = select_kth(sample, ns, rank);
+        }
         nc = 0;
         for (int j = 0; j < m; j++) {
             cand[nc] = j;
@@ -483,66 +513,76 @@ static void k_smallest(const double *row, int m, int k, int *picked, double *scr
     }
 }
 
-/* knn(d2 (R, M) doubles, R, M, k, ref_values (M,) or None, dk out (R,), local out (R,) or None):
+/* knn(d2 (R, M) doubles, R, M, k, ref_values (M,) or None, dk out (R,), local out (R,) or None
+ *     [, q2 (R,), r2 (M,), own (R,) int64]):
  * per row, the k smallest squared distances (ties: the lower column first), the mean of
- * their square roots (summed in column order), and the median of ref_values over them. */
+ * their square roots (summed in column order), and the median of ref_values over them.
+ * Given q2, r2 and own, the first argument is the Gram matrix g of the rows and the
+ * reference (R, M), and the squared distances are max(q2[r] + r2[j] - 2 g[r, j], 0), with
+ * column own[r] (when >= 0: the row itself in the reference) at infinity. */
 static PyObject *py_knn(PyObject *self, PyObject *args) {
-    PyObject *d2_obj, *values_obj, *dk_obj, *local_obj;
+    PyObject *d2_obj, *values_obj, *dk_obj, *local_obj, *q2_obj = Py_None, *r2_obj = Py_None, *own_obj = Py_None;
     Py_ssize_t rows, m, k;
-    if (!PyArg_ParseTuple(args, "OnnnOOO", &d2_obj, &rows, &m, &k, &values_obj, &dk_obj, &local_obj))
+    if (!PyArg_ParseTuple(args, "OnnnOOO|OOO", &d2_obj, &rows, &m, &k, &values_obj, &dk_obj, &local_obj, &q2_obj, &r2_obj, &own_obj))
         return NULL;
     if (k < 1 || k > m || m > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "knn: k = %zd must be in 1..%zd", k, m);
         return NULL;
     }
-    int with_values = values_obj != Py_None;
-    Py_buffer d2, values = {0}, dk, local = {0};
-    if (get_buffer(d2_obj, &d2, 0, rows * m * (Py_ssize_t)sizeof(double), "d2") < 0)
-        return NULL;
-    if (get_buffer(dk_obj, &dk, 1, rows * (Py_ssize_t)sizeof(double), "dk") < 0) {
-        PyBuffer_Release(&d2);
+    int with_values = values_obj != Py_None, gram = q2_obj != Py_None;
+    if (gram && (r2_obj == Py_None || own_obj == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "knn: q2, r2 and own come together");
         return NULL;
     }
-    if (with_values) {
-        if (get_buffer(values_obj, &values, 0, m * (Py_ssize_t)sizeof(double), "ref_values") < 0) {
-            PyBuffer_Release(&d2);
-            PyBuffer_Release(&dk);
-            return NULL;
-        }
-        if (get_buffer(local_obj, &local, 1, rows * (Py_ssize_t)sizeof(double), "local") < 0) {
-            PyBuffer_Release(&d2);
-            PyBuffer_Release(&dk);
-            PyBuffer_Release(&values);
-            return NULL;
-        }
+    Py_buffer bufs[7];
+    int held = 0;
+    PyObject *objs[7] = {d2_obj, dk_obj, values_obj, local_obj, q2_obj, r2_obj, own_obj};
+    const Py_ssize_t need[7] = {rows * m * 8, rows * 8, m * 8, rows * 8, rows * 8, m * 8, rows * 8};
+    const int writable[7] = {0, 1, 0, 1, 0, 0, 0};
+    const char *names[7] = {"d2", "dk", "ref_values", "local", "q2", "r2", "own"};
+    for (int a = 0; a < 7; a++) {
+        if ((a == 2 || a == 3) && !with_values)
+            continue;
+        if (a >= 4 && !gram)
+            continue;
+        if (get_buffer(objs[a], &bufs[a], writable[a], need[a], names[a]) < 0)
+            goto fail;
+        held |= 1 << a;
     }
-    double *scratch = malloc(sizeof(double) * (2 * (size_t)m + (size_t)k));
+    double *scratch = malloc(sizeof(double) * (3 * (size_t)m + (size_t)k));
     int *ints = malloc(sizeof(int) * ((size_t)m + (size_t)k));
     if (scratch == NULL || ints == NULL) {
         free(scratch);
         free(ints);
-        PyBuffer_Release(&d2);
-        PyBuffer_Release(&dk);
-        if (with_values) {
-            PyBuffer_Release(&values);
-            PyBuffer_Release(&local);
-        }
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
     const int kk = (int)k, mm = (int)m;
     int *cand = ints, *picked = ints + m;
-    double *picked_values = scratch + 2 * m;
+    double *picked_values = scratch + 2 * m, *dist = scratch + 2 * m + k;
+    const double *values = with_values ? bufs[2].buf : NULL;
     for (Py_ssize_t r = 0; r < rows; r++) {
-        const double *row = (const double *)d2.buf + r * m;
+        const double *row = (const double *)bufs[0].buf + r * m;
+        if (gram) {
+            const double q2 = ((const double *)bufs[4].buf)[r], *r2 = bufs[5].buf;
+            for (int j = 0; j < mm; j++) {
+                double d = (q2 + r2[j]) - 2.0 * row[j];
+                dist[j] = d > 0.0 ? d : 0.0;
+            }
+            int64_t own = ((const int64_t *)bufs[6].buf)[r];
+            if (own >= 0 && own < m)
+                dist[own] = INFINITY;
+            row = dist;
+        }
         k_smallest(row, mm, kk, picked, scratch, cand);
         double acc = 0.0;
         for (int j = 0; j < kk; j++)
             acc += sqrt(row[picked[j]]);
-        ((double *)dk.buf)[r] = acc / kk;
+        ((double *)bufs[1].buf)[r] = acc / kk;
         if (with_values) {
             for (int j = 0; j < kk; j++)
-                picked_values[j] = ((const double *)values.buf)[picked[j]];
+                picked_values[j] = values[picked[j]];
             double hi = select_kth(picked_values, kk, kk / 2);
             double median = hi;
             if (kk % 2 == 0) { /* the mean of the two middle values: the largest below the upper one */
@@ -551,19 +591,21 @@ static PyObject *py_knn(PyObject *self, PyObject *args) {
                     lo = picked_values[j] > lo ? picked_values[j] : lo;
                 median = 0.5 * (lo + hi);
             }
-            ((double *)local.buf)[r] = median;
+            ((double *)bufs[3].buf)[r] = median;
         }
     }
     Py_END_ALLOW_THREADS
     free(scratch);
     free(ints);
-    PyBuffer_Release(&d2);
-    PyBuffer_Release(&dk);
-    if (with_values) {
-        PyBuffer_Release(&values);
-        PyBuffer_Release(&local);
-    }
+    for (int a = 0; a < 7; a++)
+        if (held & (1 << a))
+            PyBuffer_Release(&bufs[a]);
     Py_RETURN_NONE;
+fail:
+    for (int a = 0; a < 7; a++)
+        if (held & (1 << a))
+            PyBuffer_Release(&bufs[a]);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- plain PNG */

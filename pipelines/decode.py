@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipelines import native
+
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.scenario import Scenario
 
@@ -325,8 +327,6 @@ def _decode_plain_png(data: bytes, scenario: Scenario, w: int, h: int, mode: str
     channels = len(mode)
     arr = None
     if idat_start is not None and idat_stop is not None:
-        from pipelines import native
-
         arr = native.png_plain(data, idat_start, idat_stop, h, w, channels)
     if arr is None:
         import cv2
@@ -402,8 +402,6 @@ def image_stats_batch(block: np.ndarray) -> list[dict[str, float]]:
     b = len(block)
     if b == 0:
         return []
-    from pipelines import native
-
     n = block[0].size
     sums = native.moments(block)
     s1, s2, s12 = sums[:, 0], sums[:, 1], sums[:, 2]

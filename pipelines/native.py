@@ -117,7 +117,23 @@ def knn(d2: np.ndarray, k: int, ref_values: np.ndarray | None = None) -> tuple[n
     its ``k`` smallest entries (ties: the lower column first) and, given ``ref_values``
     (one per column), the median of those values over the same ``k`` columns."""
     d2 = np.ascontiguousarray(d2, np.float64)
-    rows, m = d2.shape
+    return _knn(d2, k, ref_values)
+
+
+def knn_gram(gram: np.ndarray, q2: np.ndarray, r2: np.ndarray, own: np.ndarray, k: int, ref_values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`knn` of the squared distances ``max(q2[:, None] + r2[None, :] - 2 * gram, 0)``
+    (the same arithmetic, formed a row at a time), where column ``own[r]`` (when >= 0) is
+    row ``r`` itself and is never its neighbour."""
+    gram = np.ascontiguousarray(gram, np.float64)
+    rows, m = gram.shape
+    q2, r2, own = (np.ascontiguousarray(a, t) for a, t in ((q2, np.float64), (r2, np.float64), (own, np.int64)))
+    if q2.shape != (rows,) or r2.shape != (m,) or own.shape != (rows,):
+        raise ValueError(f"knn_gram: q2 {q2.shape}, r2 {r2.shape}, own {own.shape} do not fit a Gram matrix of {gram.shape}")
+    return _knn(gram, k, ref_values, q2, r2, own)
+
+
+def _knn(rows_in: np.ndarray, k: int, ref_values: np.ndarray | None, *gram: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    rows, m = rows_in.shape
     dk = np.empty(rows, np.float64)
     local = None
     if ref_values is not None:
@@ -125,5 +141,5 @@ def knn(d2: np.ndarray, k: int, ref_values: np.ndarray | None = None) -> tuple[n
         if ref_values.shape != (m,):
             raise ValueError(f"ref_values of shape {ref_values.shape} for {m} columns")
         local = np.empty(rows, np.float64)
-    _native.knn(d2, rows, m, int(k), ref_values, dk, local)
+    _native.knn(rows_in, rows, m, int(k), ref_values, dk, local, *gram)
     return dk, local

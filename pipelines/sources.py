@@ -67,6 +67,8 @@ def _scenario_file(scenario: Scenario) -> str:
 def printable_name(name: str | bytes) -> str:
     """A UTF-8-safe, printable version of a file name: undecodable bytes become ``\\xNN``
     and control characters are escaped, so names can go into CSV/JSON and logs."""
+    if isinstance(name, str) and name.isascii() and name.isprintable():
+        return name  # most names: nothing to escape
     raw = name if isinstance(name, bytes) else os.fsencode(name)
     text = raw.decode("utf-8", "backslashreplace")
     if text.isprintable():

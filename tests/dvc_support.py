@@ -59,7 +59,10 @@ def make_project(dst: Path, scenarios: dict[str, dict] | None = None) -> Path:
     and in ``dvc.yaml``. The DVC remote is ``dst.parent / "dvc-remote"``."""
     require_dvc()
     scenarios = scenarios if scenarios is not None else {"digits": {}}
-    for f in project_files():
+    # The compiled modules that `pip install -e .` built beside their sources (git ignores
+    # them; the copy runs on this environment, as a clone after its install would).
+    built = [p.relative_to(PROJECT_ROOT).as_posix() for p in (PROJECT_ROOT / "pipelines").glob("_native*.so")]
+    for f in project_files() + built:
         if f.startswith("scenarios/") and not f.endswith(("_project.yaml", "_defaults.yaml")):
             continue
         target = dst / f

@@ -269,3 +269,21 @@ def test_png_stream_that_is_not_exactly_the_rows_is_left_to_the_other_decoders()
     assert native.png_plain(data, start, stop, 20, 25, 3) is None  # rows of another width
     with pytest.raises(ValueError, match="outside the data"):
         native.png_plain(data, start, len(data) + 1, 20, 24, 3)
+
+
+def test_knn_from_a_gram_matrix_is_knn_of_the_distances_it_implies():
+    rng = np.random.default_rng(2)
+    q, r = rng.normal(size=(200, 12)), rng.normal(size=(700, 12))
+    q[:5] = r[[3, 9, 9, 600, 699]]  # rows that are reference rows: never their own neighbour
+    own = np.full(200, -1)
+    own[[0, 1, 3, 4]] = [3, 9, 600, 699]  # row 2 is a copy of row 1, not the reference row itself
+    gram, q2, r2 = q @ r.T, (q * q).sum(axis=1), (r * r).sum(axis=1)
+    d2 = np.maximum(q2[:, None] + r2[None, :] - 2.0 * gram, 0.0)
+    d2[np.flatnonzero(own >= 0), own[own >= 0]] = np.inf
+    values = rng.random(700)
+    got = native.knn_gram(gram, q2, r2, own, 25, values)
+    want = native.knn(d2, 25, values)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])  # the same arithmetic, bit for bit
+    assert got[0][2] < got[0][1]  # the copy counts the reference row (distance 0) among its neighbours; the row itself does not
+    with pytest.raises(ValueError, match="do not fit"):
+        native.knn_gram(gram, q2[:-1], r2, own, 25)
