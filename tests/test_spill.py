@@ -191,6 +191,24 @@ def test_ingestion_with_everything_on_disk_is_byte_identical(tmp_path, monkeypat
     assert pools[0] is True and pools[2] > 0 and pools[3] is False  # every candidate batch compared here
     for name in names:
         assert (fourth.manifest_path.parent / name).read_bytes() == before[name], name
+
+    # No workers, the scores from a thread of this process beside the near-duplicate pass.
+    monkeypatch.setattr(ingest_mod._CompareWorkers, "__init__", real_init)
+    monkeypatch.setattr(ingest_mod, "PARALLEL_SCORE_ROWS", 10**9)
+    monkeypatch.setattr(ingest_mod, "THREAD_SCORE_ROWS", 1)
+    threads = []
+    real_confirm = ingest_mod._CompareWorkers.confirm
+
+    def confirm(self, batches):
+        threads.append(self.thread is not None)  # started before the candidates are compared
+        yield from real_confirm(self, batches)
+
+    monkeypatch.setattr(ingest_mod._CompareWorkers, "confirm", confirm)
+    pools.clear()
+    fifth = ingest(sc, ScenarioPaths("faces", roots))
+    assert threads == [True] and pools[0] is False and pools[1] == len(range(0, 110, 16)) and pools[2] > 0 and pools[3] is False
+    for name in names:
+        assert (fifth.manifest_path.parent / name).read_bytes() == before[name], name
     # Only the outputs are left: every spilled file was unnamed.
     assert sorted(p.name for p in second.manifest_path.parent.iterdir()) == ["images", "manifest.json", "quarantine.json", "table.csv"]
 

@@ -222,14 +222,19 @@ def _dense_column(scratch: Path, n: int, pairs: Iterable[Any]) -> Column:
     return out
 
 
+THREAD_SCORE_ROWS = 4096
+"""From this many images on (and below :data:`PARALLEL_SCORE_ROWS`), the outlier scores are
+computed by a thread of the ingesting process beside the near-duplicate pass; below it
+afterwards, where a thread's start would cost more than it saves."""
 PARALLEL_SCORE_ROWS = 32768
 """From this many images on, the outlier scores are computed by worker processes while the
 ingesting process compares the near-duplicate candidates, in about four tasks per worker
 (at most :data:`pipelines.contamination.SCORE_CHUNK` rows each); below it, in the
-ingesting process afterwards. Scoring takes ~30 µs of CPU per image and the
-near-duplicate pass much less below 10^6 images, so from here on the workers halve the
-step's last seconds on 2 cores (at 32,768 rows the serial pass takes ~1 s; starting two
-workers ~0.05 s forked, ~0.5 s spawned)."""
+ingesting process (by a thread beside that pass from :data:`THREAD_SCORE_ROWS` on).
+Scoring takes ~14 µs of CPU per image and the near-duplicate pass much less below 10^6
+images, so from here on the workers halve the step's last seconds on 2 cores (at 32,768
+rows the serial pass takes ~0.5 s; starting two workers ~0.05 s forked, ~0.5 s
+spawned)."""
 
 _SCORER: dict[str, Any] = {}
 
@@ -289,7 +294,15 @@ class _CompareWorkers:
         raw.reserve(n)
         self.pool, self.futures = None, []
         self.here = 0  # chunks computed in this process (all of them without workers)
+        self.thread, self.thread_error = None, None
         self.workers = workers = min(workers, len(self.parts))
+        if workers == 1 and n >= THREAD_SCORE_ROWS:
+            # A thread of this process computes them beside the near-duplicate pass: its
+            # matrix products and k-nearest selections run without the GIL.
+            import threading
+
+            self.thread = threading.Thread(target=self._score_here, name="outlier-scores", daemon=True)
+            self.thread.start()
         if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -343,11 +356,29 @@ class _CompareWorkers:
         self.confirmed_here += 1
         return _confirm_batch(part, self.images)
 
-    def wait(self) -> None:
+    def _score_here(self, parts: list[tuple[int, int]] | None = None) -> None:
+        """The raw scores of ``parts`` (default: all) computed in this process, one BLAS
+        thread; in the scoring thread, an error is kept for :meth:`wait` to raise."""
         from threadpoolctl import threadpool_limits
 
         from pipelines.contamination import raw_scores
 
+        try:
+            with threadpool_limits(limits=1):
+                for a, b in self.parts if parts is None else parts:
+                    self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
+        except BaseException as e:  # noqa: BLE001 - re-raised by wait()
+            if parts is not None:
+                raise
+            self.thread_error = e
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread, self.here = None, len(self.parts)
+            if self.thread_error is not None:
+                raise self.thread_error
+            return
         todo = self.parts
         if self.pool is not None:
             try:
@@ -359,11 +390,12 @@ class _CompareWorkers:
             finally:
                 self.close()
         self.here = len(todo)
-        with threadpool_limits(limits=1):
-            for a, b in todo:
-                self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
+        self._score_here(todo)
 
     def close(self) -> None:
+        if self.thread is not None:  # an error elsewhere: let the scores finish before their file closes
+            self.thread.join()
+            self.thread = None
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
