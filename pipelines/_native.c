@@ -608,6 +608,97 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- near-duplicate residuals */
+
+static inline double one_way_residual(double cross, double ssu, double ssv, double n) {
+    /* RMS residual of the best linear map u ~ s v + t: (sum uc^2 - cross^2 / sum vc^2) / n. */
+    double left = ssu - (ssv > 1e-12 ? cross * cross / ssv : 0.0);
+    return sqrt((left > 0.0 ? left : 0.0) / n);
+}
+
+/* pair_residuals(pixels uint8 (K, N, C), K, N, C, a int64 (P,), b int64 (P,), P, out (P,)):
+ * for each pair (a[p], b[p]) of the K images, the worse direction's RMS residual of the
+ * best linear map between their grey levels in [0, 1] (luma as in features), each image
+ * centred on its own mean. Each image's grey levels are formed once however many pairs
+ * it is in. */
+static PyObject *py_pair_residuals(PyObject *self, PyObject *args) {
+    PyObject *pixels_obj, *a_obj, *b_obj, *out_obj;
+    Py_ssize_t k, n, c, pairs;
+    if (!PyArg_ParseTuple(args, "OnnnOOnO", &pixels_obj, &k, &n, &c, &a_obj, &b_obj, &pairs, &out_obj))
+        return NULL;
+    if ((c != 1 && c != 3) || n < 1 || k < 0 || pairs < 0) {
+        PyErr_SetString(PyExc_ValueError, "pair_residuals: need (K, N, 1 or 3) images of at least one pixel");
+        return NULL;
+    }
+    Py_buffer px, ab, bb, out;
+    if (get_buffer(pixels_obj, &px, 0, k * n * c, "pixels") < 0)
+        return NULL;
+    if (get_buffer(a_obj, &ab, 0, pairs * 8, "a") < 0) {
+        PyBuffer_Release(&px);
+        return NULL;
+    }
+    if (get_buffer(b_obj, &bb, 0, pairs * 8, "b") < 0) {
+        PyBuffer_Release(&px);
+        PyBuffer_Release(&ab);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, pairs * 8, "out") < 0) {
+        PyBuffer_Release(&px);
+        PyBuffer_Release(&ab);
+        PyBuffer_Release(&bb);
+        return NULL;
+    }
+    const int64_t *ia = ab.buf, *ib = bb.buf;
+    for (Py_ssize_t p = 0; p < pairs; p++)
+        if (ia[p] < 0 || ia[p] >= k || ib[p] < 0 || ib[p] >= k) {
+            PyBuffer_Release(&px);
+            PyBuffer_Release(&ab);
+            PyBuffer_Release(&bb);
+            PyBuffer_Release(&out);
+            PyErr_Format(PyExc_IndexError, "pair_residuals: pair %zd names an image outside 0..%zd", p, k - 1);
+            return NULL;
+        }
+    double *grey = malloc(sizeof(double) * ((size_t)(k * n) + (size_t)k + 1));
+    if (grey == NULL) {
+        PyBuffer_Release(&px);
+        PyBuffer_Release(&ab);
+        PyBuffer_Release(&bb);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    double *ss = grey + k * n;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const uint8_t *p = (const uint8_t *)px.buf + i * n * c;
+        double *g = grey + i * n, sum = 0.0, sq = 0.0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            g[j] = (c == 1 ? (double)p[j] : LUMA_R * p[3 * j] + LUMA_G * p[3 * j + 1] + LUMA_B * p[3 * j + 2]) / 255.0;
+            sum += g[j];
+        }
+        const double mean = sum / n;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            g[j] -= mean;
+            sq += g[j] * g[j];
+        }
+        ss[i] = sq;
+    }
+    for (Py_ssize_t q = 0; q < pairs; q++) {
+        const double *u = grey + ia[q] * n, *v = grey + ib[q] * n;
+        double cross = 0.0;
+        for (Py_ssize_t j = 0; j < n; j++)
+            cross += u[j] * v[j];
+        double r1 = one_way_residual(cross, ss[ia[q]], ss[ib[q]], (double)n), r2 = one_way_residual(cross, ss[ib[q]], ss[ia[q]], (double)n);
+        ((double *)out.buf)[q] = r1 > r2 ? r1 : r2;
+    }
+    Py_END_ALLOW_THREADS
+    free(grey);
+    PyBuffer_Release(&px);
+    PyBuffer_Release(&ab);
+    PyBuffer_Release(&bb);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- plain PNG */
 
 static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
@@ -748,6 +839,7 @@ static PyMethodDef methods[] = {
     {"bands", py_bands, METH_VARARGS, "bands(spectrum, B, F, band, weight, out, D): log shares of spectral power per band"},
     {"phash", py_phash, METH_VARARGS, "phash(grey, B, H, W, dh, dw, out): 64-bit DCT hashes"},
     {"moments", py_moments, METH_VARARGS, "moments(pixels, B, H, W, C, out): sum, sum of squares, mirror products, min, max"},
+    {"pair_residuals", py_pair_residuals, METH_VARARGS, "pair_residuals(pixels, K, N, C, a, b, P, out): near-duplicate residuals of image pairs"},
     {"png_plain", py_png_plain, METH_VARARGS, "png_plain(data, start, stop, H, W, C, out): inflate and unfilter a plain PNG's IDAT run"},
     {"knn", py_knn, METH_VARARGS, "knn(d2, R, M, k, ref_values, dk_out, local_out): k-nearest distances and neighbour medians"},
     {NULL, NULL, 0, NULL},

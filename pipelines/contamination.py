@@ -88,7 +88,6 @@ LBP_STEP = 1
 """A neighbour sets its local-binary-pattern bit when at least this many grey levels brighter."""
 _QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
 _BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1 / 4), (1 / 4, 1 / 2), (1 / 2, 1.0))
-_LUMA = np.array([0.299, 0.587, 0.114])
 _CHUNK_PIXELS = 1 << 18
 """Images per feature chunk: about this many pixels (small arrays stay in the CPU cache)."""
 _PROBE_CHUNK = 1 << 16
@@ -114,11 +113,6 @@ N_FEATURES_RGB = len(FEATURE_NAMES_RGB)
 
 
 # ----------------------------------------------------------------------------- features
-
-
-def _grey(x: np.ndarray) -> np.ndarray:
-    """(B, H, W, C) float in [0, 1] -> (B, H, W) luma (ITU-R 601, as Pillow's ``L``)."""
-    return x[..., 0] if x.shape[-1] == 1 else x @ _LUMA
 
 
 def _spectrum(g: np.ndarray) -> np.ndarray:
@@ -388,40 +382,19 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)  # pragma: no cover - numpy < 2
 
 
-def _centred_grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grey levels in [0, 1] of uint8 ``(K, H, W, C)`` images minus each image's mean,
-    ``(K, H*W)`` float64, and each one's sum of squares ``(K,)``."""
-    g = _grey(images.astype(np.float64) / 255.0).reshape(len(images), -1)
-    g -= g.mean(axis=1, keepdims=True)
-    return g, np.einsum("ij,ij->i", g, g)
-
-
-def _residual(cross: np.ndarray, ssu: np.ndarray, ssv: np.ndarray, n: int) -> np.ndarray:
-    """RMS residual of the best linear map ``u ~ s * v + t`` from the centred images'
-    sums: ``sum(res**2) = sum(uc**2) - cross**2 / sum(vc**2)``, with ``cross = sum(uc * vc)``
-    (slope 0 when ``v`` is flat)."""
-    ok = ssv > 1e-12
-    left = ssu - np.where(ok, cross * cross / np.where(ok, ssv, 1.0), 0.0)
-    return np.sqrt(np.maximum(left, 0.0) / n)
-
-
-def _pair_residuals(cross: np.ndarray, ssa: np.ndarray, ssb: np.ndarray, n: int) -> np.ndarray:
-    """The worse direction's :func:`_residual` of pairs of images."""
-    return np.maximum(_residual(cross, ssa, ssb, n), _residual(cross, ssb, ssa, n))
-
-
 def linear_residuals(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each pair of uint8 images ``a[k], b[k]`` (``(P, H, W, C)`` each), the RMS
     residual (grey, [0, 1]) of the best linear map ``a ~ s * b + t``, in the worse of the
-    two directions: 0 for brightness/contrast edits, small for re-encodings."""
-    x, ssx = _centred_grey(a)
-    y, ssy = _centred_grey(b)
-    return _pair_residuals(np.einsum("ij,ij->i", x, y), ssx, ssy, x.shape[1])
+    two directions: 0 for brightness/contrast edits, small for re-encodings
+    (:func:`pipelines.native.pair_residuals`)."""
+    p = len(a)
+    return native.pair_residuals(np.concatenate([a, b]), np.arange(p), np.arange(p, 2 * p))
 
 
 _PAIR_BATCH_BYTES = 1 << 24
-"""Memory for one batch of candidate pairs compared (the images' centred grey levels as
-float64 and the pairs' gathered copies): 16 MB."""
+"""Memory that sets the size of one batch of candidate pairs compared: 32 bytes per pixel
+of a pair (its two images' bytes and their grey levels as float64 fit with room), 16 MB:
+512 pairs of 32 x 32 images."""
 
 
 def _bucket_pairs(rows: np.ndarray, rhash: np.ndarray, lo: int, hi: int, flips: Sequence[int]) -> Iterator[np.ndarray]:
@@ -566,10 +539,8 @@ def confirmed_pairs(part: np.ndarray, take: Any, h: int, w: int) -> np.ndarray:
     linear-map test, in their order; each image's grey levels are computed once however
     many pairs it is in. ``take(rows)`` returns the images of sorted rows."""
     rows, inverse = np.unique(part, return_inverse=True)
-    g, ss = _centred_grey(take(rows))
     a, b = inverse.reshape(part.shape).T
-    cross = np.einsum("ij,ij->i", g[a], g[b])
-    return part[_pair_residuals(cross, ss[a], ss[b], h * w) <= NEAR_RESIDUAL]
+    return part[native.pair_residuals(take(rows), a, b) <= NEAR_RESIDUAL]
 
 
 def _first_confirmed(pairs: Iterable[np.ndarray], take: Any, h: int, w: int, confirm: Any = None) -> Iterator[tuple[int, int]]:

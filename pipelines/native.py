@@ -6,6 +6,7 @@
     sums = native.moments(block)                  # -> int64 (B, 5)
     dk, local = native.knn(d2, k, ref_values)     # k-nearest distances, neighbour medians
     pixels = native.png_plain(data, start, stop, h, w, c)   # a plain PNG's IDAT run -> (h, w, c) or None
+    res = native.pair_residuals(images, a, b)     # near-duplicate residuals of image pairs
 
 What every image costs in the decode workers (decoding a plain PNG, the contamination
 features, the perceptual hash, the pixel sums), and the k-nearest-neighbour selection of
@@ -98,6 +99,23 @@ def moments(block: np.ndarray) -> np.ndarray:
     b, h, w, c = block.shape
     out = np.empty((b, 5), np.int64)
     _native.moments(block, b, h, w, c, out)
+    return out
+
+
+def pair_residuals(images: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each pair ``(images[a[p]], images[b[p]])`` of uint8 ``(K, H, W, C)`` images
+    (C = 1 or 3): the RMS residual (grey levels in [0, 1], ITU-R 601 luma) of the best
+    linear map from one image to the other, in the worse of the two directions (each
+    image centred on its mean; slope 0 when the other image is flat) -> float64 ``(P,)``."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+        raise ValueError(f"need uint8 (K, H, W, 1 or 3) images, got {images.dtype} {images.shape}")
+    images = np.ascontiguousarray(images)
+    a, b = np.ascontiguousarray(a, np.int64).reshape(-1), np.ascontiguousarray(b, np.int64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"pair_residuals: {len(a)} first and {len(b)} second images")
+    k, h, w, c = images.shape
+    out = np.empty(len(a), np.float64)
+    _native.pair_residuals(images, k, h * w, c, a, b, len(a), out)
     return out
 
 

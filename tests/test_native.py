@@ -287,3 +287,23 @@ def test_knn_from_a_gram_matrix_is_knn_of_the_distances_it_implies():
     assert got[0][2] < got[0][1]  # the copy counts the reference row (distance 0) among its neighbours; the row itself does not
     with pytest.raises(ValueError, match="do not fit"):
         native.knn_gram(gram, q2[:-1], r2, own, 25)
+
+
+def test_pair_residuals_are_least_squares_fits_between_grey_images():
+    images = np.concatenate([IMAGES[:6], np.clip(IMAGES[:2].astype(int) * 0.8 + 20, 0, 255).astype(np.uint8), IMAGES[60:61]])
+    a, b = np.array([0, 0, 6, 7, 3, 8, 5]), np.array([1, 6, 0, 1, 3, 2, 4])  # repeats, a copy's edit, itself, a flat image
+
+    def one_way(u, v):
+        if v.std() < 1e-9:
+            return np.sqrt(((u - u.mean()) ** 2).mean())
+        design = np.stack([v, np.ones_like(v)], axis=1)
+        return np.sqrt(((u - design @ np.linalg.lstsq(design, u, rcond=None)[0]) ** 2).mean())
+
+    grey = _ref_grey(images).reshape(len(images), -1) / 255.0
+    want = np.array([max(one_way(grey[i], grey[j]), one_way(grey[j], grey[i])) for i, j in zip(a, b)])
+    got = native.pair_residuals(images, a, b)
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert got[4] == 0.0 and got[1] < 0.01 < got[0]  # an image with itself; a brightness/contrast edit (rounded) of it
+    assert np.allclose(native.pair_residuals(GREY_IMAGES, [0, 5], [1, 5]), native.pair_residuals(GREY_IMAGES[[0, 1, 5]], [0, 2], [1, 2]))
+    with pytest.raises(IndexError, match="outside"):
+        native.pair_residuals(images, [0], [len(images)])
