@@ -34,6 +34,15 @@ static const double LUMA_R = 0.299, LUMA_G = 0.587, LUMA_B = 0.114;
 
 static int LBP_BIN[256];
 
+/* The luma (ITU-R 601, 0..255) of pixel i of an image of c = 1 or 3 channels: one
+ * expression for every kernel, so they all see the same grey levels, bit for bit. */
+static inline double luma_at(const uint8_t *px, Py_ssize_t i, Py_ssize_t c) {
+    if (c == 1)
+        return (double)px[i];
+    const uint8_t *p = px + 3 * i;
+    return LUMA_R * p[0] + LUMA_G * p[1] + LUMA_B * p[2];
+}
+
 static void init_lbp_table(void) {
     for (int code = 0; code < 256; code++) {
         int ones = 0, changes = 0;
@@ -67,13 +76,7 @@ static void image_features_one(const uint8_t *px, int h, int w, int c, double *g
     memset(hist, 0, sizeof hist);
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
-        double luma;
-        if (c == 1) {
-            luma = px[i];
-        } else {
-            const uint8_t *p = px + 3 * i;
-            luma = LUMA_R * p[0] + LUMA_G * p[1] + LUMA_B * p[2];
-        }
+        double luma = luma_at(px, i, c);
         double lv = rint(luma);
         uint8_t level = (uint8_t)(lv < 0 ? 0 : lv > 255 ? 255 : lv);
         levels[i] = level;
@@ -311,6 +314,35 @@ static PyObject *py_bands(PyObject *self, PyObject *args) {
     PyBuffer_Release(&spec);
     PyBuffer_Release(&band);
     PyBuffer_Release(&weight);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* grey(pixels uint8 (B, N, C), B, N, C, out (B, N)): each pixel's luma / 255, as features'
+ * grey_out holds it. */
+static PyObject *py_grey(PyObject *self, PyObject *args) {
+    PyObject *pixels_obj, *out_obj;
+    Py_ssize_t b, n, c;
+    if (!PyArg_ParseTuple(args, "OnnnO", &pixels_obj, &b, &n, &c, &out_obj))
+        return NULL;
+    if ((c != 1 && c != 3) || b < 0 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "grey: need (B, N, 1 or 3) images");
+        return NULL;
+    }
+    Py_buffer px, out;
+    if (get_buffer(pixels_obj, &px, 0, b * n * c, "pixels") < 0)
+        return NULL;
+    if (get_buffer(out_obj, &out, 1, b * n * (Py_ssize_t)sizeof(double), "out") < 0) {
+        PyBuffer_Release(&px);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *p = px.buf;
+    double *g = out.buf;
+    for (Py_ssize_t i = 0; i < b * n; i++)
+        g[i] = luma_at(p, i, c) / 255.0;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&px);
     PyBuffer_Release(&out);
     Py_RETURN_NONE;
 }
@@ -672,7 +704,7 @@ static PyObject *py_pair_residuals(PyObject *self, PyObject *args) {
         const uint8_t *p = (const uint8_t *)px.buf + i * n * c;
         double *g = grey + i * n, sum = 0.0, sq = 0.0;
         for (Py_ssize_t j = 0; j < n; j++) {
-            g[j] = (c == 1 ? (double)p[j] : LUMA_R * p[3 * j] + LUMA_G * p[3 * j + 1] + LUMA_B * p[3 * j + 2]) / 255.0;
+            g[j] = luma_at(p, j, c) / 255.0;
             sum += g[j];
         }
         const double mean = sum / n;
@@ -837,6 +869,7 @@ static PyObject *py_png_plain(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"features", py_features, METH_VARARGS, "features(pixels, B, H, W, C, grey_out, out): the contamination features but the bands"},
     {"bands", py_bands, METH_VARARGS, "bands(spectrum, B, F, band, weight, out, D): log shares of spectral power per band"},
+    {"grey", py_grey, METH_VARARGS, "grey(pixels, B, N, C, out): grey levels in [0, 1], as features computes them"},
     {"phash", py_phash, METH_VARARGS, "phash(grey, B, H, W, dh, dw, out): 64-bit DCT hashes"},
     {"moments", py_moments, METH_VARARGS, "moments(pixels, B, H, W, C, out): sum, sum of squares, mirror products, min, max"},
     {"pair_residuals", py_pair_residuals, METH_VARARGS, "pair_residuals(pixels, K, N, C, a, b, P, out): near-duplicate residuals of image pairs"},

@@ -76,6 +76,18 @@ def bands(spectrum: np.ndarray, band: np.ndarray, weight: np.ndarray, out: np.nd
     _native.bands(spectrum, b, f, band, weight, out, out.shape[1])
 
 
+def grey(block: np.ndarray) -> np.ndarray:
+    """The grey levels in [0, 1] of a uint8 ``(B, H, W, C)`` block (C = 1 or 3), float64
+    ``(B, H, W)``: the same values :func:`features` returns."""
+    if block.ndim != 4 or block.shape[-1] not in (1, 3) or block.dtype != np.uint8:
+        raise ValueError(f"need uint8 (B, H, W, 1 or 3) images, got {block.dtype} {block.shape}")
+    block = np.ascontiguousarray(block)
+    b, h, w, c = block.shape
+    out = np.empty((b, h, w), np.float64)
+    _native.grey(block, b, h * w, c, out)
+    return out
+
+
 def phash(grey: np.ndarray, dh: np.ndarray, dw: np.ndarray) -> np.ndarray:
     """64-bit DCT hashes of float64 ``(B, H, W)`` grey images, with the first 8 rows of
     the DCT-II matrices ``dh`` ``(8, H)`` and ``dw`` ``(8, W)`` -> uint64 ``(B,)``."""

@@ -112,6 +112,7 @@ def ref_phash(batch: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("batch", [IMAGES, GREY_IMAGES], ids=["rgb", "grey"])
 def test_features_follow_their_definitions(batch):
     grey, got = native.features(batch)
+    assert np.array_equal(native.grey(batch), grey)  # the hashes' grey levels are the features', bit for bit
     assert not got[:, 11:16].any()  # the bands are the caller's:
     got = contamination.image_features(batch)
     want = ref_features(batch)
