@@ -25,9 +25,11 @@ Conversion rules (documented choices):
   portrait).
 
 Decoders: Pillow for every format, except *plain* PNGs (8-bit grey or RGB, no palette,
-transparency, EXIF/XMP, animation or interlacing; every chunk whole and checked), which
-OpenCV's libpng decodes to the same pixels at about half of Pillow's cost for small
-files (see :func:`_plain_png`). Anything else, or a file libpng refuses, goes through
+transparency, EXIF/XMP, animation or interlacing; every chunk whole and checked; see
+:func:`_plain_png`): their IDAT run is inflated and unfiltered by
+:func:`pipelines.native.png_plain` (C, zlib) when it is one clean stream of exactly the
+image's rows, else by OpenCV's libpng; the same pixels either way (libpng takes about
+half of Pillow's time for small files, the direct path about half of libpng's). Anything else, or a file libpng refuses, goes through
 Pillow, so refusals are always worded the same way. Pillow decodes a PNG before reading
 its EXIF, so a damaged compressed stream is quarantined, never kept half-decoded.
 
