@@ -87,6 +87,8 @@ possible values) and only the rows found there are compared."""
 LBP_STEP = 1
 """A neighbour sets its local-binary-pattern bit when at least this many grey levels brighter."""
 _QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
+"""``LBP_STEP`` and ``_QUANTILES`` name what the C kernel computes (``pipelines/_native.c``
+holds the same values; ``tests/test_native.py`` checks the features against them)."""
 _BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1 / 4), (1 / 4, 1 / 2), (1 / 2, 1.0))
 _CHUNK_PIXELS = 1 << 18
 """Images per feature chunk: about this many pixels (small arrays stay in the CPU cache)."""
@@ -110,6 +112,7 @@ FEATURE_NAMES_RGB = (
 )
 N_FEATURES_GREY = len(FEATURE_NAMES_GREY)
 N_FEATURES_RGB = len(FEATURE_NAMES_RGB)
+assert (N_FEATURES_GREY, N_FEATURES_RGB) == (native.N_FEATURES_GREY, native.N_FEATURES_RGB), "pipelines/_native.c's columns"
 
 
 # ----------------------------------------------------------------------------- features

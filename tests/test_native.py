@@ -65,7 +65,7 @@ def ref_features(batch: np.ndarray) -> np.ndarray:
     cols = []
     counts = np.stack([np.bincount(levels[i].ravel(), minlength=256) for i in range(b)])
     cdf = np.cumsum(counts, axis=1)
-    cols.append(np.stack([(cdf < q * h * w).sum(axis=1) for q in (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)], axis=1) / 255.0)
+    cols.append(np.stack([(cdf < q * h * w).sum(axis=1) for q in contamination._QUANTILES], axis=1) / 255.0)
     gx, gy = np.diff(g, axis=2), np.diff(g, axis=1)
     lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
     energies = [g.reshape(b, -1).std(axis=1), np.abs(gx).mean(axis=(1, 2)), np.abs(gy).mean(axis=(1, 2)), np.abs(lap).mean(axis=(1, 2))]
@@ -80,7 +80,7 @@ def ref_features(batch: np.ndarray) -> np.ndarray:
     sector = np.minimum((angle // 45).astype(int), 3)
     orient = np.stack([(mag * (sector == k)).sum(axis=(1, 2)) for k in range(4)], axis=1)
     cols.append(orient / (orient.sum(axis=1, keepdims=True) + 1e-12))
-    centre = levels[:, 1:-1, 1:-1] + 1
+    centre = levels[:, 1:-1, 1:-1] + contamination.LBP_STEP
     ring = [levels[:, :-2, :-2], levels[:, :-2, 1:-1], levels[:, :-2, 2:], levels[:, 1:-1, 2:], levels[:, 2:, 2:], levels[:, 2:, 1:-1], levels[:, 2:, :-2], levels[:, 1:-1, :-2]]
     code = sum((v >= centre).astype(np.int64) << bit for bit, v in enumerate(ring))
     bins = np.vectorize(_ref_lbp_bin)(np.arange(256))[code]
