@@ -297,11 +297,19 @@ class _CompareWorkers:
         self.thread, self.thread_error = None, None
         self.workers = workers = min(workers, len(self.parts))
         if workers == 1 and n >= THREAD_SCORE_ROWS:
-            # A thread of this process computes them beside the near-duplicate pass: its
-            # matrix products and k-nearest selections run without the GIL.
+            # A thread of this process computes them beside the near-duplicate pass (its
+            # matrix products and k-nearest selections run without the GIL), in about
+            # eight parts, so that wait() can take over the parts it has not started.
             import threading
+            from collections import deque
 
-            self.thread = threading.Thread(target=self._score_here, name="outlier-scores", daemon=True)
+            from threadpoolctl import threadpool_limits
+
+            size = max(_DIST_CHUNK, -(-n // (8 * _DIST_CHUNK)) * _DIST_CHUNK)
+            self.parts = [(a, min(a + size, n)) for a in range(0, n, size)]
+            self._left, self._lock = deque(self.parts), threading.Lock()
+            self._limits = threadpool_limits(limits=1)  # for both threads, until wait() or close()
+            self.thread = threading.Thread(target=self._score_shared, args=(True,), name="outlier-scores", daemon=True)
             self.thread.start()
         if workers > 1:
             import multiprocessing as mp
@@ -356,26 +364,47 @@ class _CompareWorkers:
         self.confirmed_here += 1
         return _confirm_batch(part, self.images)
 
-    def _score_here(self, parts: list[tuple[int, int]] | None = None) -> None:
-        """The raw scores of ``parts`` (default: all) computed in this process, one BLAS
-        thread; in the scoring thread, an error is kept for :meth:`wait` to raise."""
+    def _score_here(self, parts: list[tuple[int, int]]) -> None:
+        """The raw scores of ``parts`` computed in this process, one BLAS thread."""
         from threadpoolctl import threadpool_limits
 
         from pipelines.contamination import raw_scores
 
+        with threadpool_limits(limits=1):
+            for a, b in parts:
+                self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
+
+    def _score_shared(self, in_thread: bool = False) -> None:
+        """Score the parts nobody has taken yet, one at a time; the scoring thread keeps
+        an error for :meth:`wait` to raise."""
+        from pipelines.contamination import raw_scores
+
         try:
-            with threadpool_limits(limits=1):
-                for a, b in self.parts if parts is None else parts:
-                    self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
+            while True:
+                with self._lock:
+                    if not self._left:
+                        return
+                    a, b = self._left.popleft()
+                self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
         except BaseException as e:  # noqa: BLE001 - re-raised by wait()
-            if parts is not None:
+            if not in_thread:
                 raise
             self.thread_error = e
+            with self._lock:
+                self._left.clear()
+
+    def _join(self) -> None:
+        self.thread.join()
+        self.thread = None
+        self._limits.restore_original_limits()
 
     def wait(self) -> None:
         if self.thread is not None:
-            self.thread.join()
-            self.thread, self.here = None, len(self.parts)
+            try:
+                self._score_shared()  # this thread takes the parts the scoring thread has not begun
+            finally:
+                self._join()
+            self.here = len(self.parts)
             if self.thread_error is not None:
                 raise self.thread_error
             return
@@ -393,9 +422,10 @@ class _CompareWorkers:
         self._score_here(todo)
 
     def close(self) -> None:
-        if self.thread is not None:  # an error elsewhere: let the scores finish before their file closes
-            self.thread.join()
-            self.thread = None
+        if self.thread is not None:  # an error elsewhere: stop taking parts, let the one begun finish before its file closes
+            with self._lock:
+                self._left.clear()
+            self._join()
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
