@@ -9,10 +9,10 @@
     res = native.pair_residuals(images, a, b)     # near-duplicate residuals of image pairs
 
 What every image costs in the decode workers (decoding a plain PNG, the contamination
-features, the perceptual hash, the pixel sums), and the k-nearest-neighbour selection of
-the outlier scores, cost 2-4 times less in C than as NumPy array expressions (which
-pass over a 32 x 32 image dozens of times, and whose per-call overhead is paid per
-block): docs/BENCHMARKS.md, "A compiled kernel for the per-image checks". The
+features, the perceptual hash, the pixel sums), the k-nearest-neighbour selection of the
+outlier scores and the near-duplicate comparisons cost 1.7-3 times less in C than as
+NumPy array expressions (which pass over a 32 x 32 image dozens of times) or through
+libpng: docs/BENCHMARKS.md, "1.0x a bare PIL loop: the per-image work in C". The
 definitions are those of :mod:`pipelines.contamination` and
 :func:`pipelines.decode.image_stats_batch`; every value is a function of one image (or
 one row of distances) alone, in a fixed order of operations, so it does not depend on
