@@ -149,9 +149,7 @@ def _band_map(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 def _grey_and_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The grey images (float64 ``(B, H, W)`` in [0, 1]) and :func:`image_features` of a
     uint8 ``(B, H, W, C)`` batch."""
-    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
-        raise ValueError(f"image_features needs uint8 (B, H, W, 1 or 3) images, got {batch.dtype} {batch.shape}")
-    grey, out = native.features(batch)
+    grey, out = native.features(batch)  # checks the dtype and shape
     # The spectrum of the grey image, not of the image minus its mean: the two differ
     # only in the DC term, which is in no band.
     native.bands(_spectrum(grey), *_band_map(*grey.shape[1:]), out)

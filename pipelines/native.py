@@ -42,11 +42,12 @@ BAND_COLUMNS = slice(11, 16)
 """The columns :func:`features` leaves for the caller (the band spectrum, from an FFT)."""
 
 
-def _images(block: np.ndarray) -> np.ndarray:
+def _images(block: np.ndarray, min_side: int = 1) -> np.ndarray:
+    """``block`` as a C-contiguous uint8 ``(B, H, W, 1 or 3)`` array, or ValueError."""
     if block.ndim != 4 or block.shape[-1] not in (1, 3) or block.dtype != np.uint8:
         raise ValueError(f"need uint8 (B, H, W, 1 or 3) images, got {block.dtype} {block.shape}")
-    if min(block.shape[1:3]) < 3:
-        raise ValueError(f"need images of at least 3 x 3 pixels, got {block.shape[1]} x {block.shape[2]}")
+    if min(block.shape[1:3]) < min_side:
+        raise ValueError(f"need images of at least {min_side} x {min_side} pixels, got {block.shape[1]} x {block.shape[2]}")
     return np.ascontiguousarray(block)
 
 
@@ -54,7 +55,7 @@ def features(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The grey levels in [0, 1] (float64 ``(B, H, W)``, ITU-R 601 luma) and the
     contamination features (float64 ``(B, D)``) of a uint8 ``(B, H, W, C)`` block; the
     :data:`BAND_COLUMNS` are left at 0 for the caller."""
-    block = _images(block)
+    block = _images(block, min_side=3)
     b, h, w, c = block.shape
     grey = np.empty((b, h, w), np.float64)
     out = np.zeros((b, N_FEATURES_RGB if c == 3 else N_FEATURES_GREY), np.float64)
@@ -79,9 +80,7 @@ def bands(spectrum: np.ndarray, band: np.ndarray, weight: np.ndarray, out: np.nd
 def grey(block: np.ndarray) -> np.ndarray:
     """The grey levels in [0, 1] of a uint8 ``(B, H, W, C)`` block (C = 1 or 3), float64
     ``(B, H, W)``: the same values :func:`features` returns."""
-    if block.ndim != 4 or block.shape[-1] not in (1, 3) or block.dtype != np.uint8:
-        raise ValueError(f"need uint8 (B, H, W, 1 or 3) images, got {block.dtype} {block.shape}")
-    block = np.ascontiguousarray(block)
+    block = _images(block)
     b, h, w, c = block.shape
     out = np.empty((b, h, w), np.float64)
     _native.grey(block, b, h * w, c, out)
@@ -119,9 +118,7 @@ def pair_residuals(images: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     (C = 1 or 3): the RMS residual (grey levels in [0, 1], ITU-R 601 luma) of the best
     linear map from one image to the other, in the worse of the two directions (each
     image centred on its mean; slope 0 when the other image is flat) -> float64 ``(P,)``."""
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
-        raise ValueError(f"need uint8 (K, H, W, 1 or 3) images, got {images.dtype} {images.shape}")
-    images = np.ascontiguousarray(images)
+    images = _images(images)
     a, b = np.ascontiguousarray(a, np.int64).reshape(-1), np.ascontiguousarray(b, np.int64).reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"pair_residuals: {len(a)} first and {len(b)} second images")

@@ -379,13 +379,13 @@ def _read_file(full: str, data_root_real: str, max_file_bytes: int) -> bytes:
     such a file. A plain file is opened with O_NOFOLLOW first (one system call: no
     separate check whether it is a link); a link refuses that open (ELOOP) and is then
     resolved, checked and opened, O_NOFOLLOW no longer set."""
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(full, _OPEN_FLAGS | nofollow) if nofollow else None
-    except OSError as e:
-        if e.errno != errno.ELOOP or not os.path.islink(full):
-            raise
-        fd = None
+    nofollow, fd = getattr(os, "O_NOFOLLOW", 0), None
+    if nofollow:
+        try:
+            fd = os.open(full, _OPEN_FLAGS | nofollow)
+        except OSError as e:
+            if e.errno != errno.ELOOP or not os.path.islink(full):
+                raise
     if fd is None:
         if os.path.islink(full):
             target = os.path.realpath(full)
@@ -406,11 +406,8 @@ def _read_file(full: str, data_root_real: str, max_file_bytes: int) -> bytes:
         # max_file_bytes + 1: that allocates (and frees) a buffer that large per file.
         want = st.st_size + 1
         data = os.read(fd, want)
-        if 0 < len(data) < st.st_size:  # a short read (a file over 2 GB, a signal): read on to the end
-            parts = [data]
-            while (got := sum(map(len, parts))) < want and (more := os.read(fd, want - got)):
-                parts.append(more)
-            data = b"".join(parts)
+        while 0 < len(data) < st.st_size and (more := os.read(fd, want - len(data))):  # a short read (over 2 GB, a signal)
+            data += more
         return data
     finally:
         os.close(fd)

@@ -294,20 +294,22 @@ class _CompareWorkers:
         raw.reserve(n)
         self.pool, self.futures = None, []
         self.here = 0  # chunks computed in this process (all of them without workers)
+        import threading
+        from collections import deque
+
         self.thread, self.thread_error = None, None
+        self._left: deque = deque()  # parts not yet begun, taken one at a time (_score_shared)
+        self._lock = threading.Lock()
         self.workers = workers = min(workers, len(self.parts))
         if workers == 1 and n >= THREAD_SCORE_ROWS:
             # A thread of this process computes them beside the near-duplicate pass (its
             # matrix products and k-nearest selections run without the GIL), in about
             # eight parts, so that wait() can take over the parts it has not started.
-            import threading
-            from collections import deque
-
             from threadpoolctl import threadpool_limits
 
             size = max(_DIST_CHUNK, -(-n // (8 * _DIST_CHUNK)) * _DIST_CHUNK)
             self.parts = [(a, min(a + size, n)) for a in range(0, n, size)]
-            self._left, self._lock = deque(self.parts), threading.Lock()
+            self._left.extend(self.parts)
             self._limits = threadpool_limits(limits=1)  # for both threads, until wait() or close()
             self.thread = threading.Thread(target=self._score_shared, args=(True,), name="outlier-scores", daemon=True)
             self.thread.start()
@@ -364,16 +366,6 @@ class _CompareWorkers:
         self.confirmed_here += 1
         return _confirm_batch(part, self.images)
 
-    def _score_here(self, parts: list[tuple[int, int]]) -> None:
-        """The raw scores of ``parts`` computed in this process, one BLAS thread."""
-        from threadpoolctl import threadpool_limits
-
-        from pipelines.contamination import raw_scores
-
-        with threadpool_limits(limits=1):
-            for a, b in parts:
-                self.raw.write_at(a, raw_scores(self.features, self.model, a, b))
-
     def _score_shared(self, in_thread: bool = False) -> None:
         """Score the parts nobody has taken yet, one at a time; the scoring thread keeps
         an error for :meth:`wait` to raise."""
@@ -399,6 +391,8 @@ class _CompareWorkers:
         self._limits.restore_original_limits()
 
     def wait(self) -> None:
+        from threadpoolctl import threadpool_limits
+
         if self.thread is not None:
             try:
                 self._score_shared()  # this thread takes the parts the scoring thread has not begun
@@ -419,7 +413,9 @@ class _CompareWorkers:
             finally:
                 self.close()
         self.here = len(todo)
-        self._score_here(todo)
+        self._left.extend(todo)
+        with threadpool_limits(limits=1):  # as in the workers: the scores do not depend on where they were computed
+            self._score_shared()
 
     def close(self) -> None:
         if self.thread is not None:  # an error elsewhere: stop taking parts, let the one begun finish before its file closes
